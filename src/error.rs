@@ -1,0 +1,127 @@
+//! Why a client's request failed, and the one table that turns each cause
+//! into the SOCKS reply the client sees (socks.md, "Reply mapping").
+//!
+//! Every refusal in the proxy goes through [`Error::rep`]; nothing else picks
+//! a reply code. SOCKS4 collapses every failure to 0x5B in `socks::reply`.
+
+use crate::sam::proto::SamResult;
+use crate::socks::Rep;
+use std::fmt;
+
+/// A failed request, from validation to the SAM stream reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// Clearnet name, IP address, malformed I2P name or port 0.
+    TargetNotAllowed,
+    /// BIND, or a command this build does not serve.
+    CommandNotSupported,
+    /// An address type other than IPv4, domain or IPv6.
+    AddrTypeNotSupported,
+    /// The SAM bridge answered STREAM CONNECT (or HELLO) with this result.
+    Sam(SamResult),
+    /// Our own connect deadline passed before the bridge answered.
+    ConnectTimeout,
+    /// The SAM bridge could not be reached or broke the protocol.
+    SamUnreachable,
+    /// The SAM session is down (being rebuilt).
+    SessionDown,
+    /// Too many clients or sessions.
+    Overloaded,
+}
+
+impl Error {
+    /// The single cause → SOCKS5 reply table.
+    pub fn rep(&self) -> Rep {
+        match self {
+            Error::TargetNotAllowed => Rep::NotAllowed,
+            Error::CommandNotSupported => Rep::CommandNotSupported,
+            Error::AddrTypeNotSupported => Rep::AddrTypeNotSupported,
+            Error::ConnectTimeout => Rep::TtlExpired,
+            Error::SamUnreachable | Error::SessionDown | Error::Overloaded => Rep::GeneralFailure,
+            Error::Sam(r) => match r {
+                SamResult::CantReachPeer
+                | SamResult::InvalidKey
+                | SamResult::KeyNotFound
+                | SamResult::PeerNotFound => Rep::HostUnreachable,
+                SamResult::ConnectionRefused => Rep::ConnectionRefused,
+                SamResult::Timeout => Rep::TtlExpired,
+                SamResult::Ok
+                | SamResult::I2pError
+                | SamResult::InvalidId
+                | SamResult::DuplicatedDest
+                | SamResult::DuplicatedId
+                | SamResult::NoVersion
+                | SamResult::Other(_) => Rep::GeneralFailure,
+            },
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::TargetNotAllowed => f.write_str("target not allowed"),
+            Error::CommandNotSupported => f.write_str("command not supported"),
+            Error::AddrTypeNotSupported => f.write_str("address type not supported"),
+            Error::Sam(r) => write!(f, "SAM result {r:?}"),
+            Error::ConnectTimeout => f.write_str("connect deadline passed"),
+            Error::SamUnreachable => f.write_str("SAM bridge unreachable"),
+            Error::SessionDown => f.write_str("SAM session down"),
+            Error::Overloaded => f.write_str("overloaded"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each row of socks.md's table, in order.
+    #[test]
+    fn reply_table() {
+        let rows: &[(Error, u8)] = &[
+            (Error::Sam(SamResult::Ok), 0x01), // OK is never an error; if it were, fail closed
+            (Error::TargetNotAllowed, 0x02),
+            (Error::Sam(SamResult::CantReachPeer), 0x04),
+            (Error::Sam(SamResult::InvalidKey), 0x04),
+            (Error::Sam(SamResult::KeyNotFound), 0x04),
+            (Error::Sam(SamResult::PeerNotFound), 0x04),
+            (Error::Sam(SamResult::ConnectionRefused), 0x05),
+            (Error::Sam(SamResult::Timeout), 0x06),
+            (Error::ConnectTimeout, 0x06),
+            (Error::CommandNotSupported, 0x07),
+            (Error::AddrTypeNotSupported, 0x08),
+            (Error::Sam(SamResult::I2pError), 0x01),
+            (Error::Sam(SamResult::InvalidId), 0x01),
+            (Error::Sam(SamResult::DuplicatedId), 0x01),
+            (Error::Sam(SamResult::DuplicatedDest), 0x01),
+            (Error::Sam(SamResult::NoVersion), 0x01),
+            (Error::Sam(SamResult::Other("WHATEVER".into())), 0x01),
+            (Error::SamUnreachable, 0x01),
+            (Error::SessionDown, 0x01),
+            (Error::Overloaded, 0x01),
+        ];
+        for (err, code) in rows {
+            assert_eq!(err.rep() as u8, *code, "{err:?}");
+        }
+    }
+
+    #[test]
+    fn socks4_collapses_failures() {
+        use crate::socks::{reply, Version};
+        assert_eq!(
+            reply(Version::V4, Error::Sam(SamResult::Timeout).rep()),
+            [0, 0x5b, 0, 0, 0, 0, 0, 0]
+        );
+        assert_eq!(
+            reply(Version::V4, Rep::Succeeded),
+            [0, 0x5a, 0, 0, 0, 0, 0, 0]
+        );
+        assert_eq!(
+            reply(Version::V5, Error::Sam(SamResult::CantReachPeer).rep()),
+            [5, 4, 0, 1, 0, 0, 0, 0, 0, 0]
+        );
+    }
+}

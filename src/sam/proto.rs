@@ -32,7 +32,10 @@ pub struct Reply {
 
 impl Reply {
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
     /// RESULT= as an enum; a missing RESULT is `Other("")`.
     pub fn result(&self) -> SamResult {
@@ -80,7 +83,10 @@ pub fn hello(auth: Option<(&str, &str)>) -> Result<Vec<u8>, BadValue> {
 pub enum Style {
     Stream,
     /// Repliable datagrams forwarded to HOST:PORT over UDP.
-    Datagram { host: std::net::Ipv4Addr, port: u16 },
+    Datagram {
+        host: std::net::Ipv4Addr,
+        port: u16,
+    },
 }
 
 /// `SESSION CREATE STYLE=.. ID=.. DESTINATION=.. SIGNATURE_TYPE=7 [PORT= HOST=] k=v ...\n`.
@@ -97,7 +103,11 @@ pub fn session_create(
 }
 
 /// `STREAM CONNECT ID=.. DESTINATION=.. SILENT=false [TO_PORT=n]\n`.
-pub fn stream_connect(id: &str, destination: &str, to_port: Option<u16>) -> Result<Vec<u8>, BadValue> {
+pub fn stream_connect(
+    id: &str,
+    destination: &str,
+    to_port: Option<u16>,
+) -> Result<Vec<u8>, BadValue> {
     let _ = (id, destination, to_port);
     Ok(Vec::new())
 }
