@@ -4,14 +4,18 @@
 //!
 //! The usage line here is the man page's SYNOPSIS; keep them identical.
 
+use crate::identity::Isolate;
 use crate::sam::proto::{is_safe_key, is_safe_value};
 use getopts::Options;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The usage line, identical to SYNOPSIS in man/i2psocks.8.
-pub const USAGE: &str = "usage: i2psocks [-hqVv] [--allow-remote] [-l addr:port] [-s addr:port] \
-[--max-clients n] [--handshake-timeout secs] [--connect-timeout secs] [--idle-timeout secs] \
+pub const USAGE: &str = "usage: i2psocks [-hqVv] [--allow-remote] [--check] [--prefer-no-auth] \
+[--print-address] [-l addr:port] [-s addr:port] [-k keyfile] [--auth-file file] \
+[--isolate none|auth|client] [--max-clients n] [--max-sessions n] [--handshake-timeout secs] \
+[--connect-timeout secs] [--idle-timeout secs] [--session-idle-timeout secs] \
 [--shutdown-grace secs] [--hops n] [--tunnels n] [--sam-option key=value]";
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4447";
@@ -26,6 +30,10 @@ pub const MAX_SAM_OPTION_LEN: usize = 512;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Run(Config),
+    /// `--check`: validate flags and files, reach the bridge, exit.
+    Check(Config),
+    /// `--print-address`: print the persistent identity's b32, exit.
+    PrintAddress(Config),
     Help,
     Version,
 }
@@ -47,6 +55,15 @@ pub struct Config {
     pub sam_options: Vec<(String, String)>,
     /// -v count minus -q count: 0 = info.
     pub verbosity: i8,
+    /// Persistent identity of the default session.
+    pub keyfile: Option<PathBuf>,
+    /// SOCKS5 users and passwords; when set, clients must authenticate.
+    pub auth_file: Option<PathBuf>,
+    pub isolate: Isolate,
+    pub prefer_no_auth: bool,
+    pub max_sessions: usize,
+    /// Zero means never.
+    pub session_idle_timeout: Duration,
 }
 
 impl Default for Config {
@@ -63,6 +80,12 @@ impl Default for Config {
             tunnels: 2,
             sam_options: Vec::new(),
             verbosity: 0,
+            keyfile: None,
+            auth_file: None,
+            isolate: Isolate::Auth,
+            prefer_no_auth: false,
+            max_sessions: 32,
+            session_idle_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -84,66 +107,33 @@ fn options() -> Options {
     o.optflagmulti("v", "verbose", "more logging (-v debug, -vv trace)");
     o.optflagmulti("q", "quiet", "less logging (warnings and errors only)");
     o.optflag("", "allow-remote", "allow a non-loopback --listen address");
-    o.optopt(
-        "l",
-        "listen",
-        "SOCKS listen address (default 127.0.0.1:4447; port 0 picks one)",
-        "ADDR:PORT",
+    o.optflag("", "check", "check the flags, files and SAM bridge, then exit");
+    o.optflag("", "prefer-no-auth", "pick no-auth when a client offers it and username/password");
+    o.optflag(
+        "",
+        "print-address",
+        "print the --keyfile identity's .b32.i2p address (creating the key) and exit",
     );
-    o.optopt(
-        "s",
-        "sam",
-        "SAM v3 bridge address (default 127.0.0.1:7656)",
-        "ADDR:PORT",
-    );
+    o.optopt("k", "keyfile", "persistent private key of the default identity (created if missing)", "FILE");
+    o.optopt("", "auth-file", "require SOCKS5 username/password from FILE (lines user:password)", "FILE");
+    o.optopt("", "isolate", "identity per: none, auth (credentials; default) or client (connection)", "MODE");
+    o.optopt("", "max-sessions", "I2P identities (SAM sessions) at once, 1-1024 (default 32)", "N");
     o.optopt(
         "",
-        "max-clients",
-        "concurrent clients, 1-10000 (default 256)",
-        "N",
-    );
-    o.optopt(
-        "",
-        "handshake-timeout",
-        "whole SOCKS handshake deadline, 1-3600 (default 30)",
+        "session-idle-timeout",
+        "close identities unused this long, 0-604800, 0 = never (default 600)",
         "SECS",
     );
-    o.optopt(
-        "",
-        "connect-timeout",
-        "I2P stream connect deadline, 1-3600 (default 120)",
-        "SECS",
-    );
-    o.optopt(
-        "",
-        "idle-timeout",
-        "close relays idle this long, 0-604800, 0 = never (default 1800)",
-        "SECS",
-    );
-    o.optopt(
-        "",
-        "shutdown-grace",
-        "on SIGTERM let relays finish this long, 0-600 (default 5)",
-        "SECS",
-    );
-    o.optopt(
-        "",
-        "hops",
-        "tunnel length, inbound and outbound, 0-7 (default 3)",
-        "N",
-    );
-    o.optopt(
-        "",
-        "tunnels",
-        "tunnel quantity, inbound and outbound, 1-16 (default 2)",
-        "N",
-    );
-    o.optmulti(
-        "",
-        "sam-option",
-        "extra SAM SESSION CREATE option (repeatable)",
-        "KEY=VALUE",
-    );
+    o.optopt("l", "listen", "SOCKS listen address (default 127.0.0.1:4447; port 0 picks one)", "ADDR:PORT");
+    o.optopt("s", "sam", "SAM v3 bridge address (default 127.0.0.1:7656)", "ADDR:PORT");
+    o.optopt("", "max-clients", "concurrent clients, 1-10000 (default 256)", "N");
+    o.optopt("", "handshake-timeout", "whole SOCKS handshake deadline, 1-3600 (default 30)", "SECS");
+    o.optopt("", "connect-timeout", "I2P stream connect deadline, 1-3600 (default 120)", "SECS");
+    o.optopt("", "idle-timeout", "close relays idle this long, 0-604800, 0 = never (default 1800)", "SECS");
+    o.optopt("", "shutdown-grace", "on SIGTERM let relays finish this long, 0-600 (default 5)", "SECS");
+    o.optopt("", "hops", "tunnel length, inbound and outbound, 0-7 (default 3)", "N");
+    o.optopt("", "tunnels", "tunnel quantity, inbound and outbound, 1-16 (default 2)", "N");
+    o.optmulti("", "sam-option", "extra SAM SESSION CREATE option (repeatable)", "KEY=VALUE");
     o
 }
 
@@ -154,9 +144,7 @@ pub fn help() -> String {
 
 /// Parse the arguments after the program name.
 pub fn parse(args: &[String]) -> Result<Command, UsageError> {
-    let m = options()
-        .parse(args)
-        .map_err(|e| UsageError(e.to_string()))?;
+    let m = options().parse(args).map_err(|e| UsageError(e.to_string()))?;
     if m.opt_present("h") {
         return Ok(Command::Help);
     }
@@ -166,8 +154,8 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
     if let Some(extra) = m.free.first() {
         return Err(UsageError(format!("unexpected argument '{extra}'")));
     }
-    let mut c = Config::default();
-    c.verbosity = clamp_i8(m.opt_count("v")) - clamp_i8(m.opt_count("q"));
+    let mut c =
+        Config { verbosity: clamp_i8(m.opt_count("v")) - clamp_i8(m.opt_count("q")), ..Config::default() };
     if let Some(s) = m.opt_str("l") {
         c.listen = addr("--listen", &s)?;
     }
@@ -201,16 +189,46 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
     if let Some(n) = num(&m, "tunnels", 1, 16)? {
         c.tunnels = n as u8;
     }
+    if let Some(n) = num(&m, "max-sessions", 1, 1024)? {
+        c.max_sessions = n as usize;
+    }
+    if let Some(n) = num(&m, "session-idle-timeout", 0, 604_800)? {
+        c.session_idle_timeout = Duration::from_secs(n);
+    }
+    c.keyfile = m.opt_str("k").map(PathBuf::from);
+    c.auth_file = m.opt_str("auth-file").map(PathBuf::from);
+    c.prefer_no_auth = m.opt_present("prefer-no-auth");
+    if c.prefer_no_auth && c.auth_file.is_some() {
+        return Err(UsageError(
+            "--prefer-no-auth conflicts with --auth-file (authentication is required)".into(),
+        ));
+    }
+    if let Some(mode) = m.opt_str("isolate") {
+        c.isolate = match mode.as_str() {
+            "none" => Isolate::None,
+            "auth" => Isolate::Auth,
+            "client" => Isolate::Client,
+            _ => return Err(UsageError(format!("--isolate '{mode}': expected none, auth or client"))),
+        };
+    }
     let opts = m.opt_strs("sam-option");
     if opts.len() > MAX_SAM_OPTIONS {
-        return Err(UsageError(format!(
-            "at most {MAX_SAM_OPTIONS} --sam-option flags"
-        )));
+        return Err(UsageError(format!("at most {MAX_SAM_OPTIONS} --sam-option flags")));
     }
     for o in opts {
         c.sam_options.push(sam_option(&o)?);
     }
-    Ok(Command::Run(c))
+    let check = m.opt_present("check");
+    let print = m.opt_present("print-address");
+    match (check, print) {
+        (true, true) => Err(UsageError("--check and --print-address are exclusive".into())),
+        (true, false) => Ok(Command::Check(c)),
+        (false, true) if c.keyfile.is_none() => Err(UsageError(
+            "--print-address needs --keyfile (a transient identity has no lasting address)".into(),
+        )),
+        (false, true) => Ok(Command::PrintAddress(c)),
+        (false, false) => Ok(Command::Run(c)),
+    }
 }
 
 fn clamp_i8(n: usize) -> i8 {
@@ -219,9 +237,7 @@ fn clamp_i8(n: usize) -> i8 {
 
 fn addr(flag: &str, s: &str) -> Result<SocketAddr, UsageError> {
     s.parse().map_err(|_| {
-        UsageError(format!(
-            "{flag} '{s}': expected a numeric ADDR:PORT such as 127.0.0.1:4447 or [::1]:4447"
-        ))
+        UsageError(format!("{flag} '{s}': expected a numeric ADDR:PORT such as 127.0.0.1:4447 or [::1]:4447"))
     })
 }
 
@@ -231,9 +247,7 @@ fn num(m: &getopts::Matches, name: &str, lo: u64, hi: u64) -> Result<Option<u64>
     };
     match s.parse::<u64>() {
         Ok(n) if (lo..=hi).contains(&n) => Ok(Some(n)),
-        _ => Err(UsageError(format!(
-            "--{name} '{s}': expected a whole number from {lo} to {hi}"
-        ))),
+        _ => Err(UsageError(format!("--{name} '{s}': expected a whole number from {lo} to {hi}"))),
     }
 }
 
@@ -267,9 +281,7 @@ fn sam_option(s: &str) -> Result<(String, String), UsageError> {
         return Err(bad());
     }
     if RESERVED_KEYS.iter().any(|r| r.eq_ignore_ascii_case(k)) {
-        return Err(UsageError(format!(
-            "--sam-option: {k} is set by i2psocks itself"
-        )));
+        return Err(UsageError(format!("--sam-option: {k} is set by i2psocks itself")));
     }
     Ok((k.to_string(), v.to_string()))
 }
@@ -322,10 +334,7 @@ mod tests {
         assert_eq!(c.max_clients, 3);
         assert_eq!((c.hops, c.tunnels), (0, 1));
         assert_eq!(c.idle_timeout, Duration::ZERO);
-        assert_eq!(
-            c.sam_options,
-            vec![("inbound.lengthVariance".into(), "0".into())]
-        );
+        assert_eq!(c.sam_options, vec![("inbound.lengthVariance".into(), "0".into())]);
         assert_eq!(c.verbosity, 1);
     }
 
@@ -351,6 +360,11 @@ mod tests {
             &["--sam-option", "a="],
             &["--sam-option", "DESTINATION=x"],
             &["--bogus"],
+            &["--isolate", "tor"],
+            &["--max-sessions", "0"],
+            &["--print-address"],
+            &["--check", "--print-address", "-k", "k"],
+            &["--prefer-no-auth", "--auth-file", "f"],
             &["extra"],
         ] {
             let e = run(args).unwrap_err();

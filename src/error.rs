@@ -111,14 +111,8 @@ mod tests {
     #[test]
     fn socks4_collapses_failures() {
         use crate::socks::{reply, Version};
-        assert_eq!(
-            reply(Version::V4, Error::Sam(SamResult::Timeout).rep()),
-            [0, 0x5b, 0, 0, 0, 0, 0, 0]
-        );
-        assert_eq!(
-            reply(Version::V4, Rep::Succeeded),
-            [0, 0x5a, 0, 0, 0, 0, 0, 0]
-        );
+        assert_eq!(reply(Version::V4, Error::Sam(SamResult::Timeout).rep()), [0, 0x5b, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(reply(Version::V4, Rep::Succeeded), [0, 0x5a, 0, 0, 0, 0, 0, 0]);
         assert_eq!(
             reply(Version::V5, Error::Sam(SamResult::CantReachPeer).rep()),
             [5, 4, 0, 1, 0, 0, 0, 0, 0, 0]

@@ -6,9 +6,12 @@
 //! Sans-IO codecs (`socks`, `sam::proto`, `i2p_addr`) carry the protocol
 //! logic; `sam::client`, `relay`, `pool` and `server` do the I/O around them.
 
+pub mod auth;
 pub mod cli;
 pub mod error;
 pub mod i2p_addr;
+pub mod identity;
+pub mod keyfile;
 pub mod pool;
 pub mod relay;
 pub mod sam;

@@ -2,14 +2,19 @@
 //! loop, and the orderly shutdown on SIGTERM/SIGINT.
 //!
 //! Startup failures print one line `i2psocks: <what failed>` on stderr and
-//! exit non-zero: 64 for usage errors, 1 for anything else.
+//! exit non-zero: 64 usage error, 69 SAM bridge unavailable (`--check`,
+//! `--print-address`), 78 bad key or auth file, 1 anything else.
 
+use i2psocks::auth::AuthFile;
 use i2psocks::cli::{self, Command, Config};
+use i2psocks::identity::{Identities, Recipe};
+use i2psocks::keyfile;
 use i2psocks::pool::Pool;
-use i2psocks::sam::client::{Session, SessionSpec};
+use i2psocks::sam::client;
+use i2psocks::sam::client::SessionSpec;
 use i2psocks::server::{self, Shared};
 use log::{error, info, warn, LevelFilter};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::io::{ErrorKind, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
@@ -20,6 +25,10 @@ use std::time::{Duration, Instant};
 
 /// sysexits(3) EX_USAGE.
 const EXIT_USAGE: u8 = 64;
+/// sysexits(3) EX_UNAVAILABLE: the SAM bridge cannot be reached.
+const EXIT_UNAVAILABLE: u8 = 69;
+/// sysexits(3) EX_CONFIG: a key or auth file cannot be used.
+const EXIT_CONFIG: u8 = 78;
 const EXIT_FAILURE: u8 = 1;
 /// After an accept error (EMFILE and the like) wait this long before the
 /// next accept instead of spinning.
@@ -31,8 +40,8 @@ const STOP_WAIT: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let config = match cli::parse(&args) {
-        Ok(Command::Run(c)) => c,
+    let command = match cli::parse(&args) {
+        Ok(c @ (Command::Run(_) | Command::Check(_) | Command::PrintAddress(_))) => c,
         Ok(Command::Help) => {
             print!("{}", cli::help());
             return ExitCode::SUCCESS;
@@ -46,14 +55,74 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    init_logging(config.verbosity);
-    match run(config) {
+    let result = match command {
+        Command::Run(c) => {
+            init_logging(c.verbosity);
+            load_files(&c).and_then(|files| run(c, files))
+        }
+        Command::Check(c) => check(&c),
+        Command::PrintAddress(c) => print_address(&c),
+        Command::Help | Command::Version => Ok(()),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(msg) => {
+        Err((code, msg)) => {
             eprintln!("i2psocks: {msg}");
-            ExitCode::from(EXIT_FAILURE)
+            ExitCode::from(code)
         }
     }
+}
+
+type Failure = (u8, String);
+
+/// The key and auth files, checked before anything is bound.
+struct Files {
+    /// The persistent private key (I2P base64), if the key file exists.
+    key: Option<String>,
+    auth: Option<AuthFile>,
+}
+
+fn load_files(c: &Config) -> Result<Files, Failure> {
+    let key = match &c.keyfile {
+        Some(p) => keyfile::load(p).map_err(|e| (EXIT_CONFIG, e.to_string()))?,
+        None => None,
+    };
+    let auth = match &c.auth_file {
+        Some(p) => Some(AuthFile::load(p).map_err(|e| (EXIT_CONFIG, e))?),
+        None => None,
+    };
+    Ok(Files { key, auth })
+}
+
+/// `--check`: flags parsed already; files and the bridge now.
+fn check(c: &Config) -> Result<(), Failure> {
+    load_files(c)?;
+    let minor = client::probe(c.sam)
+        .map_err(|e| (EXIT_UNAVAILABLE, format!("SAM bridge at {} unavailable: {e}", c.sam)))?;
+    println!("i2psocks: configuration ok; SAM bridge at {} speaks SAM 3.{minor}", c.sam);
+    Ok(())
+}
+
+/// `--print-address`: the key file's address, creating the key if needed.
+fn print_address(c: &Config) -> Result<(), Failure> {
+    let Some(path) = &c.keyfile else {
+        return Err((EXIT_USAGE, "--print-address needs --keyfile".into()));
+    };
+    let key = match keyfile::load(path).map_err(|e| (EXIT_CONFIG, e.to_string()))? {
+        Some(k) => k,
+        None => {
+            let k = client::generate_key(c.sam).map_err(|e| {
+                (EXIT_UNAVAILABLE, format!("cannot create a key: SAM bridge at {} unavailable: {e}", c.sam))
+            })?;
+            keyfile::create(path, &k).map_err(|e| (EXIT_CONFIG, e.to_string()))?;
+            k
+        }
+    };
+    let b32 = i2psocks::i2p_addr::b64_decode(&key)
+        .and_then(|b| i2psocks::i2p_addr::b32_of_dest(&b))
+        .ok_or((EXIT_CONFIG, format!("key file {}: unreadable", path.display())))?;
+    println!("{b32}");
+    Ok(())
 }
 
 fn init_logging(verbosity: i8) {
@@ -70,12 +139,7 @@ fn init_logging(verbosity: i8) {
         b.parse_filters(&spec);
     }
     b.format(|buf, rec| {
-        writeln!(
-            buf,
-            "i2psocks: {}: {}",
-            rec.level().as_str().to_ascii_lowercase(),
-            rec.args()
-        )
+        writeln!(buf, "i2psocks: {}: {}", rec.level().as_str().to_ascii_lowercase(), rec.args())
     });
     b.target(env_logger::Target::Stderr);
     let _ = b.try_init();
@@ -98,35 +162,43 @@ fn session_options(c: &Config) -> Vec<(String, String)> {
     o
 }
 
-fn run(config: Config) -> Result<(), String> {
+fn run(config: Config, files: Files) -> Result<(), Failure> {
+    let fail = |m: String| (EXIT_FAILURE, m);
     let listener = TcpListener::bind(config.listen)
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+        .map_err(|e| fail(format!("cannot listen on {}: {e}", config.listen)))?;
+    let local = listener.local_addr().map_err(|e| fail(format!("cannot read the listening address: {e}")))?;
     info!("listening on {local}");
 
+    let persistent = config.keyfile.is_some();
     let spec = SessionSpec {
         sam: config.sam,
-        destination: "TRANSIENT".into(),
+        // A missing key file is created from the first session's key.
+        keyfile: if files.key.is_none() { config.keyfile.clone() } else { None },
+        destination: files.key.unwrap_or_else(|| "TRANSIENT".into()),
         options: session_options(&config),
         label: "default identity".into(),
     };
-    let session =
-        Session::spawn(spec).map_err(|e| format!("cannot start the SAM session thread: {e}"))?;
+    let recipe = Recipe {
+        default: spec,
+        default_persistent: persistent,
+        max_sessions: config.max_sessions,
+        idle_timeout: config.session_idle_timeout,
+    };
+    let identities =
+        Identities::start(recipe).map_err(|e| fail(format!("cannot start the SAM session thread: {e}")))?;
+    identities.spawn_reaper().map_err(|e| fail(format!("cannot start a thread: {e}")))?;
     let shared = Arc::new(Shared {
         config: config.clone(),
-        session,
+        identities: Arc::clone(&identities),
+        auth: files.auth,
         stop: AtomicBool::new(false),
     });
 
     let stopping = Arc::new(AtomicBool::new(false));
-    watch_signals(Arc::clone(&stopping), local)?;
+    watch_signals(Arc::clone(&stopping), local, Arc::clone(&identities)).map_err(fail)?;
 
     let worker_shared = Arc::clone(&shared);
-    let pool = Pool::new(config.max_clients, move |s: TcpStream| {
-        server::serve(s, &worker_shared)
-    });
+    let pool = Pool::new(config.max_clients, move |s: TcpStream| server::serve(s, &worker_shared));
 
     let mut last_overload_log: Option<Instant> = None;
     for conn in listener.incoming() {
@@ -137,10 +209,7 @@ fn run(config: Config) -> Result<(), String> {
             Ok(stream) => {
                 if let Err(stream) = pool.submit(stream) {
                     if last_overload_log.map_or(true, |t| t.elapsed() >= OVERLOAD_LOG_INTERVAL) {
-                        warn!(
-                            "too many clients (--max-clients {}): refusing new ones",
-                            config.max_clients
-                        );
+                        warn!("too many clients (--max-clients {}): refusing new ones", config.max_clients);
                         last_overload_log = Some(Instant::now());
                     }
                     let _ = stream.shutdown(Shutdown::Both);
@@ -154,42 +223,41 @@ fn run(config: Config) -> Result<(), String> {
         }
     }
     drop(listener);
-    info!(
-        "shutting down: waiting up to {} s for {} client(s)",
-        config.shutdown_grace.as_secs(),
-        pool.busy()
-    );
+    info!("shutting down: waiting up to {} s for {} client(s)", config.shutdown_grace.as_secs(), pool.busy());
     if !pool.wait_idle(Instant::now() + config.shutdown_grace) {
         shared.stop.store(true, Ordering::SeqCst);
         if !pool.wait_idle(Instant::now() + STOP_WAIT) {
             error!("{} client(s) still running at exit", pool.busy());
         }
     }
-    shared.session.close();
+    identities.close_all();
     info!("stopped");
     Ok(())
 }
 
 /// SIGTERM/SIGINT: flag the stop and wake the blocking accept with a
-/// connection to ourselves.
-fn watch_signals(stopping: Arc<AtomicBool>, local: SocketAddr) -> Result<(), String> {
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+/// connection to ourselves. SIGHUP: new identities for new streams.
+fn watch_signals(stopping: Arc<AtomicBool>, local: SocketAddr, ids: Arc<Identities>) -> Result<(), String> {
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let wake = match local.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), local.port())
-        }
-        IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), local.port())
-        }
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), local.port()),
+        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), local.port()),
         _ => local,
     };
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if signals.forever().next().is_some() {
+            for sig in signals.forever() {
+                if sig == SIGHUP {
+                    if let Err(e) = ids.retire_transient() {
+                        error!("cannot make a new identity: {e}");
+                    }
+                    continue;
+                }
                 stopping.store(true, Ordering::SeqCst);
                 let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+                return;
             }
         })
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;

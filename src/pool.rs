@@ -6,9 +6,7 @@
 //! up to `max` and leave after [`IDLE_EXIT`] without work, so an idle proxy
 //! holds few threads and a busy one never holds more than `max`.
 
-use crossbeam_channel::{
-    bounded, Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError,
-};
+use crossbeam_channel::{bounded, Receiver, SendTimeoutError, Sender, TrySendError};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -58,10 +56,7 @@ impl<T: Send + 'static> Pool<T> {
             tx,
             rx,
             max: max.max(1),
-            counts: Arc::new(Counts {
-                busy: AtomicUsize::new(0),
-                live: AtomicUsize::new(0),
-            }),
+            counts: Arc::new(Counts { busy: AtomicUsize::new(0), live: AtomicUsize::new(0) }),
             handler: Arc::new(handler),
         }
     }
@@ -109,24 +104,18 @@ impl<T: Send + 'static> Pool<T> {
         // through this slot.
         let slot = Arc::new(std::sync::Mutex::new(Some(first)));
         let theirs = Arc::clone(&slot);
-        let spawned = thread::Builder::new()
-            .name("worker".into())
-            .stack_size(WORKER_STACK)
-            .spawn(move || {
+        let spawned =
+            thread::Builder::new().name("worker".into()).stack_size(WORKER_STACK).spawn(move || {
                 let _alive = Release(&c.live);
                 let first = theirs.lock().ok().and_then(|mut s| s.take());
                 if let Some(job) = first {
                     let _done = Release(&c.busy);
                     handler(job);
                 }
-                loop {
-                    match rx.recv_timeout(IDLE_EXIT) {
-                        Ok(job) => {
-                            let _done = Release(&c.busy);
-                            handler(job);
-                        }
-                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-                    }
+                // Timeout or disconnect: this thread is no longer needed.
+                while let Ok(job) = rx.recv_timeout(IDLE_EXIT) {
+                    let _done = Release(&c.busy);
+                    handler(job);
                 }
             });
         match spawned {
@@ -169,7 +158,7 @@ impl<T: Send + 'static> Pool<T> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
     use std::sync::mpsc;
 
@@ -199,9 +188,8 @@ mod tests {
         assert!(pool.threads() <= 2);
         gate_tx.send(()).unwrap();
         gate_tx.send(()).unwrap();
-        let mut rest: Vec<u32> = (0..2)
-            .map(|_| done_rx.recv_timeout(Duration::from_secs(5)).unwrap())
-            .collect();
+        let mut rest: Vec<u32> =
+            (0..2).map(|_| done_rx.recv_timeout(Duration::from_secs(5)).unwrap()).collect();
         rest.push(first);
         rest.sort();
         assert_eq!(rest, vec![1, 2, 4]);
@@ -212,7 +200,7 @@ mod tests {
     fn panicking_job_frees_its_slot() {
         let pool = Pool::new(1, |n: u32| {
             if n == 0 {
-                std::panic::panic_any("job failed");
+                panic!("job failed");
             }
         });
         assert!(pool.submit(0).is_ok());

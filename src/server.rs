@@ -5,11 +5,13 @@
 //! version (or a close, where the protocol has no reply) and a graceful
 //! close. The reply code always comes from `Error::rep`.
 
+use crate::auth::AuthFile;
 use crate::cli::Config;
 use crate::error::Error;
 use crate::i2p_addr;
+use crate::identity::{Identities, Key, Lease};
 use crate::relay;
-use crate::sam::client::{self, Session};
+use crate::sam::client;
 use crate::socks::{self, Action, Addr, Command, Handshake, Policy, Rep, Request};
 use log::debug;
 use std::io::{self, ErrorKind, Read, Write};
@@ -29,7 +31,9 @@ pub const DRAIN_MAX: usize = 64 * 1024;
 /// What every worker shares.
 pub struct Shared {
     pub config: Config,
-    pub session: Arc<Session>,
+    pub identities: Arc<Identities>,
+    /// Access control (`--auth-file`).
+    pub auth: Option<AuthFile>,
     /// Set at the end of the shutdown grace: running relays stop.
     pub stop: AtomicBool,
 }
@@ -44,10 +48,7 @@ enum Abort {
 
 /// Serve one client. Never panics on input; always closes the socket.
 pub fn serve(mut client: TcpStream, shared: &Shared) {
-    let peer = client
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| "?".into());
+    let peer = client.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
     let _ = client.set_nodelay(true);
     let deadline = Instant::now() + shared.config.handshake_timeout;
     let (request, payload) = match handshake(&mut client, deadline, shared) {
@@ -65,27 +66,14 @@ pub fn serve(mut client: TcpStream, shared: &Shared) {
     };
     let version = request.version;
     match open(&request, shared) {
-        Ok((sam, surplus)) => {
-            if write_by(
-                &mut client,
-                &socks::reply(version, Rep::Succeeded),
-                deadline_far(),
-            )
-            .is_err()
-            {
+        Ok((sam, surplus, _lease)) => {
+            if write_by(&mut client, &socks::reply(version, Rep::Succeeded), deadline_far()).is_err() {
                 return;
             }
             debug!("{peer}: stream open");
             let _ = client.set_write_timeout(None);
             let _ = client.set_read_timeout(None);
-            match relay::relay(
-                client,
-                sam,
-                &payload,
-                &surplus,
-                shared.config.idle_timeout,
-                &shared.stop,
-            ) {
+            match relay::relay(client, sam, &payload, &surplus, shared.config.idle_timeout, &shared.stop) {
                 Ok((end, stats)) => debug!(
                     "{peer}: relay ended ({end:?}): {} bytes out, {} bytes in",
                     stats.to_server, stats.to_client
@@ -113,7 +101,7 @@ fn handshake(
     deadline: Instant,
     shared: &Shared,
 ) -> Result<(Request, Vec<u8>), Abort> {
-    let mut hs = Handshake::new(policy(&shared.config));
+    let mut hs = Handshake::new(policy(shared));
     let mut pending: Vec<u8> = Vec::with_capacity(HANDSHAKE_CHUNK);
     let mut chunk = [0u8; HANDSHAKE_CHUNK];
     loop {
@@ -123,11 +111,9 @@ fn handshake(
             pending.drain(..consumed);
             match step.action {
                 Action::NeedMore => break,
-                Action::Reply(bytes) => {
-                    write_by(client, &bytes, deadline).map_err(|_| Abort::Gone)?
-                }
+                Action::Reply(bytes) => write_by(client, &bytes, deadline).map_err(|_| Abort::Gone)?,
                 Action::CheckAuth { user, pass } => {
-                    let ok = check_credentials(&shared.config, &user, &pass);
+                    let ok = check_credentials(shared, &user, &pass);
                     write_by(client, &hs.auth_verdict(ok), deadline).map_err(|_| Abort::Gone)?;
                     if !ok {
                         return Err(Abort::Refused);
@@ -147,9 +133,7 @@ fn handshake(
         if now >= deadline {
             return Err(Abort::Gone);
         }
-        client
-            .set_read_timeout(Some(deadline - now))
-            .map_err(|_| Abort::Gone)?;
+        client.set_read_timeout(Some(deadline - now)).map_err(|_| Abort::Gone)?;
         match client.read(&mut chunk) {
             Ok(0) => return Err(Abort::Gone),
             Ok(n) => pending.extend_from_slice(chunk.get(..n).unwrap_or_default()),
@@ -159,21 +143,22 @@ fn handshake(
     }
 }
 
-fn policy(_config: &Config) -> Policy {
-    Policy {
-        require_auth: false,
-        prefer_no_auth: false,
+fn policy(shared: &Shared) -> Policy {
+    Policy { require_auth: shared.auth.is_some(), prefer_no_auth: shared.config.prefer_no_auth }
+}
+
+/// With access control the pair must be listed; without it every
+/// credential is accepted: it only selects an identity.
+fn check_credentials(shared: &Shared, user: &[u8], pass: &[u8]) -> bool {
+    match &shared.auth {
+        Some(a) => a.check(user, pass),
+        None => true,
     }
 }
 
-/// Without access control every credential is accepted: it only selects
-/// an identity.
-fn check_credentials(_config: &Config, _user: &[u8], _pass: &[u8]) -> bool {
-    true
-}
-
-/// Validate the request and open its I2P stream.
-fn open(req: &Request, shared: &Shared) -> Result<(TcpStream, Vec<u8>), Error> {
+/// Validate the request and open its I2P stream on the client's identity.
+/// The lease keeps that identity alive while the stream lasts.
+fn open(req: &Request, shared: &Shared) -> Result<(TcpStream, Vec<u8>, Lease), Error> {
     match req.command {
         Command::Connect => {}
         Command::Bind | Command::UdpAssociate => return Err(Error::CommandNotSupported),
@@ -189,15 +174,13 @@ fn open(req: &Request, shared: &Shared) -> Result<(TcpStream, Vec<u8>), Error> {
         return Err(Error::TargetNotAllowed);
     }
     let deadline = Instant::now() + shared.config.connect_timeout;
-    let info = shared.session.wait_ready(deadline)?;
+    let key = Key::for_client(shared.config.isolate, &req.credentials, shared.auth.is_some());
+    let lease = shared.identities.acquire(key)?;
+    let info = lease.session().wait_ready(deadline)?;
     debug!("connecting to {}:{}", target.as_str(), req.port);
-    client::stream_connect(
-        shared.config.sam,
-        &info,
-        target.as_str(),
-        req.port,
-        deadline,
-    )
+    let (sam, surplus) =
+        client::stream_connect(shared.config.sam, &info, target.as_str(), req.port, deadline)?;
+    Ok((sam, surplus, lease))
 }
 
 /// Write all of `data` by `deadline`.

@@ -84,10 +84,7 @@ pub enum Action {
     /// sends [`reply`] with the outcome. Bytes after the request belong to the stream.
     Done(Request),
     /// Write `reply` (may be empty), then close gracefully.
-    Fail {
-        reply: Vec<u8>,
-        reason: &'static str,
-    },
+    Fail { reply: Vec<u8>, reason: &'static str },
 }
 
 /// Result of one [`Handshake::handshake`] call.
@@ -113,10 +110,7 @@ impl Handshake {
     /// presents them again with more appended).
     pub fn handshake(&mut self, input: &[u8]) -> Step {
         let _ = (input, self.policy);
-        Step {
-            consumed: 0,
-            action: Action::NeedMore,
-        }
+        Step { consumed: 0, action: Action::NeedMore }
     }
 
     /// Answer a [`Action::CheckAuth`]: returns the RFC 1929 reply bytes

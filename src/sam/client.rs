@@ -13,8 +13,9 @@
 
 use crate::error::Error;
 use crate::i2p_addr;
+use crate::keyfile;
 use crate::sam::proto::{self, LineBuf, SamResult, Style};
-use log::{debug, info, trace, warn};
+use log::{debug, error, info, trace, warn};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -46,6 +47,9 @@ pub struct SessionSpec {
     pub options: Vec<(String, String)>,
     /// A label for log lines (never a credential).
     pub label: String,
+    /// Where to keep the key the bridge returns for a TRANSIENT destination,
+    /// so the next start reuses it (`--keyfile` when the file is missing).
+    pub keyfile: Option<std::path::PathBuf>,
 }
 
 /// What clients need of a ready session. Holds no private key.
@@ -97,9 +101,7 @@ impl Session {
             control: Mutex::new(None),
         });
         let me = Arc::clone(&s);
-        thread::Builder::new()
-            .name("sam-session".into())
-            .spawn(move || me.supervise())?;
+        thread::Builder::new().name("sam-session".into()).spawn(move || me.supervise())?;
         Ok(s)
     }
 
@@ -153,12 +155,7 @@ impl Session {
             *st = State::Closed;
             self.changed.notify_all();
         }
-        if let Some(c) = self
-            .control
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        if let Some(c) = self.control.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = c.shutdown(Shutdown::Both);
         }
     }
@@ -169,14 +166,25 @@ impl Session {
 
     fn supervise(self: Arc<Self>) {
         let mut backoff = BACKOFF_MIN;
+        let mut spec = self.spec.clone();
         loop {
             if !self.set_state(State::Starting) {
                 return;
             }
-            match create(&self.spec) {
+            match create(&spec) {
                 Ok((control, lines, info)) => {
                     backoff = BACKOFF_MIN;
-                    info!("{}: I2P destination ready: {}", self.spec.label, info.b32);
+                    if let Some(path) = spec.keyfile.take() {
+                        match keyfile::create(&path, &info.private_key) {
+                            Ok(()) => {
+                                info!("{}: created key file {}", spec.label, path.display());
+                                // Rebuilds reuse the saved identity.
+                                spec.destination = info.private_key.clone();
+                            }
+                            Err(e) => error!("{}: {e}; this identity will not survive a restart", spec.label),
+                        }
+                    }
+                    info!("{}: I2P destination ready: {}", spec.label, info.b32);
                     if let Ok(c) = control.try_clone() {
                         *self.control.lock().unwrap_or_else(|p| p.into_inner()) = Some(c);
                     }
@@ -185,15 +193,12 @@ impl Session {
                         return;
                     }
                     let why = watch(control, lines);
-                    self.control
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .take();
+                    self.control.lock().unwrap_or_else(|p| p.into_inner()).take();
                     if !self.set_state(State::Down) {
-                        debug!("{}: session closed", self.spec.label);
+                        debug!("{}: session closed", spec.label);
                         return;
                     }
-                    warn!("{}: SAM session lost ({why}); rebuilding", self.spec.label);
+                    warn!("{}: SAM session lost ({why}); rebuilding", spec.label);
                 }
                 Err(e) => {
                     if !self.set_state(State::Down) {
@@ -202,8 +207,8 @@ impl Session {
                     warn!(
                         "{}: cannot create a SAM session at {}: {e}; retrying in {} s \
                          (is the I2P router running with SAM enabled?)",
-                        self.spec.label,
-                        self.spec.sam,
+                        spec.label,
+                        spec.sam,
                         backoff.as_secs()
                     );
                 }
@@ -267,16 +272,9 @@ fn create(spec: &SessionSpec) -> Result<(TcpStream, LineBuf, SessionInfo), Creat
     trace!("{}: > SESSION CREATE STYLE=STREAM ID={id} ...", spec.label);
     s.write_all(&cmd)?;
     let line = read_line(&mut s, &mut lines, Instant::now() + SESSION_CREATE_TIMEOUT)?;
-    let reply =
-        proto::parse_reply(&line).map_err(|_| CreateError::Protocol("unreadable SESSION reply"))?;
+    let reply = proto::parse_reply(&line).map_err(|_| CreateError::Protocol("unreadable SESSION reply"))?;
     // The reply carries our private key: log only its result.
-    trace!(
-        "{}: < {} {} RESULT={:?}",
-        spec.label,
-        reply.topic,
-        reply.kind,
-        reply.result()
-    );
+    trace!("{}: < {} {} RESULT={:?}", spec.label, reply.topic, reply.kind, reply.result());
     if reply.topic != "SESSION" || reply.kind != "STATUS" {
         return Err(CreateError::Protocol("unexpected reply to SESSION CREATE"));
     }
@@ -290,20 +288,9 @@ fn create(spec: &SessionSpec) -> Result<(TcpStream, LineBuf, SessionInfo), Creat
         .to_string();
     let b32 = i2p_addr::b64_decode(&private_key)
         .and_then(|blob| i2p_addr::b32_of_dest(&blob))
-        .ok_or(CreateError::Protocol(
-            "SESSION STATUS with an unreadable DESTINATION",
-        ))?;
+        .ok_or(CreateError::Protocol("SESSION STATUS with an unreadable DESTINATION"))?;
     s.set_read_timeout(None)?;
-    Ok((
-        s,
-        lines,
-        SessionInfo {
-            id,
-            minor,
-            b32,
-            private_key,
-        },
-    ))
+    Ok((s, lines, SessionInfo { id, minor, b32, private_key }))
 }
 
 /// HELLO on a fresh socket; the negotiated minor version.
@@ -312,25 +299,16 @@ fn hello(s: &mut TcpStream, lines: &mut LineBuf, deadline: Instant) -> Result<u3
     // i2pd reads HELLO from the first read only: one write.
     s.write_all(&cmd)?;
     let line = read_line(s, lines, deadline)?;
-    let reply =
-        proto::parse_reply(&line).map_err(|_| CreateError::Protocol("unreadable HELLO reply"))?;
-    trace!(
-        "< HELLO REPLY RESULT={:?} VERSION={:?}",
-        reply.result(),
-        reply.get("VERSION")
-    );
+    let reply = proto::parse_reply(&line).map_err(|_| CreateError::Protocol("unreadable HELLO reply"))?;
+    trace!("< HELLO REPLY RESULT={:?} VERSION={:?}", reply.result(), reply.get("VERSION"));
     if reply.topic != "HELLO" || reply.kind != "REPLY" {
         return Err(CreateError::Protocol("unexpected reply to HELLO"));
     }
     match reply.result() {
-        SamResult::Ok => {
-            reply
-                .get("VERSION")
-                .and_then(proto::version_minor)
-                .ok_or(CreateError::Protocol(
-                    "HELLO REPLY without a usable VERSION",
-                ))
-        }
+        SamResult::Ok => reply
+            .get("VERSION")
+            .and_then(proto::version_minor)
+            .ok_or(CreateError::Protocol("HELLO REPLY without a usable VERSION")),
         other => Err(CreateError::Refused(other)),
     }
 }
@@ -343,10 +321,7 @@ fn read_line(s: &mut TcpStream, lines: &mut LineBuf, deadline: Instant) -> io::R
             Ok(Some(line)) => return Ok(line),
             Ok(None) => {}
             Err(proto::LineTooLong) => {
-                return Err(io::Error::new(
-                    ErrorKind::InvalidData,
-                    "SAM reply line too long",
-                ));
+                return Err(io::Error::new(ErrorKind::InvalidData, "SAM reply line too long"));
             }
         }
         let now = Instant::now();
@@ -356,10 +331,7 @@ fn read_line(s: &mut TcpStream, lines: &mut LineBuf, deadline: Instant) -> io::R
         s.set_read_timeout(Some(deadline - now))?;
         match s.read(&mut chunk) {
             Ok(0) => {
-                return Err(io::Error::new(
-                    ErrorKind::UnexpectedEof,
-                    "SAM bridge closed the connection",
-                ))
+                return Err(io::Error::new(ErrorKind::UnexpectedEof, "SAM bridge closed the connection"))
             }
             Ok(n) => lines.push(chunk.get(..n).unwrap_or_default()),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -418,18 +390,13 @@ pub fn stream_connect(
     if now >= deadline {
         return Err(Error::ConnectTimeout);
     }
-    let mut s =
-        TcpStream::connect_timeout(&sam, SAM_CONNECT_TIMEOUT.min(deadline - now)).map_err(|e| {
-            debug!("SAM connect failed: {e}");
-            Error::SamUnreachable
-        })?;
+    let mut s = TcpStream::connect_timeout(&sam, SAM_CONNECT_TIMEOUT.min(deadline - now)).map_err(|e| {
+        debug!("SAM connect failed: {e}");
+        Error::SamUnreachable
+    })?;
     let _ = s.set_nodelay(true);
     let mut lines = LineBuf::new();
-    match hello(
-        &mut s,
-        &mut lines,
-        deadline.min(Instant::now() + HELLO_TIMEOUT),
-    ) {
+    match hello(&mut s, &mut lines, deadline.min(Instant::now() + HELLO_TIMEOUT)) {
         Ok(_) => {}
         Err(CreateError::Refused(r)) => return Err(Error::Sam(r)),
         Err(CreateError::Io(e)) if timed_out(&e) && Instant::now() >= deadline => {
@@ -441,8 +408,7 @@ pub fn stream_connect(
         }
     }
     let to_port = info.supports_ports().then_some(port);
-    let cmd =
-        proto::stream_connect(&info.id, target, to_port).map_err(|_| Error::TargetNotAllowed)?;
+    let cmd = proto::stream_connect(&info.id, target, to_port).map_err(|_| Error::TargetNotAllowed)?;
     trace!("> STREAM CONNECT ID={} DESTINATION={target}", info.id);
     s.write_all(&cmd).map_err(|_| Error::SamUnreachable)?;
     let line = match read_line(&mut s, &mut lines, deadline) {
@@ -454,23 +420,39 @@ pub fn stream_connect(
         }
     };
     let reply = proto::parse_reply(&line).map_err(|_| Error::SamUnreachable)?;
-    trace!(
-        "< {} {} RESULT={:?}",
-        reply.topic,
-        reply.kind,
-        reply.result()
-    );
+    trace!("< {} {} RESULT={:?}", reply.topic, reply.kind, reply.result());
     if reply.topic != "STREAM" || reply.kind != "STATUS" {
         return Err(Error::SamUnreachable);
     }
     match reply.result() {
         SamResult::Ok => {
-            s.set_read_timeout(None)
-                .map_err(|_| Error::SamUnreachable)?;
+            s.set_read_timeout(None).map_err(|_| Error::SamUnreachable)?;
             Ok((s, lines.into_surplus()))
         }
         r => Err(Error::Sam(r)),
     }
+}
+
+/// HELLO on a fresh socket and nothing else (`--check`): the minor version.
+pub fn probe(sam: SocketAddr) -> Result<u32, CreateError> {
+    let mut s = TcpStream::connect_timeout(&sam, SAM_CONNECT_TIMEOUT)?;
+    hello(&mut s, &mut LineBuf::new(), Instant::now() + HELLO_TIMEOUT)
+}
+
+/// A new key pair from the bridge (`DEST GENERATE`): the private key in
+/// I2P base64. Used to create a key file without a session.
+pub fn generate_key(sam: SocketAddr) -> Result<String, CreateError> {
+    let mut s = TcpStream::connect_timeout(&sam, SAM_CONNECT_TIMEOUT)?;
+    let mut lines = LineBuf::new();
+    let deadline = Instant::now() + HELLO_TIMEOUT;
+    hello(&mut s, &mut lines, deadline)?;
+    s.write_all(&proto::dest_generate())?;
+    let line = read_line(&mut s, &mut lines, deadline)?;
+    let reply = proto::parse_reply(&line).map_err(|_| CreateError::Protocol("unreadable DEST reply"))?;
+    if reply.topic != "DEST" || reply.kind != "REPLY" {
+        return Err(CreateError::Protocol("unexpected reply to DEST GENERATE"));
+    }
+    reply.get("PRIV").map(str::to_string).ok_or(CreateError::Protocol("DEST REPLY without PRIV"))
 }
 
 /// A session nickname: [`ID_LEN`] random `[A-Za-z0-9]`.
@@ -479,14 +461,7 @@ pub fn random_id() -> String {
     let bytes = random_bytes::<ID_LEN>();
     bytes
         .iter()
-        .map(|b| {
-            char::from(
-                ALPHABET
-                    .get(usize::from(*b) % ALPHABET.len())
-                    .copied()
-                    .unwrap_or(b'x'),
-            )
-        })
+        .map(|b| char::from(ALPHABET.get(usize::from(*b) % ALPHABET.len()).copied().unwrap_or(b'x')))
         .collect()
 }
 
@@ -496,17 +471,12 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut out = [0u8; N];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut out))
-        .is_ok()
-    {
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut out)).is_ok() {
         return out;
     }
     use sha2::{Digest, Sha256};
     let mut seed = Vec::new();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     seed.extend_from_slice(&now.as_nanos().to_le_bytes());
     seed.extend_from_slice(&std::process::id().to_le_bytes());
     seed.extend_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());

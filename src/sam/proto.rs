@@ -32,10 +32,7 @@ pub struct Reply {
 
 impl Reply {
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
     /// RESULT= as an enum; a missing RESULT is `Other("")`.
     pub fn result(&self) -> SamResult {
@@ -103,11 +100,7 @@ pub fn session_create(
 }
 
 /// `STREAM CONNECT ID=.. DESTINATION=.. SILENT=false [TO_PORT=n]\n`.
-pub fn stream_connect(
-    id: &str,
-    destination: &str,
-    to_port: Option<u16>,
-) -> Result<Vec<u8>, BadValue> {
+pub fn stream_connect(id: &str, destination: &str, to_port: Option<u16>) -> Result<Vec<u8>, BadValue> {
     let _ = (id, destination, to_port);
     Ok(Vec::new())
 }
