@@ -50,8 +50,7 @@ const ATYP_DOMAIN: u8 = 3;
 const ATYP_IPV6: u8 = 4;
 
 /// Body of the answer to a browser that mistook us for an HTTP proxy.
-const HTTP_501_BODY: &str =
-    "This is i2psocks, a SOCKS proxy to the I2P network, not an HTTP proxy.\n\
+const HTTP_501_BODY: &str = "This is i2psocks, a SOCKS proxy to the I2P network, not an HTTP proxy.\n\
 Configure your client to use it as a SOCKS5 proxy that resolves names itself,\n\
 for example socks5h://127.0.0.1:4447 (the default address).\n";
 
@@ -145,10 +144,7 @@ pub enum Action {
     /// sends [`reply`] with the outcome. Bytes after the request belong to the stream.
     Done(Request),
     /// Write `reply` (may be empty), then close gracefully. `consumed` is 0.
-    Fail {
-        reply: Vec<u8>,
-        reason: &'static str,
-    },
+    Fail { reply: Vec<u8>, reason: &'static str },
 }
 
 /// Result of one [`Handshake::handshake`] call.
@@ -213,12 +209,7 @@ impl fmt::Debug for Handshake {
 
 impl Handshake {
     pub fn new(policy: Policy) -> Self {
-        Handshake {
-            policy,
-            state: State::Initial,
-            version: None,
-            consumed: 0,
-        }
+        Handshake { policy, state: State::Initial, version: None, consumed: 0 }
     }
 
     /// Feed the unconsumed input (caller keeps any bytes not consumed and
@@ -237,16 +228,10 @@ impl Handshake {
                 Step { consumed, action }
             }
             Err(Stop::Incomplete) if input.len() > window.len() => {
-                let reply = self
-                    .version
-                    .map(|v| reply(v, Rep::GeneralFailure))
-                    .unwrap_or_default();
+                let reply = self.version.map(|v| reply(v, Rep::GeneralFailure)).unwrap_or_default();
                 self.fail(reply, "handshake longer than MAX_HANDSHAKE bytes")
             }
-            Err(Stop::Incomplete) => Step {
-                consumed: 0,
-                action: Action::NeedMore,
-            },
+            Err(Stop::Incomplete) => Step { consumed: 0, action: Action::NeedMore },
             Err(Stop::Bad { reply, reason }) => self.fail(reply, reason),
         }
     }
@@ -258,9 +243,7 @@ impl Handshake {
     pub fn auth_verdict(&mut self, ok: bool) -> Vec<u8> {
         match mem::replace(&mut self.state, State::Failed) {
             State::AuthVerdict { user, pass } if ok => {
-                self.state = State::Request {
-                    credentials: Credentials::UserPass { user, pass },
-                };
+                self.state = State::Request { credentials: Credentials::UserPass { user, pass } };
                 vec![AUTH_VERSION, AUTH_SUCCESS]
             }
             _ => vec![AUTH_VERSION, AUTH_FAILURE],
@@ -281,10 +264,7 @@ impl Handshake {
 
     fn fail(&mut self, reply: Vec<u8>, reason: &'static str) -> Step {
         self.state = State::Failed;
-        Step {
-            consumed: 0,
-            action: Action::Fail { reply, reason },
-        }
+        Step { consumed: 0, action: Action::Fail { reply, reason } }
     }
 
     /// Parse the next message: its length, what to tell the caller, and the
@@ -305,9 +285,7 @@ impl Handshake {
                         let next = if method == METHOD_USER_PASS {
                             State::Auth
                         } else {
-                            State::Request {
-                                credentials: Credentials::None,
-                            }
+                            State::Request { credentials: Credentials::None }
                         };
                         Ok((len, Action::Reply(vec![SOCKS5_VERSION, method]), next))
                     }
@@ -319,10 +297,7 @@ impl Handshake {
             }
             State::Auth => {
                 let (user, pass, len) = parse_user_pass(input)?;
-                let action = Action::CheckAuth {
-                    user: user.clone(),
-                    pass: pass.clone(),
-                };
+                let action = Action::CheckAuth { user: user.clone(), pass: pass.clone() };
                 Ok((len, action, State::AuthVerdict { user, pass }))
             }
             // Taking input before the verdict would let a caller bug skip
@@ -369,10 +344,7 @@ enum Stop {
     /// The message is not all there yet.
     Incomplete,
     /// The message is wrong: write `reply` (may be empty) and close.
-    Bad {
-        reply: Vec<u8>,
-        reason: &'static str,
-    },
+    Bad { reply: Vec<u8>, reason: &'static str },
 }
 
 type Parsed<T> = Result<T, Stop>;
@@ -447,10 +419,7 @@ fn parse_socks4(input: &[u8], policy: Policy) -> Parsed<(Request, usize)> {
     let mut c = Cursor::new(input);
     c.byte()?; // VN, already seen to be 4
     if c.byte()? != SOCKS4_CONNECT {
-        return Err(bad4(
-            Rep::CommandNotSupported,
-            "SOCKS4 command is not CONNECT",
-        ));
+        return Err(bad4(Rep::CommandNotSupported, "SOCKS4 command is not CONNECT"));
     }
     let port = c.port()?;
     if port == 0 {
@@ -475,23 +444,11 @@ fn parse_socks4(input: &[u8], policy: Policy) -> Parsed<(Request, usize)> {
     // Checked last so the client has sent its whole request and reads the
     // reply instead of losing it to a reset.
     if policy.require_auth {
-        return Err(bad4(
-            Rep::NotAllowed,
-            "SOCKS4 cannot carry a password and access control is on",
-        ));
+        return Err(bad4(Rep::NotAllowed, "SOCKS4 cannot carry a password and access control is on"));
     }
-    let credentials = if userid.is_empty() {
-        Credentials::None
-    } else {
-        Credentials::UserId(userid.to_vec())
-    };
-    let request = Request {
-        version: Version::V4,
-        command: Command::Connect,
-        addr,
-        port,
-        credentials,
-    };
+    let credentials =
+        if userid.is_empty() { Credentials::None } else { Credentials::UserId(userid.to_vec()) };
+    let request = Request { version: Version::V4, command: Command::Connect, addr, port, credentials };
     Ok((request, c.used))
 }
 
@@ -566,35 +523,19 @@ fn parse_socks5_request(input: &[u8], credentials: &Credentials) -> Parsed<(Requ
             }
             Addr::Domain(c.take(usize::from(len))?.to_vec())
         }
-        _ => {
-            return Err(bad5(
-                Rep::AddrTypeNotSupported,
-                "unknown SOCKS5 address type",
-            ))
-        }
+        _ => return Err(bad5(Rep::AddrTypeNotSupported, "unknown SOCKS5 address type")),
     };
     let port = c.port()?;
     if port == 0 {
         return Err(bad5(Rep::NotAllowed, "SOCKS5 port 0"));
     }
-    let request = Request {
-        version: Version::V5,
-        command,
-        addr,
-        port,
-        credentials: credentials.clone(),
-    };
+    let request = Request { version: Version::V5, command, addr, port, credentials: credentials.clone() };
     Ok((request, c.used))
 }
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )]
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
     use super::*;
 
@@ -659,30 +600,15 @@ mod tests {
     }
 
     fn v4_request(addr: Addr, port: u16, credentials: Credentials) -> Request {
-        Request {
-            version: Version::V4,
-            command: Command::Connect,
-            addr,
-            port,
-            credentials,
-        }
+        Request { version: Version::V4, command: Command::Connect, addr, port, credentials }
     }
 
     fn v5_request(command: Command, addr: Addr, port: u16, credentials: Credentials) -> Request {
-        Request {
-            version: Version::V5,
-            command,
-            addr,
-            port,
-            credentials,
-        }
+        Request { version: Version::V5, command, addr, port, credentials }
     }
 
     fn user_pass(user: &[u8], pass: &[u8]) -> Credentials {
-        Credentials::UserPass {
-            user: user.to_vec(),
-            pass: pass.to_vec(),
-        }
+        Credentials::UserPass { user: user.to_vec(), pass: pass.to_vec() }
     }
 
     #[test]
@@ -700,11 +626,7 @@ mod tests {
         ];
         for (rep, code) in all {
             assert_eq!(reply(Version::V5, rep), [5, code, 0, 1, 0, 0, 0, 0, 0, 0]);
-            let v4 = if rep == Rep::Succeeded {
-                V4_GRANTED
-            } else {
-                V4_REJECTED
-            };
+            let v4 = if rep == Rep::Succeeded { V4_GRANTED } else { V4_REJECTED };
             assert_eq!(reply(Version::V4, rep), v4);
         }
     }
@@ -718,11 +640,7 @@ mod tests {
         assert_eq!(h.version(), Some(Version::V4));
         // Tor's RESOLVE extension (F0) over 4a is not ours either.
         let mut h = new();
-        expect_fail(
-            &mut h,
-            b"\x04\xf0\x01\x01\x00\x00\x00\x02me\x00foo.i2p\x00",
-            V4_REJECTED,
-        );
+        expect_fail(&mut h, b"\x04\xf0\x01\x01\x00\x00\x00\x02me\x00foo.i2p\x00", V4_REJECTED);
     }
 
     // ---- Tor test_socks.c: 4_supported_commands ----
@@ -731,10 +649,7 @@ mod tests {
         // CONNECT 2.2.2.3:4370, empty USERID: returned, the server refuses IPs.
         let mut h = new();
         let r = expect_done(&mut h, b"\x04\x01\x11\x12\x02\x02\x02\x03\x00", 9);
-        assert_eq!(
-            r,
-            v4_request(Addr::Ipv4([2, 2, 2, 3]), 4370, Credentials::None)
-        );
+        assert_eq!(r, v4_request(Addr::Ipv4([2, 2, 2, 3]), 4370, Credentials::None));
         assert_eq!(h.version(), Some(Version::V4));
 
         // With USERID "me", followed by payload that must stay unconsumed.
@@ -755,17 +670,9 @@ mod tests {
     #[test]
     fn socks4_bad_arguments() {
         // Port 0.
-        expect_fail(
-            &mut new(),
-            b"\x04\x01\x00\x00\x01\x02\x03\x04\x00",
-            V4_REJECTED,
-        );
+        expect_fail(&mut new(), b"\x04\x01\x00\x00\x01\x02\x03\x04\x00", V4_REJECTED);
         // 0.0.0.0 is neither an address nor the 4a marker.
-        expect_fail(
-            &mut new(),
-            b"\x04\x01\x00\x50\x00\x00\x00\x00\x00",
-            V4_REJECTED,
-        );
+        expect_fail(&mut new(), b"\x04\x01\x00\x50\x00\x00\x00\x00\x00", V4_REJECTED);
 
         // 2000-byte USERID.
         let head = b"\x04\x01\x00\x50\x01\x02\x03\x04";
@@ -796,11 +703,7 @@ mod tests {
         let r = expect_done(&mut new(), &max, max.len());
         assert_eq!(r.addr, Addr::Domain(vec![b'y'; 255]));
         // Empty 4a hostname.
-        expect_fail(
-            &mut new(),
-            b"\x04\x01\x00\x50\x00\x00\x00\x01\x00\x00",
-            V4_REJECTED,
-        );
+        expect_fail(&mut new(), b"\x04\x01\x00\x50\x00\x00\x00\x01\x00\x00", V4_REJECTED);
 
         // Bogus hostname: returned raw; i2p_addr refuses it, we must not panic.
         let input = b"\x04\x01\x00\x50\x00\x00\x00\x01\x00---\xff.\x00";
@@ -817,38 +720,21 @@ mod tests {
         // BIND parses; the server answers it 07.
         let r = expect_done(&mut h, b"\x05\x02\x00\x01\x02\x02\x02\x01\x01\x01", 10);
         let ip = Addr::Ipv4([2, 2, 2, 1]);
-        assert_eq!(
-            r,
-            v5_request(Command::Bind, ip.clone(), 0x0101, Credentials::None)
-        );
+        assert_eq!(r, v5_request(Command::Bind, ip.clone(), 0x0101, Credentials::None));
 
         // UDP ASSOCIATE likewise; methods 00 01 02 pick 02.
         let mut h = new();
         expect_reply(&mut h, b"\x05\x03\x00\x01\x02", b"\x05\x02");
-        assert!(matches!(
-            step(&mut h, b"\x01\x00\x00").action,
-            Action::CheckAuth { .. }
-        ));
+        assert!(matches!(step(&mut h, b"\x01\x00\x00").action, Action::CheckAuth { .. }));
         assert_eq!(h.auth_verdict(true), b"\x01\x00");
         let r = expect_done(&mut h, b"\x05\x03\x00\x01\x02\x02\x02\x01\x01\x01", 10);
-        assert_eq!(
-            r,
-            v5_request(Command::UdpAssociate, ip, 0x0101, user_pass(b"", b""))
-        );
+        assert_eq!(r, v5_request(Command::UdpAssociate, ip, 0x0101, user_pass(b"", b"")));
 
         // Tor's RESOLVE (F0) and RESOLVE_PTR (F1) are unknown commands here.
         let mut h = v5_no_auth();
-        expect_fail(
-            &mut h,
-            b"\x05\xf0\x00\x03\x07foo.i2p\x01\x02",
-            V5_BAD_COMMAND,
-        );
+        expect_fail(&mut h, b"\x05\xf0\x00\x03\x07foo.i2p\x01\x02", V5_BAD_COMMAND);
         let mut h = v5_no_auth();
-        expect_fail(
-            &mut h,
-            b"\x05\xf1\x00\x01\x02\x02\x02\x05\x01\x03",
-            V5_BAD_COMMAND,
-        );
+        expect_fail(&mut h, b"\x05\xf1\x00\x01\x02\x02\x02\x05\x01\x03", V5_BAD_COMMAND);
         // Decided as soon as CMD is in.
         expect_fail(&mut v5_no_auth(), b"\x05\x00", V5_BAD_COMMAND);
     }
@@ -867,19 +753,10 @@ mod tests {
         let mut both = GREET_NO_AUTH.to_vec();
         both.extend_from_slice(b"\x05\x01\x00\x03\x0etorproject.i2p\x11\x11");
         let s = step(&mut h, &both);
-        assert_eq!(
-            s,
-            Step {
-                consumed: 3,
-                action: Action::Reply(b"\x05\x00".to_vec())
-            }
-        );
+        assert_eq!(s, Step { consumed: 3, action: Action::Reply(b"\x05\x00".to_vec()) });
         let r = expect_done(&mut h, &both[3..], both.len() - 3);
         let host = Addr::Domain(b"torproject.i2p".to_vec());
-        assert_eq!(
-            r,
-            v5_request(Command::Connect, host, 4369, Credentials::None)
-        );
+        assert_eq!(r, v5_request(Command::Connect, host, 4369, Credentials::None));
 
         // IPv6 is parsed (and refused later by the server).
         let mut h = v5_no_auth();
@@ -917,10 +794,7 @@ mod tests {
         expect_reply(&mut h, GREET_USER_PASS, b"\x05\x02");
         let s = step(&mut h, b"\x01\x02me\x08mypasswd");
         assert_eq!(s.consumed, 13);
-        let check = Action::CheckAuth {
-            user: b"me".to_vec(),
-            pass: b"mypasswd".to_vec(),
-        };
+        let check = Action::CheckAuth { user: b"me".to_vec(), pass: b"mypasswd".to_vec() };
         assert_eq!(s.action, check);
         assert!(!h.is_finished());
         assert_eq!(h.auth_verdict(true), b"\x01\x00");
@@ -932,10 +806,7 @@ mod tests {
         // A rejected password ends the handshake.
         let mut h = new();
         expect_reply(&mut h, GREET_USER_PASS, b"\x05\x02");
-        assert!(matches!(
-            step(&mut h, b"\x01\x02me\x02no").action,
-            Action::CheckAuth { .. }
-        ));
+        assert!(matches!(step(&mut h, b"\x01\x02me\x02no").action, Action::CheckAuth { .. }));
         assert_eq!(h.auth_verdict(false), b"\x01\x01");
         assert!(h.is_finished());
         let s = step(&mut h, REQ_DOMAIN);
@@ -948,13 +819,7 @@ mod tests {
         expect_reply(&mut h, GREET_USER_PASS, b"\x05\x02");
         let s = step(&mut h, b"\x01\x00\x00");
         assert_eq!(s.consumed, 3);
-        assert_eq!(
-            s.action,
-            Action::CheckAuth {
-                user: vec![],
-                pass: vec![]
-            }
-        );
+        assert_eq!(s.action, Action::CheckAuth { user: vec![], pass: vec![] });
         assert_eq!(h.auth_verdict(true), b"\x01\x00");
         let r = expect_done(&mut h, REQ_IPV4, 10);
         assert_eq!(r.credentials, user_pass(b"", b""));
@@ -969,13 +834,7 @@ mod tests {
         buf.extend_from_slice(b"payload");
         let s = step(&mut h, &buf);
         assert_eq!(s.consumed, 8);
-        assert_eq!(
-            s.action,
-            Action::CheckAuth {
-                user: b"me".to_vec(),
-                pass: b"you".to_vec()
-            }
-        );
+        assert_eq!(s.action, Action::CheckAuth { user: b"me".to_vec(), pass: b"you".to_vec() });
         assert_eq!(h.auth_verdict(true), b"\x01\x00");
         let r = expect_done(&mut h, &buf[8..], 10);
         assert_eq!(r.addr, Addr::Ipv4([2, 2, 2, 2]));
@@ -1017,21 +876,12 @@ mod tests {
     #[test]
     fn socks5_malformed_commands() {
         // Unknown address type 0x23.
-        expect_fail(
-            &mut v5_no_auth(),
-            b"\x05\x01\x00\x23\x02\x02\x02\x02\x11\x11",
-            V5_BAD_ATYP,
-        );
+        expect_fail(&mut v5_no_auth(), b"\x05\x01\x00\x23\x02\x02\x02\x02\x11\x11", V5_BAD_ATYP);
         // Decided at ATYP.
         expect_fail(&mut v5_no_auth(), b"\x05\x01\x00\x00", V5_BAD_ATYP);
         // Quotes, NUL, spaces and non-UTF-8 in an FQDN are returned raw for
         // i2p_addr to refuse; parsing them must not panic.
-        for name in [
-            &b"\"\"\"\"\".com"[..],
-            b"a b=c\"",
-            b"x\x00y.i2p",
-            b"\xff\xfe\n\r",
-        ] {
+        for name in [&b"\"\"\"\"\".com"[..], b"a b=c\"", b"x\x00y.i2p", b"\xff\xfe\n\r"] {
             let mut req = b"\x05\x01\x00\x03".to_vec();
             req.push(name.len() as u8);
             req.extend_from_slice(name);
@@ -1045,52 +895,23 @@ mod tests {
     #[test]
     fn socks5_bad_arguments() {
         // Port 0, with an IP and with a name.
-        expect_fail(
-            &mut v5_no_auth(),
-            b"\x05\x01\x00\x01\x02\x02\x02\x02\x00\x00",
-            V5_NOT_ALLOWED,
-        );
-        expect_fail(
-            &mut v5_no_auth(),
-            b"\x05\x01\x00\x03\x03a.b\x00\x00",
-            V5_NOT_ALLOWED,
-        );
+        expect_fail(&mut v5_no_auth(), b"\x05\x01\x00\x01\x02\x02\x02\x02\x00\x00", V5_NOT_ALLOWED);
+        expect_fail(&mut v5_no_auth(), b"\x05\x01\x00\x03\x03a.b\x00\x00", V5_NOT_ALLOWED);
         // Empty domain name: a malformed target, like port 0.
-        expect_fail(
-            &mut v5_no_auth(),
-            b"\x05\x01\x00\x03\x00\x00\x50",
-            V5_NOT_ALLOWED,
-        );
+        expect_fail(&mut v5_no_auth(), b"\x05\x01\x00\x03\x00\x00\x50", V5_NOT_ALLOWED);
         expect_fail(&mut v5_no_auth(), b"\x05\x01\x00\x03\x00", V5_NOT_ALLOWED);
         // RSV must be 0.
-        expect_fail(
-            &mut v5_no_auth(),
-            b"\x05\x01\x01\x01\x02\x02\x02\x02\x11\x11",
-            V5_GENERAL,
-        );
+        expect_fail(&mut v5_no_auth(), b"\x05\x01\x01\x01\x02\x02\x02\x02\x11\x11", V5_GENERAL);
         // VER must be 5.
-        expect_fail(
-            &mut v5_no_auth(),
-            b"\x04\x01\x00\x01\x02\x02\x02\x02\x11\x11",
-            V5_GENERAL,
-        );
+        expect_fail(&mut v5_no_auth(), b"\x04\x01\x00\x01\x02\x02\x02\x02\x11\x11", V5_GENERAL);
     }
 
     #[test]
     fn method_choice() {
         let open = Policy::default();
-        let prefer = Policy {
-            prefer_no_auth: true,
-            ..open
-        };
-        let locked = Policy {
-            require_auth: true,
-            ..open
-        };
-        let locked_prefer = Policy {
-            require_auth: true,
-            prefer_no_auth: true,
-        };
+        let prefer = Policy { prefer_no_auth: true, ..open };
+        let locked = Policy { require_auth: true, ..open };
+        let locked_prefer = Policy { require_auth: true, prefer_no_auth: true };
         // (greeting, [open, prefer, locked, locked_prefer]); None = 05 FF.
         let table: [(&[u8], [Option<u8>; 4]); 7] = [
             (b"\x05\x01\x00", [Some(0), Some(0), None, None]),
@@ -1102,10 +923,7 @@ mod tests {
             (b"\x05\x04\x00\x00\x00\x00", [Some(0), Some(0), None, None]),
         ];
         for (greeting, expected) in table {
-            for (policy, want) in [open, prefer, locked, locked_prefer]
-                .into_iter()
-                .zip(expected)
-            {
+            for (policy, want) in [open, prefer, locked, locked_prefer].into_iter().zip(expected) {
                 let mut h = Handshake::new(policy);
                 match want {
                     Some(m) => expect_reply(&mut h, greeting, &[5, m]),
@@ -1117,10 +935,7 @@ mod tests {
 
     #[test]
     fn prefer_no_auth() {
-        let policy = Policy {
-            prefer_no_auth: true,
-            ..Policy::default()
-        };
+        let policy = Policy { prefer_no_auth: true, ..Policy::default() };
         let mut h = Handshake::new(policy);
         expect_reply(&mut h, b"\x05\x02\x02\x00", b"\x05\x00");
         let r = expect_done(&mut h, REQ_DOMAIN, REQ_DOMAIN.len());
@@ -1132,36 +947,20 @@ mod tests {
 
     #[test]
     fn require_auth_refuses_socks4() {
-        let policy = Policy {
-            require_auth: true,
-            ..Policy::default()
-        };
+        let policy = Policy { require_auth: true, ..Policy::default() };
         let input = b"\x04\x01\x00\x50\x00\x00\x00\x01user\x00foo.i2p\x00";
         // Not before the request is complete...
         for cut in 0..input.len() {
             let s = Handshake::new(policy).handshake(&input[..cut]);
-            assert_eq!(
-                s,
-                Step {
-                    consumed: 0,
-                    action: Action::NeedMore
-                }
-            );
+            assert_eq!(s, Step { consumed: 0, action: Action::NeedMore });
         }
         // ...then 5B, USERID or not.
         expect_fail(&mut Handshake::new(policy), input, V4_REJECTED);
-        expect_fail(
-            &mut Handshake::new(policy),
-            b"\x04\x01\x00\x50\x01\x02\x03\x04\x00",
-            V4_REJECTED,
-        );
+        expect_fail(&mut Handshake::new(policy), b"\x04\x01\x00\x50\x01\x02\x03\x04\x00", V4_REJECTED);
         // SOCKS5 with a password goes through.
         let mut h = Handshake::new(policy);
         expect_reply(&mut h, b"\x05\x02\x00\x02", b"\x05\x02");
-        assert!(matches!(
-            step(&mut h, b"\x01\x01u\x01p").action,
-            Action::CheckAuth { .. }
-        ));
+        assert!(matches!(step(&mut h, b"\x01\x01u\x01p").action, Action::CheckAuth { .. }));
         assert_eq!(h.auth_verdict(true), b"\x01\x00");
         let r = expect_done(&mut h, REQ_DOMAIN, REQ_DOMAIN.len());
         assert_eq!(r.credentials, user_pass(b"u", b"p"));
@@ -1200,14 +999,7 @@ mod tests {
                 }
                 let s = step(&mut h, &msg[..cut]);
                 if cut < msg.len() {
-                    assert_eq!(
-                        s,
-                        Step {
-                            consumed: 0,
-                            action: Action::NeedMore
-                        },
-                        "{msg:x?} cut {cut}"
-                    );
+                    assert_eq!(s, Step { consumed: 0, action: Action::NeedMore }, "{msg:x?} cut {cut}");
                     assert!(!h.is_finished());
                 } else {
                     assert_eq!(s.consumed, msg.len());
@@ -1221,9 +1013,7 @@ mod tests {
     fn wrong_protocol() {
         let mut h = new();
         let s = step(&mut h, b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n");
-        let Action::Fail { reply, .. } = s.action else {
-            panic!("expected Fail")
-        };
+        let Action::Fail { reply, .. } = s.action else { panic!("expected Fail") };
         let text = String::from_utf8(reply).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         let mut lines = head.split("\r\n");
@@ -1241,21 +1031,13 @@ mod tests {
         // Every method's first letter, from the first byte alone.
         for b in *b"GHPCODT" {
             let s = step(&mut new(), &[b]);
-            assert!(
-                matches!(s.action, Action::Fail { ref reply, .. } if reply.starts_with(b"HTTP/1.0 501"))
-            );
+            assert!(matches!(s.action, Action::Fail { ref reply, .. } if reply.starts_with(b"HTTP/1.0 501")));
         }
         // Anything else (here a TLS ClientHello) is closed without a word.
         expect_fail(&mut new(), b"\x16\x03\x01\x02\x00\x01", b"");
         expect_fail(&mut new(), b"\x00", b"");
         // Nothing yet is just nothing yet.
-        assert_eq!(
-            step(&mut new(), b""),
-            Step {
-                consumed: 0,
-                action: Action::NeedMore
-            }
-        );
+        assert_eq!(step(&mut new(), b""), Step { consumed: 0, action: Action::NeedMore });
     }
 
     #[test]
@@ -1276,10 +1058,7 @@ mod tests {
         // Feeding input while a verdict is owed fails too.
         let mut h = new();
         expect_reply(&mut h, GREET_USER_PASS, b"\x05\x02");
-        assert!(matches!(
-            step(&mut h, b"\x01\x01u\x01p").action,
-            Action::CheckAuth { .. }
-        ));
+        assert!(matches!(step(&mut h, b"\x01\x01u\x01p").action, Action::CheckAuth { .. }));
         expect_fail(&mut h, REQ_IPV4, b"");
     }
 
@@ -1426,10 +1205,7 @@ mod tests {
         let foo = || Addr::Domain(b"foo.i2p".to_vec());
 
         // SOCKS4a with USERID.
-        let s = cat(&[
-            b"\x04\x01\x00\x50\x00\x00\x00\x01me\x00foo.i2p\x00",
-            payload,
-        ]);
+        let s = cat(&[b"\x04\x01\x00\x50\x00\x00\x00\x01me\x00foo.i2p\x00", payload]);
         let (ev, left) = same_for_every_split(open, &s);
         let me = Credentials::UserId(b"me".to_vec());
         assert_eq!(ev, [Action::Done(v4_request(foo(), 80, me))]);
@@ -1443,20 +1219,12 @@ mod tests {
         assert_eq!(left, payload);
 
         // SOCKS5 with user/pass.
-        let s = cat(&[
-            b"\x05\x02\x00\x02",
-            b"\x01\x02me\x03you",
-            REQ_DOMAIN,
-            payload,
-        ]);
+        let s = cat(&[b"\x05\x02\x00\x02", b"\x01\x02me\x03you", REQ_DOMAIN, payload]);
         let (ev, left) = same_for_every_split(open, &s);
         let req = v5_request(Command::Connect, foo(), 80, user_pass(b"me", b"you"));
         let want = [
             Action::Reply(b"\x05\x02".to_vec()),
-            Action::CheckAuth {
-                user: b"me".to_vec(),
-                pass: b"you".to_vec(),
-            },
+            Action::CheckAuth { user: b"me".to_vec(), pass: b"you".to_vec() },
             Action::Reply(b"\x01\x00".to_vec()),
             Action::Done(req),
         ];
@@ -1471,19 +1239,9 @@ mod tests {
 
         // Failures: bad command, no method, HTTP, 4a host too long.
         for (stream, reply) in [
-            (
-                cat(&[
-                    GREET_NO_AUTH,
-                    b"\x05\x09\x00\x01\x01\x02\x03\x04\x00\x50",
-                    payload,
-                ]),
-                V5_BAD_COMMAND,
-            ),
+            (cat(&[GREET_NO_AUTH, b"\x05\x09\x00\x01\x01\x02\x03\x04\x00\x50", payload]), V5_BAD_COMMAND),
             (cat(&[b"\x05\x00", payload]), V5_NO_METHOD),
-            (
-                cat(&[b"\x04\x01\x00\x50\x00\x00\x00\x01\x00", &[b'h'; 300]]),
-                V4_REJECTED,
-            ),
+            (cat(&[b"\x04\x01\x00\x50\x00\x00\x00\x01\x00", &[b'h'; 300]]), V4_REJECTED),
         ] {
             let (ev, _) = same_for_every_split(open, &stream);
             assert!(matches!(ev.last(), Some(Action::Fail { reply: r, .. }) if r == reply));
@@ -1541,10 +1299,7 @@ mod tests {
     }
 
     fn fuzz_one(rng: &mut XorShift, stream: &[u8]) {
-        let policy = Policy {
-            require_auth: rng.below(4) == 0,
-            prefer_no_auth: rng.below(2) == 0,
-        };
+        let policy = Policy { require_auth: rng.below(4) == 0, prefer_no_auth: rng.below(2) == 0 };
         let whole = drive(policy, &[stream]);
         let chunks = rng.chunks(stream);
         assert_eq!(drive(policy, &chunks), whole, "{stream:x?} {policy:?}");
@@ -1566,16 +1321,8 @@ mod tests {
     #[test]
     fn fuzz_mutated_transcripts() {
         let seeds = [
-            cat(&[
-                b"\x04\x01\x00\x50\x00\x00\x00\x01me\x00foo.i2p\x00",
-                b"data",
-            ]),
-            cat(&[
-                b"\x05\x02\x00\x02",
-                b"\x01\x02me\x03you",
-                REQ_DOMAIN,
-                b"data",
-            ]),
+            cat(&[b"\x04\x01\x00\x50\x00\x00\x00\x01me\x00foo.i2p\x00", b"data"]),
+            cat(&[b"\x05\x02\x00\x02", b"\x01\x02me\x03you", REQ_DOMAIN, b"data"]),
             cat(&[GREET_NO_AUTH, REQ_IPV4, b"data"]),
             cat(&[&biggest_auth(), &domain_request(250)]),
         ];
