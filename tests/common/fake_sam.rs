@@ -1,0 +1,852 @@
+//! A scripted fake SAM v3 bridge for black-box tests of the real binary.
+//!
+//! It speaks just enough SAM v3 (sam-v3.md) for the proxy: `HELLO VERSION`,
+//! `SESSION CREATE` (answered with a structurally valid Ed25519/ElGamal
+//! private-key blob, a different one per session) and `STREAM CONNECT`
+//! (answered per destination from the [`Script`], after which the socket
+//! becomes a scripted peer: echo, sink, source or hang). It can misbehave on
+//! purpose (hang, garbage, an endless line, close at once), kill the control
+//! sockets, send PING, and go down and up on the same port. It records every
+//! connection, every SESSION CREATE and STREAM CONNECT line, every PONG, and
+//! every byte it received, so tests can check that nothing was injected.
+//!
+//! It is not a router: no tunnels, no naming, no datagrams, no real keys.
+//! std only (plus the crate's own sha2/base32); thread per connection; every
+//! buffer and wait is bounded, and all threads end when the FakeSam drops.
+
+#![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// Longest command line the fake reads before it hangs up.
+pub const MAX_LINE: usize = 64 * 1024;
+/// At most this many received bytes are kept per connection (the count is exact).
+pub const MAX_LOG_PER_CONN: usize = 16 * 1024 * 1024;
+/// Size of the "line without newline" fault.
+pub const HUGE_LINE: usize = 8 * 1024 * 1024;
+/// How often blocked reads and the accept loop look at the stop flag.
+const POLL: Duration = Duration::from_millis(50);
+/// Bound on any single write (a stuck client must not pin a thread forever).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long Drop waits for connection threads to end.
+const DROP_JOIN: Duration = Duration::from_secs(5);
+/// Default wait of the `wait_*` helpers.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// What the socket becomes after `STREAM STATUS RESULT=OK`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    /// Copy back everything until EOF, then shut down the write side.
+    Echo,
+    /// Read everything until EOF; record the count and SHA-256.
+    Sink,
+    /// Send n bytes of [`pattern`], then close.
+    Source(usize),
+    /// Read and discard, never answer, never close.
+    Hang,
+}
+
+/// The bridge's answer to one STREAM CONNECT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// `STREAM STATUS RESULT=OK`, then the socket is this peer.
+    Ok(Peer),
+    /// `STREAM STATUS RESULT=<result>[ MESSAGE="<message>"]`, then close.
+    Fail(String, Option<String>),
+    /// Never answer the STREAM CONNECT.
+    Hang,
+    /// Answer with a line that is not SAM.
+    Garbage,
+    /// Answer with [`HUGE_LINE`] bytes and no newline.
+    HugeLine,
+    /// Close without answering.
+    Close,
+    /// Wait, then behave like the inner outcome.
+    Delayed(Duration, Box<Outcome>),
+}
+
+/// Misbehaviour of a whole connection, before any command is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Accept, then close at once.
+    CloseOnAccept,
+    /// Read the HELLO but never answer.
+    HangHello,
+    /// Answer HELLO with a line that is not SAM.
+    GarbageHello,
+    /// Answer HELLO with [`HUGE_LINE`] bytes and no newline.
+    HugeHello,
+}
+
+/// What the fake does. Can be changed at runtime with [`FakeSam::script`].
+#[derive(Debug, Clone)]
+pub struct Script {
+    /// VERSION in HELLO REPLY.
+    pub version: String,
+    /// If set, HELLO is refused with this RESULT (e.g. `NOVERSION`).
+    pub hello_result: Option<String>,
+    /// Wait this long before answering SESSION CREATE (tunnel building).
+    pub session_delay: Duration,
+    /// If set, SESSION CREATE is refused with this RESULT (e.g. `I2P_ERROR`).
+    pub session_result: Option<String>,
+    /// Per-destination STREAM CONNECT outcomes.
+    pub outcomes: HashMap<String, Outcome>,
+    /// Outcome for destinations not in `outcomes`.
+    pub default_outcome: Outcome,
+    /// Applied to every new connection while set.
+    pub fault: Option<Fault>,
+}
+
+impl Default for Script {
+    fn default() -> Self {
+        Script {
+            version: "3.1".into(),
+            hello_result: None,
+            session_delay: Duration::ZERO,
+            session_result: None,
+            outcomes: HashMap::new(),
+            default_outcome: Outcome::Ok(Peer::Echo),
+            fault: None,
+        }
+    }
+}
+
+impl Script {
+    pub fn version(mut self, v: &str) -> Self {
+        self.version = v.into();
+        self
+    }
+    pub fn outcome(mut self, dest: &str, o: Outcome) -> Self {
+        self.outcomes.insert(dest.into(), o);
+        self
+    }
+    pub fn default_outcome(mut self, o: Outcome) -> Self {
+        self.default_outcome = o;
+        self
+    }
+    pub fn fault(mut self, f: Fault) -> Self {
+        self.fault = Some(f);
+        self
+    }
+    pub fn session_delay(mut self, d: Duration) -> Self {
+        self.session_delay = d;
+        self
+    }
+}
+
+/// One SESSION CREATE the fake accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The full command line (without newline).
+    pub line: String,
+    /// Its ID= value.
+    pub id: String,
+    /// The private key sent back, in I2P base64.
+    pub private_key: String,
+    /// The matching `<52>.b32.i2p`.
+    pub b32: String,
+    /// Index of the connection (see [`FakeSam::received`]).
+    pub conn: usize,
+}
+
+/// One STREAM CONNECT the fake received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRecord {
+    pub line: String,
+    pub conn: usize,
+}
+
+/// What a Sink peer saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkRecord {
+    pub conn: usize,
+    pub count: usize,
+    pub sha256: [u8; 32],
+}
+
+#[derive(Default)]
+struct ConnLog {
+    bytes: Vec<u8>,
+    total: usize,
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Records {
+    connections: usize,
+    sessions: Vec<SessionRecord>,
+    streams: Vec<StreamRecord>,
+    pongs: Vec<String>,
+    sinks: Vec<SinkRecord>,
+    other_lines: Vec<String>,
+    logs: Vec<ConnLog>,
+}
+
+struct Inner {
+    script: Mutex<Script>,
+    records: Mutex<Records>,
+    changed: Condvar,
+    /// Control sockets of live sessions (clones), for kill_sessions/send_ping.
+    controls: Mutex<Vec<(usize, TcpStream)>>,
+    /// Every live connection (clones), for stop() and Drop.
+    live: Mutex<Vec<(usize, TcpStream)>>,
+    /// Set by Drop: every thread ends.
+    dropping: AtomicBool,
+    threads: AtomicUsize,
+}
+
+struct Listener {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<()>,
+}
+
+/// A running fake bridge. See the module doc.
+pub struct FakeSam {
+    addr: SocketAddr,
+    inner: Arc<Inner>,
+    listener: Mutex<Option<Listener>>,
+}
+
+/// Distinguishes the keys of every session made in this test process.
+static KEY_SEQ: AtomicU64 = AtomicU64::new(1);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl FakeSam {
+    /// Listen on 127.0.0.1:0 and serve `script`.
+    pub fn start(script: Script) -> FakeSam {
+        let fake = FakeSam::start_stopped(script);
+        fake.restart();
+        fake
+    }
+
+    /// A fake that owns a free port but is not listening yet ("bridge down");
+    /// [`FakeSam::restart`] brings it up on that port.
+    pub fn start_stopped(script: Script) -> FakeSam {
+        let probe = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let addr = probe.local_addr().unwrap();
+        drop(probe);
+        FakeSam {
+            addr,
+            inner: Arc::new(Inner {
+                script: Mutex::new(script),
+                records: Mutex::new(Records::default()),
+                changed: Condvar::new(),
+                controls: Mutex::new(Vec::new()),
+                live: Mutex::new(Vec::new()),
+                dropping: AtomicBool::new(false),
+                threads: AtomicUsize::new(0),
+            }),
+            listener: Mutex::new(None),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `127.0.0.1:PORT`, for `-s`.
+    pub fn addr_arg(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Change the script of the running fake (applies to new commands).
+    pub fn script(&self, f: impl FnOnce(&mut Script)) {
+        f(&mut lock(&self.inner.script));
+    }
+
+    pub fn set_outcome(&self, dest: &str, o: Outcome) {
+        self.script(|s| {
+            s.outcomes.insert(dest.into(), o);
+        });
+    }
+
+    pub fn set_fault(&self, f: Option<Fault>) {
+        self.script(|s| s.fault = f);
+    }
+
+    /// Bridge down: stop listening and cut every connection (a router that
+    /// went away takes its sessions and streams with it).
+    pub fn stop(&self) {
+        if let Some(l) = lock(&self.listener).take() {
+            l.stop.store(true, Ordering::SeqCst);
+            let _ = l.handle.join();
+        }
+        for (_, s) in lock(&self.inner.live).drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        lock(&self.inner.controls).clear();
+    }
+
+    /// Bridge up again on the same port (no-op if already listening).
+    pub fn restart(&self) {
+        let mut slot = lock(&self.listener);
+        if slot.is_some() {
+            return;
+        }
+        // The port was ours a moment ago; TIME_WAIT is fine (std sets
+        // SO_REUSEADDR), but retry briefly in case the kernel lags.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match TcpListener::bind(self.addr) {
+                Ok(l) => break l,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("fake_sam: rebind {}: {e}; retrying", self.addr);
+                    thread::sleep(POLL);
+                }
+                Err(e) => panic!("fake_sam: cannot listen on {} again: {e}", self.addr),
+            }
+        };
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (stop2, inner) = (Arc::clone(&stop), Arc::clone(&self.inner));
+        let handle = thread::Builder::new()
+            .name("fake-sam-accept".into())
+            .spawn(move || accept_loop(listener, stop2, inner))
+            .unwrap();
+        *slot = Some(Listener { stop, handle });
+    }
+
+    /// Shut down every session's control socket: the proxy must notice and
+    /// build a new session.
+    pub fn kill_sessions(&self) {
+        for (_, s) in lock(&self.inner.controls).drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Send `PING <text>` on every live control socket; returns how many.
+    pub fn send_ping(&self, text: &str) -> usize {
+        let mut n = 0;
+        for (_, s) in lock(&self.inner.controls).iter() {
+            let mut s = s;
+            if s.write_all(format!("PING {text}\n").as_bytes()).is_ok() {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Number of live control sockets.
+    pub fn live_sessions(&self) -> usize {
+        lock(&self.inner.controls).len()
+    }
+
+    pub fn connections(&self) -> usize {
+        lock(&self.inner.records).connections
+    }
+
+    pub fn sessions(&self) -> Vec<SessionRecord> {
+        lock(&self.inner.records).sessions.clone()
+    }
+
+    pub fn streams(&self) -> Vec<StreamRecord> {
+        lock(&self.inner.records).streams.clone()
+    }
+
+    /// The full STREAM CONNECT lines received, in order.
+    pub fn stream_lines(&self) -> Vec<String> {
+        self.streams().into_iter().map(|s| s.line).collect()
+    }
+
+    /// The `text` of every `PONG text` received.
+    pub fn pongs(&self) -> Vec<String> {
+        lock(&self.inner.records).pongs.clone()
+    }
+
+    pub fn sinks(&self) -> Vec<SinkRecord> {
+        lock(&self.inner.records).sinks.clone()
+    }
+
+    /// Lines that were neither HELLO, SESSION CREATE, STREAM CONNECT nor PONG.
+    pub fn other_lines(&self) -> Vec<String> {
+        lock(&self.inner.records).other_lines.clone()
+    }
+
+    /// Every byte received on connection `conn` (capped at [`MAX_LOG_PER_CONN`]).
+    pub fn received(&self, conn: usize) -> Vec<u8> {
+        lock(&self.inner.records).logs.get(conn).map(|l| l.bytes.clone()).unwrap_or_default()
+    }
+
+    /// Exact count of bytes received on connection `conn`.
+    pub fn received_count(&self, conn: usize) -> usize {
+        lock(&self.inner.records).logs.get(conn).map_or(0, |l| l.total)
+    }
+
+    /// Whether connection `conn` has ended.
+    pub fn conn_closed(&self, conn: usize) -> bool {
+        lock(&self.inner.records).logs.get(conn).is_some_and(|l| l.closed)
+    }
+
+    /// Everything received on every connection, concatenated per connection.
+    pub fn all_received(&self) -> Vec<Vec<u8>> {
+        lock(&self.inner.records).logs.iter().map(|l| l.bytes.clone()).collect()
+    }
+
+    /// Wait until `pred` holds over the records, or `timeout` passes.
+    fn wait(&self, timeout: Duration, pred: impl Fn(&Records) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut r = lock(&self.inner.records);
+        loop {
+            if pred(&r) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            r = match self.inner.changed.wait_timeout(r, (deadline - now).min(POLL)) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+
+    /// Wait for at least `n` SESSION CREATEs to have been answered OK.
+    pub fn wait_sessions(&self, n: usize, timeout: Duration) -> bool {
+        self.wait(timeout, |r| r.sessions.len() >= n)
+    }
+
+    pub fn wait_streams(&self, n: usize, timeout: Duration) -> bool {
+        self.wait(timeout, |r| r.streams.len() >= n)
+    }
+
+    pub fn wait_connections(&self, n: usize, timeout: Duration) -> bool {
+        self.wait(timeout, |r| r.connections >= n)
+    }
+
+    pub fn wait_pong(&self, text: &str, timeout: Duration) -> bool {
+        self.wait(timeout, |r| r.pongs.iter().any(|p| p == text))
+    }
+
+    pub fn wait_sinks(&self, n: usize, timeout: Duration) -> bool {
+        self.wait(timeout, |r| r.sinks.len() >= n)
+    }
+
+    pub fn wait_closed(&self, conn: usize, timeout: Duration) -> bool {
+        self.wait(timeout, |r| r.logs.get(conn).is_some_and(|l| l.closed))
+    }
+
+    /// Wait until the proxy has a live control socket (a session is up).
+    pub fn wait_live_session(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.live_sessions() > 0 {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+}
+
+impl Drop for FakeSam {
+    fn drop(&mut self) {
+        self.inner.dropping.store(true, Ordering::SeqCst);
+        self.stop();
+        for (_, s) in lock(&self.inner.live).drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        let deadline = Instant::now() + DROP_JOIN;
+        while self.inner.threads.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn accept_loop(listener: TcpListener, stop: Arc<AtomicBool>, inner: Arc<Inner>) {
+    while !stop.load(Ordering::SeqCst) && !inner.dropping.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((s, _)) => {
+                let conn = {
+                    let mut r = lock(&inner.records);
+                    r.connections += 1;
+                    r.logs.push(ConnLog::default());
+                    inner.changed.notify_all();
+                    r.logs.len() - 1
+                };
+                let _ = s.set_nonblocking(false);
+                let _ = s.set_nodelay(true);
+                let _ = s.set_write_timeout(Some(WRITE_TIMEOUT));
+                if let Ok(c) = s.try_clone() {
+                    lock(&inner.live).push((conn, c));
+                }
+                let inner2 = Arc::clone(&inner);
+                inner.threads.fetch_add(1, Ordering::SeqCst);
+                let spawned = thread::Builder::new().name(format!("fake-sam-{conn}")).spawn(move || {
+                    serve(Conn { s, conn, buf: Vec::new(), inner: Arc::clone(&inner2) });
+                    let mut r = lock(&inner2.records);
+                    if let Some(l) = r.logs.get_mut(conn) {
+                        l.closed = true;
+                    }
+                    inner2.changed.notify_all();
+                    drop(r);
+                    lock(&inner2.live).retain(|(c, _)| *c != conn);
+                    lock(&inner2.controls).retain(|(c, _)| *c != conn);
+                    inner2.threads.fetch_sub(1, Ordering::SeqCst);
+                });
+                if spawned.is_err() {
+                    inner.threads.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => {
+                eprintln!("fake_sam: accept: {e}");
+                thread::sleep(POLL);
+            }
+        }
+    }
+}
+
+/// One accepted connection: the socket, bytes read past the last line.
+struct Conn {
+    s: TcpStream,
+    conn: usize,
+    buf: Vec<u8>,
+    inner: Arc<Inner>,
+}
+
+enum Got {
+    Data(usize),
+    Eof,
+}
+
+impl Conn {
+    fn dropping(&self) -> bool {
+        self.inner.dropping.load(Ordering::SeqCst)
+    }
+
+    /// One read (polling the drop flag); logs what arrived.
+    fn read_some(&mut self, out: &mut [u8]) -> Got {
+        let _ = self.s.set_read_timeout(Some(POLL));
+        loop {
+            if self.dropping() {
+                return Got::Eof;
+            }
+            match self.s.read(out) {
+                Ok(0) => return Got::Eof,
+                Ok(n) => {
+                    let mut r = lock(&self.inner.records);
+                    if let Some(l) = r.logs.get_mut(self.conn) {
+                        l.total += n;
+                        let room = MAX_LOG_PER_CONN.saturating_sub(l.bytes.len());
+                        l.bytes.extend_from_slice(&out[..n.min(room)]);
+                    }
+                    return Got::Data(n);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => return Got::Eof,
+            }
+        }
+    }
+
+    /// The next `\n`-terminated line (without `\n` or a `\r` before it);
+    /// None on EOF or a line over [`MAX_LINE`]. Bytes after it stay in `buf`.
+    fn read_line(&mut self) -> Option<String> {
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+                let mut line: Vec<u8> = self.buf.drain(..=pos).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return Some(String::from_utf8_lossy(&line).into_owned());
+            }
+            if self.buf.len() > MAX_LINE {
+                return None;
+            }
+            match self.read_some(&mut chunk) {
+                Got::Data(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Got::Eof => return None,
+            }
+        }
+    }
+
+    fn send(&mut self, data: &[u8]) -> bool {
+        self.s.write_all(data).is_ok()
+    }
+
+    fn send_line(&mut self, line: &str) -> bool {
+        self.send(format!("{line}\n").as_bytes())
+    }
+
+    /// Read and discard until EOF (or drop).
+    fn hang(&mut self) {
+        let mut chunk = [0u8; 4096];
+        while let Got::Data(_) = self.read_some(&mut chunk) {}
+    }
+
+    fn sleep(&self, d: Duration) {
+        let end = Instant::now() + d;
+        while Instant::now() < end && !self.dropping() {
+            thread::sleep(POLL.min(end.saturating_duration_since(Instant::now())));
+        }
+    }
+
+    fn script(&self) -> Script {
+        lock(&self.inner.script).clone()
+    }
+
+    fn record(&self, f: impl FnOnce(&mut Records)) {
+        let mut r = lock(&self.inner.records);
+        f(&mut r);
+        self.inner.changed.notify_all();
+    }
+}
+
+fn serve(mut c: Conn) {
+    let script = c.script();
+    match script.fault {
+        Some(Fault::CloseOnAccept) => {
+            let _ = c.s.shutdown(Shutdown::Both);
+            return;
+        }
+        Some(f) => {
+            if c.read_line().is_none() {
+                return;
+            }
+            match f {
+                Fault::HangHello => c.hang(),
+                Fault::GarbageHello => {
+                    c.send_line("WHAT IS THIS \u{1}\u{2} =====");
+                    c.hang();
+                }
+                _ => {
+                    c.send(&vec![b'A'; HUGE_LINE]);
+                    c.hang();
+                }
+            }
+            return;
+        }
+        None => {}
+    }
+    let Some(hello) = c.read_line() else { return };
+    if !hello.starts_with("HELLO VERSION") {
+        c.record(|r| r.other_lines.push(hello));
+        c.send_line("HELLO REPLY RESULT=I2P_ERROR MESSAGE=\"expected HELLO\"");
+        return;
+    }
+    if let Some(res) = &script.hello_result {
+        c.send_line(&format!("HELLO REPLY RESULT={res}"));
+        return;
+    }
+    if !c.send_line(&format!("HELLO REPLY RESULT=OK VERSION={}", script.version)) {
+        return;
+    }
+    let Some(line) = c.read_line() else { return };
+    if line.starts_with("SESSION CREATE ") {
+        session(c, line);
+    } else if line.starts_with("STREAM CONNECT ") {
+        stream(c, line);
+    } else {
+        c.record(|r| r.other_lines.push(line));
+        c.send_line("SESSION STATUS RESULT=I2P_ERROR MESSAGE=\"fake: unsupported\"");
+    }
+}
+
+/// The value of `key=` in a command line (first match, unquoted values only).
+pub fn param<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split(' ').find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+}
+
+fn session(mut c: Conn, line: String) {
+    let script = c.script();
+    c.sleep(script.session_delay);
+    if let Some(res) = &script.session_result {
+        c.send_line(&format!("SESSION STATUS RESULT={res} MESSAGE=\"fake refusal\""));
+        return;
+    }
+    let id = param(&line, "ID").unwrap_or_default().to_string();
+    let (private_key, b32) = make_key(KEY_SEQ.fetch_add(1, Ordering::SeqCst));
+    // Record the control socket before answering, so a test that saw the
+    // reply's effects can already kill or ping it.
+    if let Ok(clone) = c.s.try_clone() {
+        lock(&c.inner.controls).push((c.conn, clone));
+    }
+    let rec = SessionRecord { line, id, private_key: private_key.clone(), b32, conn: c.conn };
+    if !c.send_line(&format!("SESSION STATUS RESULT=OK DESTINATION={private_key}")) {
+        return;
+    }
+    c.record(|r| r.sessions.push(rec));
+    // Hold the control socket: record PONGs, ignore anything else.
+    while let Some(l) = c.read_line() {
+        if let Some(text) = l.strip_prefix("PONG") {
+            let text = text.strip_prefix(' ').unwrap_or(text).to_string();
+            c.record(|r| r.pongs.push(text));
+        } else {
+            c.record(|r| r.other_lines.push(l));
+        }
+    }
+}
+
+fn stream(mut c: Conn, line: String) {
+    let dest = param(&line, "DESTINATION").unwrap_or_default().to_string();
+    c.record(|r| r.streams.push(StreamRecord { line, conn: c.conn }));
+    let script = c.script();
+    let mut outcome = script.outcomes.get(&dest).cloned().unwrap_or(script.default_outcome);
+    while let Outcome::Delayed(d, next) = outcome {
+        c.sleep(d);
+        outcome = *next;
+    }
+    match outcome {
+        Outcome::Ok(peer) => {
+            if c.send_line("STREAM STATUS RESULT=OK") {
+                run_peer(c, peer);
+            }
+        }
+        Outcome::Fail(result, message) => {
+            let line = match message {
+                Some(m) => format!("STREAM STATUS RESULT={result} MESSAGE=\"{m}\""),
+                None => format!("STREAM STATUS RESULT={result}"),
+            };
+            c.send_line(&line);
+            let _ = c.s.shutdown(Shutdown::Write);
+            c.hang();
+        }
+        Outcome::Hang => c.hang(),
+        Outcome::Garbage => {
+            c.send_line("\u{7f}\u{7f} garbage reply");
+            c.hang();
+        }
+        Outcome::HugeLine => {
+            c.send(&vec![b'B'; HUGE_LINE]);
+            c.hang();
+        }
+        Outcome::Close => {
+            let _ = c.s.shutdown(Shutdown::Both);
+        }
+        Outcome::Delayed(..) => unreachable!(),
+    }
+}
+
+fn run_peer(mut c: Conn, peer: Peer) {
+    let mut chunk = vec![0u8; 64 * 1024];
+    match peer {
+        Peer::Echo => {
+            let surplus = std::mem::take(&mut c.buf);
+            if !surplus.is_empty() && !c.send(&surplus) {
+                return;
+            }
+            while let Got::Data(n) = c.read_some(&mut chunk) {
+                let data = chunk[..n].to_vec();
+                if !c.send(&data) {
+                    return;
+                }
+            }
+            let _ = c.s.shutdown(Shutdown::Write);
+        }
+        Peer::Sink => {
+            let mut h = Sha256::new();
+            let surplus = std::mem::take(&mut c.buf);
+            h.update(&surplus);
+            let mut count = surplus.len();
+            while let Got::Data(n) = c.read_some(&mut chunk) {
+                h.update(&chunk[..n]);
+                count += n;
+            }
+            let rec = SinkRecord { conn: c.conn, count, sha256: h.finalize().into() };
+            c.record(|r| r.sinks.push(rec));
+            let _ = c.s.shutdown(Shutdown::Both);
+        }
+        Peer::Source(n) => {
+            if c.send(&pattern(n)) {
+                let _ = c.s.shutdown(Shutdown::Write);
+                // Let the proxy read everything before the socket goes.
+                c.hang();
+            }
+        }
+        Peer::Hang => c.hang(),
+    }
+}
+
+/// The deterministic bytes a `Source(n)` peer sends.
+pub fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i.wrapping_mul(31) ^ (i >> 8) ^ (i >> 16)) as u8).collect()
+}
+
+/// I2P base64: the standard alphabet with `-` and `~` for `+` and `/`, padded.
+pub fn i2p_b64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-~";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(A[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// `<base32 lowercase, no padding, of sha256(data)>.b32.i2p`.
+pub fn b32_of(public_dest: &[u8]) -> String {
+    let digest = Sha256::digest(public_dest);
+    format!("{}.b32.i2p", base32::encode(base32::Alphabet::Rfc4648Lower { padding: false }, &digest))
+}
+
+/// A b32 address for tests derived from `seed` (well-formed, not real).
+pub fn b32_name(seed: &str) -> String {
+    b32_of(seed.as_bytes())
+}
+
+/// Length of the public part of [`make_key`]'s blobs.
+pub const PUBLIC_LEN: usize = 256 + 128 + 7;
+
+/// A structurally valid private-key blob for key number `n`: 256-byte
+/// ElGamal public key, 128-byte signing field (Ed25519 key in its last 32
+/// bytes), key certificate `05 00 04 00 07 00 00` (sig type 7, crypto 0),
+/// then 256 + 32 private bytes. Returns (I2P base64, b32 of the public part).
+pub fn make_key(n: u64) -> (String, String) {
+    let mut blob = Vec::with_capacity(PUBLIC_LEN + 256 + 32);
+    let mut block = 0u64;
+    while blob.len() < 256 + 128 {
+        let mut h = Sha256::new();
+        h.update(b"fake_sam key");
+        h.update(n.to_be_bytes());
+        h.update(block.to_be_bytes());
+        blob.extend_from_slice(&h.finalize());
+        block += 1;
+    }
+    blob.truncate(256 + 128);
+    blob.extend_from_slice(&[0x05, 0x00, 0x04, 0x00, 0x07, 0x00, 0x00]);
+    let b32 = b32_of(&blob);
+    for i in 0..(256 + 32) {
+        blob.push((i as u64).wrapping_mul(7).wrapping_add(n) as u8);
+    }
+    (i2p_b64(&blob), b32)
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn b64_matches_rfc4648_with_i2p_alphabet() {
+        assert_eq!(i2p_b64(b""), "");
+        assert_eq!(i2p_b64(b"f"), "Zg==");
+        assert_eq!(i2p_b64(b"fo"), "Zm8=");
+        assert_eq!(i2p_b64(b"foobar"), "Zm9vYmFy");
+        assert_eq!(i2p_b64(&[0xfb, 0xff]), "-~8=");
+    }
+}

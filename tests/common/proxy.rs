@@ -1,0 +1,423 @@
+//! Runs the real `i2psocks` binary for black-box tests, and a small SOCKS
+//! client to talk to it.
+//!
+//! [`Proxy`] starts the binary on `127.0.0.1:0`, keeps every stderr line
+//! (echoed to the test's stderr), parses the `listening on ADDR:PORT` line
+//! of the CLI contract, and kills the process when dropped. The SOCKS helpers
+//! write exact RFC 1928 / SOCKS4a bytes and read replies with deadlines; they
+//! are not a general SOCKS client (no BIND, no UDP).
+
+#![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// How long the binary gets to print its `listening on` line.
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default deadline of the SOCKS helpers.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most stderr lines kept (a runaway logger must not eat the test's memory).
+const MAX_LINES: usize = 100_000;
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_i2psocks")
+}
+
+#[derive(Default)]
+struct Lines {
+    lines: Vec<String>,
+    eof: bool,
+}
+
+/// A running i2psocks.
+pub struct Proxy {
+    child: Child,
+    addr: SocketAddr,
+    lines: Arc<(Mutex<Lines>, Condvar)>,
+    reader: Option<JoinHandle<()>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Proxy {
+    /// Start `i2psocks -l 127.0.0.1:0 <args>` (no `-l` added if `args` has
+    /// one) and wait for `listening on ADDR:PORT`. Panics if it does not come.
+    pub fn start(args: &[&str]) -> Proxy {
+        let has_listen = args.iter().any(|a| *a == "-l" || *a == "--listen" || a.starts_with("--listen="));
+        let mut full: Vec<&str> = Vec::new();
+        if !has_listen {
+            full.extend(["-l", "127.0.0.1:0"]);
+        }
+        full.extend_from_slice(args);
+        let mut child = Command::new(bin())
+            .args(&full)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn i2psocks");
+        let stderr = child.stderr.take().unwrap();
+        let lines: Arc<(Mutex<Lines>, Condvar)> = Arc::default();
+        let l2 = Arc::clone(&lines);
+        let pid = child.id();
+        let reader = thread::spawn(move || {
+            let mut r = BufReader::new(stderr);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match r.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string();
+                        eprintln!("[i2psocks {pid}] {line}");
+                        let mut g = lock(&l2.0);
+                        if g.lines.len() < MAX_LINES {
+                            g.lines.push(line);
+                        }
+                        l2.1.notify_all();
+                    }
+                }
+            }
+            lock(&l2.0).eof = true;
+            l2.1.notify_all();
+        });
+        let mut p = Proxy { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), lines, reader: Some(reader) };
+        let line = p
+            .wait_for_line("listening on ", START_TIMEOUT)
+            .unwrap_or_else(|| panic!("i2psocks {full:?} did not report `listening on` in time"));
+        let rest = &line[line.find("listening on ").unwrap() + "listening on ".len()..];
+        let word = rest.split_whitespace().next().unwrap_or_default();
+        p.addr = word.parse().unwrap_or_else(|_| panic!("cannot parse the listening address in {line:?}"));
+        p
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// All stderr lines so far.
+    pub fn lines(&self) -> Vec<String> {
+        lock(&self.lines.0).lines.clone()
+    }
+
+    /// Number of stderr lines containing `substr`.
+    pub fn count_lines(&self, substr: &str) -> usize {
+        lock(&self.lines.0).lines.iter().filter(|l| l.contains(substr)).count()
+    }
+
+    /// Wait for the `n`-th stderr line containing `substr`; returns it.
+    pub fn wait_for_nth_line(&self, substr: &str, n: usize, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let mut g = lock(&self.lines.0);
+        loop {
+            if let Some(l) = g.lines.iter().filter(|l| l.contains(substr)).nth(n.saturating_sub(1)) {
+                return Some(l.clone());
+            }
+            let now = Instant::now();
+            if now >= deadline || g.eof {
+                return None;
+            }
+            g = match self.lines.1.wait_timeout(g, deadline - now) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+
+    /// Wait for a stderr line containing `substr` (any so far counts).
+    pub fn wait_for_line(&self, substr: &str, timeout: Duration) -> Option<String> {
+        self.wait_for_nth_line(substr, 1, timeout)
+    }
+
+    /// Send a signal by name (`TERM`, `INT`, `HUP`, `KILL`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let st =
+            Command::new("kill").args(["-s", name, &self.pid().to_string()]).status().expect("run kill(1)");
+        assert!(st.success(), "kill -s {name} failed");
+    }
+
+    /// Wait for the process to end; None if it is still running at `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(h) = self.reader.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// What a run to completion produced.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run `i2psocks <args>` exactly as given and wait (at most `timeout`) for
+/// it to exit. Panics (after killing it) if it does not.
+pub fn run_to_exit(args: &[&str], timeout: Duration) -> Finished {
+    let mut child = Command::new(bin())
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn i2psocks");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let to = thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s);
+        s
+    });
+    let te = thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        s
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("i2psocks {args:?} still running after {timeout:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = String::from_utf8_lossy(&to.join().unwrap()).into_owned();
+    let stderr = String::from_utf8_lossy(&te.join().unwrap()).into_owned();
+    Finished { status, stdout, stderr }
+}
+
+// ---------------------------------------------------------------- SOCKS
+
+/// The SOCKS5 success reply of the CLI contract.
+pub const S5_OK: [u8; 10] = [5, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+/// The SOCKS4 replies of the CLI contract.
+pub const S4_OK: [u8; 8] = [0, 0x5a, 0, 0, 0, 0, 0, 0];
+pub const S4_FAIL: [u8; 8] = [0, 0x5b, 0, 0, 0, 0, 0, 0];
+
+/// `05 REP 00 01 00 00 00 00 00 00`.
+pub fn s5_reply(rep: u8) -> [u8; 10] {
+    [5, rep, 0, 1, 0, 0, 0, 0, 0, 0]
+}
+
+/// Connect to the proxy with read and write deadlines of [`IO_TIMEOUT`].
+pub fn connect(proxy: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&proxy, IO_TIMEOUT).expect("connect to the proxy");
+    s.set_nodelay(true).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    s
+}
+
+pub fn send(s: &mut TcpStream, data: &[u8]) {
+    s.write_all(data).expect("write to the proxy");
+}
+
+/// Send one byte per write, pausing `gap` between them.
+pub fn send_bytewise(s: &mut TcpStream, data: &[u8], gap: Duration) {
+    for b in data {
+        s.write_all(std::slice::from_ref(b)).expect("write to the proxy");
+        thread::sleep(gap);
+    }
+}
+
+/// How a bounded read ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadEnd {
+    /// Got all that was asked for.
+    Full,
+    /// The peer closed (FIN) first.
+    Eof,
+    /// The peer reset the connection.
+    Reset,
+    /// The deadline passed.
+    Timeout,
+}
+
+/// Read up to `n` bytes within `timeout`: what arrived and why it stopped.
+pub fn read_n(s: &mut TcpStream, n: usize, timeout: Duration) -> (Vec<u8>, ReadEnd) {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::with_capacity(n.min(1 << 20));
+    let mut chunk = vec![0u8; 64 * 1024];
+    while out.len() < n {
+        let now = Instant::now();
+        if now >= deadline {
+            return (out, ReadEnd::Timeout);
+        }
+        s.set_read_timeout(Some(deadline - now)).unwrap();
+        let want = (n - out.len()).min(chunk.len());
+        match s.read(&mut chunk[..want]) {
+            Ok(0) => return (out, ReadEnd::Eof),
+            Ok(k) => out.extend_from_slice(&chunk[..k]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return (out, ReadEnd::Timeout)
+            }
+            Err(_) => return (out, ReadEnd::Reset),
+        }
+    }
+    (out, ReadEnd::Full)
+}
+
+/// Read exactly `expected.len()` bytes within `timeout` and compare.
+pub fn expect_bytes(s: &mut TcpStream, expected: &[u8], timeout: Duration) {
+    let (got, end) = read_n(s, expected.len(), timeout);
+    assert_eq!(got, expected, "bytes from the proxy differ (read ended: {end:?})");
+}
+
+/// Read `n` bytes within `timeout`, panicking if fewer come.
+pub fn read_exact_by(s: &mut TcpStream, n: usize, timeout: Duration) -> Vec<u8> {
+    let (got, end) = read_n(s, n, timeout);
+    assert_eq!(end, ReadEnd::Full, "wanted {n} bytes, got {} ({end:?}): {got:02x?}", got.len());
+    got
+}
+
+/// Read until EOF (or reset) within `timeout`; panics on timeout.
+pub fn read_to_eof(s: &mut TcpStream, timeout: Duration) -> Vec<u8> {
+    let (got, end) = read_n(s, usize::MAX, timeout);
+    assert!(matches!(end, ReadEnd::Eof | ReadEnd::Reset), "no EOF within {timeout:?} ({end:?})");
+    got
+}
+
+/// True if the proxy closes the connection (EOF or reset) within `timeout`
+/// without sending anything more than `allowed` bytes.
+pub fn closed_within(s: &mut TcpStream, timeout: Duration, allowed: usize) -> bool {
+    let (got, end) = read_n(s, allowed + 1, timeout);
+    got.len() <= allowed && matches!(end, ReadEnd::Eof | ReadEnd::Reset)
+}
+
+/// Nothing arrives for `wait` (and the connection is still open).
+pub fn silent_for(s: &mut TcpStream, wait: Duration) -> bool {
+    let (got, end) = read_n(s, 1, wait);
+    got.is_empty() && end == ReadEnd::Timeout
+}
+
+/// SOCKS5 greeting (+ RFC 1929 auth) and CONNECT to `host:port` (ATYP 3).
+/// Returns the socket and the 10-byte reply. Panics if the proxy closes
+/// before a full reply or answers the greeting unexpectedly.
+pub fn socks5_connect(
+    proxy: SocketAddr,
+    host: &str,
+    port: u16,
+    creds: Option<(&str, &str)>,
+) -> (TcpStream, [u8; 10]) {
+    let mut s = connect(proxy);
+    match creds {
+        None => {
+            send(&mut s, &[5, 1, 0]);
+            expect_bytes(&mut s, &[5, 0], IO_TIMEOUT);
+        }
+        Some((u, p)) => {
+            send(&mut s, &[5, 1, 2]);
+            expect_bytes(&mut s, &[5, 2], IO_TIMEOUT);
+            send(&mut s, &socks5_auth(u, p));
+            expect_bytes(&mut s, &[1, 0], IO_TIMEOUT);
+        }
+    }
+    send(&mut s, &socks5_request(1, host, port));
+    let r = read_exact_by(&mut s, 10, IO_TIMEOUT);
+    (s, r.try_into().unwrap())
+}
+
+/// RFC 1929 sub-negotiation bytes.
+pub fn socks5_auth(user: &str, pass: &str) -> Vec<u8> {
+    let mut v = vec![1, user.len() as u8];
+    v.extend_from_slice(user.as_bytes());
+    v.push(pass.len() as u8);
+    v.extend_from_slice(pass.as_bytes());
+    v
+}
+
+/// A SOCKS5 request with a domain name (ATYP 3).
+pub fn socks5_request(cmd: u8, host: &str, port: u16) -> Vec<u8> {
+    let mut v = vec![5, cmd, 0, 3, host.len() as u8];
+    v.extend_from_slice(host.as_bytes());
+    v.extend_from_slice(&port.to_be_bytes());
+    v
+}
+
+/// SOCKS4a CONNECT to `host:port` with `userid`; the 8-byte reply.
+pub fn socks4a_connect(proxy: SocketAddr, host: &str, port: u16, userid: &str) -> (TcpStream, [u8; 8]) {
+    let mut s = connect(proxy);
+    send(&mut s, &socks4a_request(host, port, userid));
+    let r = read_exact_by(&mut s, 8, IO_TIMEOUT);
+    (s, r.try_into().unwrap())
+}
+
+/// `04 01 PORT 0.0.0.1 USERID 00 HOST 00`.
+pub fn socks4a_request(host: &str, port: u16, userid: &str) -> Vec<u8> {
+    let mut v = vec![4, 1];
+    v.extend_from_slice(&port.to_be_bytes());
+    v.extend_from_slice(&[0, 0, 0, 1]);
+    v.extend_from_slice(userid.as_bytes());
+    v.push(0);
+    v.extend_from_slice(host.as_bytes());
+    v.push(0);
+    v
+}
+
+/// Send all of `data` from a thread while reading the same amount back
+/// here (so neither side's buffers fill and deadlock); then shut down our
+/// write side and expect EOF. Returns what came back.
+pub fn echo_roundtrip(s: &mut TcpStream, data: &[u8], timeout: Duration) -> Vec<u8> {
+    let mut w = s.try_clone().unwrap();
+    let owned = data.to_vec();
+    let writer = thread::spawn(move || {
+        for c in owned.chunks(16 * 1024) {
+            w.write_all(c).unwrap();
+        }
+        w.shutdown(Shutdown::Write).unwrap();
+    });
+    let (got, end) = read_n(s, data.len(), timeout);
+    writer.join().unwrap();
+    assert_eq!(end, ReadEnd::Full, "echo: got {} of {} bytes ({end:?})", got.len(), data.len());
+    got
+}
+
+/// Deterministic pseudo-random bytes (xorshift), for payloads.
+pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}

@@ -1,0 +1,873 @@
+//! Black-box tests of the real `i2psocks` binary against the scripted fake
+//! SAM bridge (tests/common/fake_sam.rs): wire bytes both ways, the exact SAM
+//! lines the proxy sends, the SAM RESULT → SOCKS reply table (socks.md),
+//! local refusals that never reach the bridge, bridge failures and recovery,
+//! limits and deadlines, signals and usage errors (the CLI contract in the
+//! brief).
+//!
+//! Not here: a real router (tests/i2pd.rs) and the codec's byte-level cases
+//! (unit tests in src/socks.rs). Each test starts its own fake and proxy, so
+//! they run in parallel; timeouts are short so the file runs in seconds.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod common;
+
+use common::fake_sam::{self, b32_name, FakeSam, Fault, Outcome, Peer, Script, WAIT};
+use common::proxy::{self, *};
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The HELLO every socket starts with (CLI contract).
+const HELLO: &str = "HELLO VERSION MIN=3.1 MAX=3.3";
+/// Logged once the session is up (CLI contract).
+const READY: &str = "I2P destination ready: ";
+
+/// A fake with `script` and a proxy on it (`--hops 0 --tunnels 1` plus
+/// `args`), once the proxy reports its destination.
+fn setup(script: Script, args: &[&str]) -> (FakeSam, Proxy) {
+    let fake = FakeSam::start(script);
+    let sam = fake.addr_arg();
+    let mut all = vec!["-s", sam.as_str(), "--hops", "0", "--tunnels", "1"];
+    all.extend_from_slice(args);
+    let p = Proxy::start(&all);
+    assert!(p.wait_for_line(READY, WAIT).is_some(), "no `{READY}` line");
+    assert!(fake.wait_live_session(WAIT), "no live session on the fake");
+    (fake, p)
+}
+
+fn target(seed: &str) -> String {
+    b32_name(seed)
+}
+
+/// `KEY=VALUE` words of a SAM line after its first two words.
+fn params(line: &str) -> Vec<(String, String)> {
+    line.split(' ')
+        .skip(2)
+        .map(|w| {
+            let (k, v) = w.split_once('=').unwrap_or((w, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+fn get<'a>(p: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    p.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+fn b64_decode(s: &str) -> Vec<u8> {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-~";
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in s.bytes().filter(|&c| c != b'=') {
+        let v = A.iter().position(|&a| a == c).expect("I2P base64") as u32;
+        bits = (bits << 6) | v;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+        }
+    }
+    out
+}
+
+// ------------------------------------------------------------ the fake itself
+
+fn sam_line(s: &mut TcpStream) -> String {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while line.len() < 64 * 1024 {
+        match s.read(&mut b) {
+            Ok(1) if b[0] == b'\n' => break,
+            Ok(1) => line.push(b[0]),
+            other => panic!("SAM line cut short: {other:?} after {line:?}"),
+        }
+    }
+    String::from_utf8(line).unwrap()
+}
+
+fn raw_sam(fake: &FakeSam) -> TcpStream {
+    let s = TcpStream::connect(fake.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// The fake checked directly with a TcpStream: HELLO, SESSION CREATE (a
+/// valid key blob and its b32), STREAM CONNECT + echo, failures, PING,
+/// kill_sessions, stop/restart, byte log.
+#[test]
+fn fake_sam_self_test() {
+    let bad = target("bad");
+    let fake = FakeSam::start(Script::default().outcome(&bad, Outcome::Fail("CANT_REACH_PEER".into(), None)));
+
+    let mut ctl = raw_sam(&fake);
+    ctl.write_all(b"HELLO VERSION MIN=3.1 MAX=3.3\n").unwrap();
+    assert_eq!(sam_line(&mut ctl), "HELLO REPLY RESULT=OK VERSION=3.1");
+    let create = "SESSION CREATE STYLE=STREAM ID=abcDEF0123456789 DESTINATION=TRANSIENT SIGNATURE_TYPE=7";
+    ctl.write_all(format!("{create}\n").as_bytes()).unwrap();
+    let reply = sam_line(&mut ctl);
+    let key = reply.strip_prefix("SESSION STATUS RESULT=OK DESTINATION=").expect(&reply);
+    let blob = b64_decode(key);
+    assert_eq!(blob.len(), 391 + 256 + 32);
+    assert_eq!(&blob[384..391], &[5, 0, 4, 0, 7, 0, 0]);
+    assert!(fake.wait_sessions(1, WAIT));
+    let rec = &fake.sessions()[0];
+    assert_eq!(rec.line, create);
+    assert_eq!(rec.id, "abcDEF0123456789");
+    assert_eq!(rec.private_key, key);
+    let digest = Sha256::digest(&blob[..391]);
+    let want =
+        format!("{}.b32.i2p", base32::encode(base32::Alphabet::Rfc4648Lower { padding: false }, &digest));
+    assert_eq!(rec.b32, want);
+    assert_eq!(rec.b32.len(), 52 + ".b32.i2p".len());
+
+    // A second session gets another key.
+    let mut ctl2 = raw_sam(&fake);
+    ctl2.write_all(b"HELLO VERSION MIN=3.1 MAX=3.3\n").unwrap();
+    sam_line(&mut ctl2);
+    ctl2.write_all(b"SESSION CREATE STYLE=STREAM ID=two DESTINATION=TRANSIENT\n").unwrap();
+    sam_line(&mut ctl2);
+    assert!(fake.wait_sessions(2, WAIT));
+    assert_ne!(fake.sessions()[0].b32, fake.sessions()[1].b32);
+
+    // STREAM CONNECT + echo, with payload written before the reply is read.
+    let ok = target("ok");
+    let mut st = raw_sam(&fake);
+    st.write_all(b"HELLO VERSION MIN=3.1 MAX=3.3\n").unwrap();
+    assert_eq!(sam_line(&mut st), "HELLO REPLY RESULT=OK VERSION=3.1");
+    let connect = format!("STREAM CONNECT ID=abcDEF0123456789 DESTINATION={ok} SILENT=false");
+    st.write_all(format!("{connect}\npayload!").as_bytes()).unwrap();
+    assert_eq!(sam_line(&mut st), "STREAM STATUS RESULT=OK");
+    st.write_all(b" more").unwrap();
+    st.shutdown(Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    st.read_to_end(&mut back).unwrap();
+    assert_eq!(back, b"payload! more");
+    assert_eq!(fake.stream_lines(), vec![connect.clone()]);
+    let conn = fake.streams()[0].conn;
+    assert!(fake.wait_closed(conn, WAIT));
+    assert_eq!(fake.received(conn), format!("{HELLO}\n{connect}\npayload! more").into_bytes());
+
+    // A scripted failure.
+    let mut st = raw_sam(&fake);
+    st.write_all(b"HELLO VERSION MIN=3.1 MAX=3.3\n").unwrap();
+    sam_line(&mut st);
+    st.write_all(format!("STREAM CONNECT ID=x DESTINATION={bad} SILENT=false\n").as_bytes()).unwrap();
+    assert_eq!(sam_line(&mut st), "STREAM STATUS RESULT=CANT_REACH_PEER");
+
+    // Source and Sink peers.
+    fake.set_outcome("src.i2p", Outcome::Ok(Peer::Source(100_000)));
+    fake.set_outcome("sink.i2p", Outcome::Ok(Peer::Sink));
+    let mut st = raw_sam(&fake);
+    st.write_all(b"HELLO VERSION MIN=3.1 MAX=3.3\nSTREAM CONNECT ID=x DESTINATION=src.i2p SILENT=false\n")
+        .unwrap();
+    sam_line(&mut st);
+    assert_eq!(sam_line(&mut st), "STREAM STATUS RESULT=OK");
+    let mut got = Vec::new();
+    st.read_to_end(&mut got).unwrap();
+    assert_eq!(got, fake_sam::pattern(100_000));
+    let mut st = raw_sam(&fake);
+    st.write_all(b"HELLO VERSION MIN=3.1 MAX=3.3\nSTREAM CONNECT ID=x DESTINATION=sink.i2p SILENT=false\n")
+        .unwrap();
+    sam_line(&mut st);
+    sam_line(&mut st);
+    st.write_all(&[7u8; 5000]).unwrap();
+    st.shutdown(Shutdown::Write).unwrap();
+    assert!(fake.wait_sinks(1, WAIT));
+    assert_eq!(fake.sinks()[0].count, 5000);
+    assert_eq!(fake.sinks()[0].sha256, <[u8; 32]>::from(Sha256::digest([7u8; 5000])));
+
+    // PING on both control sockets; answer one.
+    assert_eq!(fake.send_ping("t1"), 2);
+    assert_eq!(sam_line(&mut ctl), "PING t1");
+    ctl.write_all(b"PONG t1\n").unwrap();
+    assert!(fake.wait_pong("t1", WAIT));
+
+    // kill_sessions closes the control sockets.
+    fake.kill_sessions();
+    let mut rest = Vec::new();
+    assert_eq!(ctl.read_to_end(&mut rest).map(|_| ()).ok(), Some(()));
+    assert_eq!(fake.live_sessions(), 0);
+
+    // Faults.
+    fake.set_fault(Some(Fault::GarbageHello));
+    let mut st = raw_sam(&fake);
+    st.write_all(b"HELLO VERSION MIN=3.1 MAX=3.3\n").unwrap();
+    assert!(!sam_line(&mut st).starts_with("HELLO"));
+    fake.set_fault(Some(Fault::CloseOnAccept));
+    let mut st = raw_sam(&fake);
+    let mut buf = [0u8; 1];
+    assert!(matches!(st.read(&mut buf), Ok(0) | Err(_)));
+    fake.set_fault(None);
+
+    // Down and up on the same port.
+    let n = fake.connections();
+    fake.stop();
+    assert!(TcpStream::connect_timeout(&fake.addr(), Duration::from_secs(1)).is_err());
+    fake.restart();
+    let mut st = raw_sam(&fake);
+    st.write_all(b"HELLO VERSION MIN=3.1 MAX=3.3\n").unwrap();
+    assert_eq!(sam_line(&mut st), "HELLO REPLY RESULT=OK VERSION=3.1");
+    assert_eq!(fake.connections(), n + 1);
+}
+
+/// Dropping a fake with hanging connections ends its threads.
+#[test]
+fn fake_sam_drops_cleanly() {
+    let fake = FakeSam::start(Script::default().default_outcome(Outcome::Hang));
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = raw_sam(&fake);
+        s.write_all(b"HELLO VERSION MIN=3.1 MAX=3.3\nSTREAM CONNECT ID=x DESTINATION=a.i2p SILENT=false\n")
+            .unwrap();
+        held.push(s);
+    }
+    assert!(fake.wait_streams(3, WAIT));
+    let t = Instant::now();
+    drop(fake);
+    assert!(t.elapsed() < Duration::from_secs(3), "drop took {:?}", t.elapsed());
+    for mut s in held {
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        assert_eq!(rest, b"HELLO REPLY RESULT=OK VERSION=3.1\n");
+    }
+}
+
+// ---------------------------------------------------------------- success
+
+/// SOCKS5 to a b32: exact reply, 1 MiB echoed byte-exact, half-close passed
+/// on, the exact SAM bytes on the stream socket (nothing injected).
+#[test]
+fn socks5_echo_1mib_exact() {
+    let (fake, p) = setup(Script::default(), &[]);
+    let dest = target("echo5");
+    let (mut s, reply) = socks5_connect(p.addr(), &dest, 80, None);
+    assert_eq!(reply, [0x05, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0]);
+    let data = random_bytes(1 << 20, 5);
+    let back = echo_roundtrip(&mut s, &data, Duration::from_secs(20));
+    assert!(back == data, "echoed bytes differ");
+    assert!(read_to_eof(&mut s, Duration::from_secs(5)).is_empty(), "bytes after the echo");
+
+    let id = fake.sessions()[0].id.clone();
+    let line = format!("STREAM CONNECT ID={id} DESTINATION={dest} SILENT=false");
+    assert_eq!(fake.stream_lines(), vec![line.clone()]);
+    let conn = fake.streams()[0].conn;
+    assert!(fake.wait_closed(conn, WAIT));
+    let mut want = format!("{HELLO}\n{line}\n").into_bytes();
+    want.extend_from_slice(&data);
+    assert!(fake.received(conn) == want, "the bridge received other bytes than HELLO, CONNECT, payload");
+}
+
+/// SOCKS4a to a b32 (empty USERID): exact reply, echo, exact SAM line.
+#[test]
+fn socks4a_echo_exact() {
+    let (fake, p) = setup(Script::default(), &[]);
+    let dest = target("echo4");
+    let (mut s, reply) = socks4a_connect(p.addr(), &dest, 443, "");
+    assert_eq!(reply, [0x00, 0x5A, 0, 0, 0, 0, 0, 0]);
+    let data = random_bytes(256 * 1024, 4);
+    assert!(echo_roundtrip(&mut s, &data, Duration::from_secs(20)) == data);
+    let id = fake.sessions()[0].id.clone();
+    assert_eq!(fake.stream_lines(), vec![format!("STREAM CONNECT ID={id} DESTINATION={dest} SILENT=false")]);
+}
+
+/// An address-book name goes to the bridge as is (normalized to lowercase).
+#[test]
+fn hostname_passed_through() {
+    let (fake, p) = setup(Script::default(), &[]);
+    let (mut s, reply) = socks5_connect(p.addr(), "Stats.I2P", 80, None);
+    assert_eq!(reply, S5_OK);
+    assert_eq!(echo_roundtrip(&mut s, b"hi", IO_TIMEOUT), b"hi");
+    let line = &fake.stream_lines()[0];
+    assert_eq!(get(&params(line), "DESTINATION"), Some("stats.i2p"), "{line}");
+}
+
+/// Server → client and client → server, byte-exact, in separate streams.
+#[test]
+fn source_and_sink_exact() {
+    let src = target("source");
+    let sink = target("sink");
+    let script = Script::default()
+        .outcome(&src, Outcome::Ok(Peer::Source(700_000)))
+        .outcome(&sink, Outcome::Ok(Peer::Sink));
+    let (fake, p) = setup(script, &[]);
+
+    let (mut s, reply) = socks5_connect(p.addr(), &src, 80, None);
+    assert_eq!(reply, S5_OK);
+    let got = read_to_eof(&mut s, Duration::from_secs(20));
+    assert!(got == fake_sam::pattern(700_000), "source bytes differ ({} bytes)", got.len());
+
+    let (mut s, reply) = socks4a_connect(p.addr(), &sink, 80, "");
+    assert_eq!(reply, S4_OK);
+    let data = random_bytes(900_000, 9);
+    for c in data.chunks(10_000) {
+        send(&mut s, c);
+    }
+    s.shutdown(Shutdown::Write).unwrap();
+    assert!(fake.wait_sinks(1, Duration::from_secs(20)));
+    let rec = &fake.sinks()[0];
+    assert_eq!(rec.count, data.len());
+    assert_eq!(rec.sha256, <[u8; 32]>::from(Sha256::digest(&data)));
+}
+
+/// With SAM 3.3 negotiated the port goes along as TO_PORT.
+#[test]
+fn to_port_with_sam_33() {
+    let (fake, p) = setup(Script::default().version("3.3"), &[]);
+    let dest = target("port");
+    let (mut s, reply) = socks5_connect(p.addr(), &dest, 8080, None);
+    assert_eq!(reply, S5_OK);
+    assert_eq!(echo_roundtrip(&mut s, b"x", IO_TIMEOUT), b"x");
+    let line = fake.stream_lines()[0].clone();
+    let id = fake.sessions()[0].id.clone();
+    assert!(line.starts_with(&format!("STREAM CONNECT ID={id} DESTINATION={dest} SILENT=false")), "{line}");
+    let mut got = params(&line);
+    got.sort();
+    let mut want: Vec<(String, String)> =
+        [("ID", id.as_str()), ("DESTINATION", dest.as_str()), ("SILENT", "false"), ("TO_PORT", "8080")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    want.sort();
+    assert_eq!(got, want, "{line}");
+}
+
+/// SESSION CREATE: its words, the tunnel flags and a passed-through option;
+/// and the logged address is the fake's b32 of that session.
+#[test]
+fn session_create_line_and_ready_log() {
+    let (fake, p) = setup(Script::default(), &["--sam-option", "inbound.lengthVariance=0"]);
+    let rec = fake.sessions()[0].clone();
+    let received = String::from_utf8(fake.received(rec.conn)).unwrap();
+    assert!(received.starts_with(&format!("{HELLO}\n{}\n", rec.line)), "{received:?}");
+    assert!(rec.line.starts_with("SESSION CREATE "), "{}", rec.line);
+    let ps = params(&rec.line);
+    assert_eq!(get(&ps, "STYLE"), Some("STREAM"));
+    let id = get(&ps, "ID").unwrap();
+    assert_eq!(id.len(), 16, "{id}");
+    assert!(id.bytes().all(|c| c.is_ascii_alphanumeric()), "{id}");
+    assert_eq!(get(&ps, "DESTINATION"), Some("TRANSIENT"));
+    assert_eq!(get(&ps, "SIGNATURE_TYPE"), Some("7"));
+    assert_eq!(get(&ps, "inbound.length"), Some("0"));
+    assert_eq!(get(&ps, "outbound.length"), Some("0"));
+    assert_eq!(get(&ps, "inbound.quantity"), Some("1"));
+    assert_eq!(get(&ps, "outbound.quantity"), Some("1"));
+    assert_eq!(get(&ps, "i2cp.leaseSetEncType"), Some("4,0"));
+    assert_eq!(get(&ps, "inbound.lengthVariance"), Some("0"));
+    let mut keys: Vec<&str> = ps.iter().map(|(k, _)| k.as_str()).collect();
+    keys.sort_unstable();
+    let before = keys.len();
+    keys.dedup();
+    assert_eq!(keys.len(), before, "a key repeated: {}", rec.line);
+
+    let ready = p.wait_for_line(READY, WAIT).unwrap();
+    let b32 = ready[ready.find(READY).unwrap() + READY.len()..].split_whitespace().next().unwrap();
+    assert_eq!(b32, rec.b32);
+    assert_eq!(p.count_lines(&rec.private_key), 0, "private key logged");
+}
+
+/// A client's SOCKS5 credentials select an identity of its own (--isolate
+/// auth, the default): a second SESSION CREATE, and the stream uses it.
+#[test]
+fn credentials_get_their_own_session() {
+    let (fake, p) = setup(Script::default(), &[]);
+    let dest = target("iso");
+    let (mut s, reply) = socks5_connect(p.addr(), &dest, 80, Some(("app1", "pw")));
+    assert_eq!(reply, S5_OK);
+    assert_eq!(echo_roundtrip(&mut s, b"iso", IO_TIMEOUT), b"iso");
+    assert!(fake.wait_sessions(2, WAIT));
+    let ids: Vec<String> = fake.sessions().iter().map(|r| r.id.clone()).collect();
+    assert_ne!(ids[0], ids[1]);
+    let line = &fake.stream_lines()[0];
+    assert_eq!(get(&params(line), "ID"), Some(ids[1].as_str()), "{line}");
+}
+
+// ---------------------------------------------------------------- reply table
+
+/// Each SAM RESULT gives its SOCKS5 reply and SOCKS4 5B (socks.md table),
+/// with and without MESSAGE.
+#[test]
+fn sam_results_map_to_socks_replies() {
+    let table: &[(&str, u8)] = &[
+        ("CANT_REACH_PEER", 0x04),
+        ("INVALID_KEY", 0x04),
+        ("KEY_NOT_FOUND", 0x04),
+        ("PEER_NOT_FOUND", 0x04),
+        ("CONNECTION_REFUSED", 0x05),
+        ("TIMEOUT", 0x06),
+        ("I2P_ERROR", 0x01),
+        ("INVALID_ID", 0x01),
+    ];
+    let mut script = Script::default();
+    for (i, (res, _)) in table.iter().enumerate() {
+        let msg = (i % 2 == 1).then(|| format!("fake says {res}"));
+        script = script.outcome(&target(res), Outcome::Fail(res.to_string(), msg));
+    }
+    let (fake, p) = setup(script, &[]);
+    for (res, rep) in table {
+        let (mut s, reply) = socks5_connect(p.addr(), &target(res), 80, None);
+        assert_eq!(reply, s5_reply(*rep), "SOCKS5 for {res}");
+        assert!(closed_within(&mut s, Duration::from_secs(2), 0), "not closed after {res}");
+        let (mut s, reply) = socks4a_connect(p.addr(), &target(res), 80, "");
+        assert_eq!(reply, S4_FAIL, "SOCKS4a for {res}");
+        assert!(closed_within(&mut s, Duration::from_secs(2), 0), "not closed after {res}");
+    }
+    assert_eq!(fake.streams().len(), table.len() * 2);
+}
+
+/// The success reply waits for RESULT=OK.
+#[test]
+fn success_only_after_result_ok() {
+    let slow = target("slow");
+    let script = Script::default()
+        .outcome(&slow, Outcome::Delayed(Duration::from_millis(1200), Box::new(Outcome::Ok(Peer::Echo))));
+    let (fake, p) = setup(script, &[]);
+    let mut s = connect(p.addr());
+    send(&mut s, &[5, 1, 0]);
+    expect_bytes(&mut s, &[5, 0], IO_TIMEOUT);
+    send(&mut s, &socks5_request(1, &slow, 80));
+    assert!(fake.wait_streams(1, WAIT));
+    assert!(silent_for(&mut s, Duration::from_millis(800)), "a reply before the bridge answered");
+    expect_bytes(&mut s, &S5_OK, IO_TIMEOUT);
+
+    // The same for a failure: no reply before the bridge's.
+    let late_fail = target("late-fail");
+    fake.set_outcome(
+        &late_fail,
+        Outcome::Delayed(
+            Duration::from_millis(1200),
+            Box::new(Outcome::Fail("CANT_REACH_PEER".into(), None)),
+        ),
+    );
+    let mut s = connect(p.addr());
+    send(&mut s, &socks4a_request(&late_fail, 80, ""));
+    assert!(fake.wait_streams(2, WAIT));
+    assert!(silent_for(&mut s, Duration::from_millis(800)), "a reply before the bridge answered");
+    expect_bytes(&mut s, &S4_FAIL, IO_TIMEOUT);
+}
+
+// ---------------------------------------------------------------- refusals
+
+/// Clearnet names, IPs and malformed I2P names get 02 / 5B, and nothing
+/// reaches the bridge (not even a connection).
+#[test]
+fn refused_targets_never_reach_the_bridge() {
+    let (fake, p) = setup(Script::default(), &[]);
+    let conns = fake.connections();
+    let b32 = target("x");
+    let short_b32 = format!("{}.b32.i2p", &b32[..51]);
+    let names = [
+        "example.com",
+        "localhost",
+        "127.0.0.1",
+        "abc.b32.i2p",
+        short_b32.as_str(),
+        "exa mple.i2p",
+        "a\"b.i2p",
+        "i2p",
+        "example.i2p.com",
+    ];
+    for name in names {
+        let (mut s, reply) = socks5_connect(p.addr(), name, 80, None);
+        assert_eq!(reply, s5_reply(0x02), "SOCKS5 {name:?}");
+        assert!(closed_within(&mut s, Duration::from_secs(2), 0));
+        let (_, reply) = socks4a_connect(p.addr(), name, 80, "");
+        assert_eq!(reply, S4_FAIL, "SOCKS4a {name:?}");
+    }
+    // Port 0 to a valid name.
+    let (_, reply) = socks5_connect(p.addr(), &b32, 0, None);
+    assert_eq!(reply, s5_reply(0x02), "port 0");
+    // ATYP 1 (IPv4) and 4 (IPv6).
+    for req in [vec![5, 1, 0, 1, 1, 2, 3, 4, 0, 80], {
+        let mut v = vec![5, 1, 0, 4];
+        v.extend_from_slice(&[0u8; 15]);
+        v.push(1);
+        v.extend_from_slice(&[0, 80]);
+        v
+    }] {
+        let mut s = connect(p.addr());
+        send(&mut s, &[5, 1, 0]);
+        expect_bytes(&mut s, &[5, 0], IO_TIMEOUT);
+        send(&mut s, &req);
+        expect_bytes(&mut s, &s5_reply(0x02), IO_TIMEOUT);
+    }
+    // SOCKS4 with a real IP.
+    let mut s = connect(p.addr());
+    send(&mut s, &[4, 1, 0, 80, 93, 184, 216, 34, 0]);
+    expect_bytes(&mut s, &S4_FAIL, IO_TIMEOUT);
+
+    thread::sleep(Duration::from_millis(200));
+    assert!(fake.streams().is_empty(), "STREAM CONNECT sent: {:?}", fake.stream_lines());
+    assert_eq!(fake.connections(), conns, "the proxy opened a SAM connection for a refused target");
+}
+
+/// BIND and UDP ASSOCIATE → 07; an unknown ATYP → 08.
+#[test]
+fn unsupported_commands_and_address_types() {
+    let (fake, p) = setup(Script::default(), &[]);
+    let dest = target("cmd");
+    for cmd in [2u8, 3] {
+        let mut s = connect(p.addr());
+        send(&mut s, &[5, 1, 0]);
+        expect_bytes(&mut s, &[5, 0], IO_TIMEOUT);
+        send(&mut s, &socks5_request(cmd, &dest, 80));
+        expect_bytes(&mut s, &s5_reply(0x07), IO_TIMEOUT);
+    }
+    let mut s = connect(p.addr());
+    send(&mut s, &[5, 1, 0]);
+    expect_bytes(&mut s, &[5, 0], IO_TIMEOUT);
+    send(&mut s, &[5, 1, 0, 9, 1, 2, 3, 4, 0, 80]);
+    expect_bytes(&mut s, &s5_reply(0x08), IO_TIMEOUT);
+    // SOCKS4 BIND.
+    let mut s = connect(p.addr());
+    let mut req = socks4a_request(&dest, 80, "");
+    req[1] = 2;
+    send(&mut s, &req);
+    expect_bytes(&mut s, &S4_FAIL, IO_TIMEOUT);
+    assert!(fake.streams().is_empty());
+}
+
+/// An HTTP request on the SOCKS port gets a short 501.
+#[test]
+fn http_request_gets_501() {
+    let (_fake, p) = setup(Script::default(), &[]);
+    let mut s = connect(p.addr());
+    send(&mut s, b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n");
+    let got = read_to_eof(&mut s, IO_TIMEOUT);
+    assert!(got.starts_with(b"HTTP/1.0 501"), "{:?}", String::from_utf8_lossy(&got));
+}
+
+// ------------------------------------------------------ bridge failures
+
+/// Bridge down at start: the proxy binds anyway, warns naming the bridge,
+/// refuses clients with 01 at once; once the bridge is up a session comes
+/// within the backoff and clients succeed.
+#[test]
+fn bridge_down_at_start_then_up() {
+    let fake = FakeSam::start_stopped(Script::default());
+    let sam = fake.addr_arg();
+    let p = Proxy::start(&["-s", &sam, "--hops", "0", "--tunnels", "1", "--connect-timeout", "5"]);
+    let warn = p.wait_for_line(&sam, WAIT).unwrap_or_else(|| panic!("no line naming {sam}"));
+    assert!(warn.contains("warn"), "{warn}");
+    let dest = target("down");
+    let t = Instant::now();
+    let (mut s, reply) = socks5_connect(p.addr(), &dest, 80, None);
+    assert_eq!(reply, s5_reply(0x01));
+    assert!(t.elapsed() < Duration::from_secs(1), "refusal took {:?}", t.elapsed());
+    assert!(closed_within(&mut s, Duration::from_secs(2), 0));
+    let (_, reply) = socks4a_connect(p.addr(), &dest, 80, "");
+    assert_eq!(reply, S4_FAIL);
+
+    fake.restart();
+    // The first retries come 1 s, 2 s, 4 s apart.
+    assert!(fake.wait_sessions(1, Duration::from_secs(10)), "no SESSION CREATE after the bridge came up");
+    assert!(p.wait_for_line(READY, WAIT).is_some());
+    let (mut s, reply) = socks5_connect(p.addr(), &dest, 80, None);
+    assert_eq!(reply, S5_OK);
+    assert_eq!(echo_roundtrip(&mut s, b"up", IO_TIMEOUT), b"up");
+}
+
+/// The control socket closed under the proxy: a new SESSION CREATE, and new
+/// clients use the new session.
+#[test]
+fn session_rebuilt_after_control_socket_closes() {
+    let (fake, p) = setup(Script::default(), &[]);
+    let first = fake.sessions()[0].clone();
+    fake.kill_sessions();
+    assert!(fake.wait_sessions(2, Duration::from_secs(10)), "no new SESSION CREATE");
+    let second = fake.sessions()[1].clone();
+    assert_ne!(first.id, second.id);
+    assert!(p.wait_for_nth_line(READY, 2, WAIT).unwrap().contains(&second.b32));
+    assert!(fake.wait_live_session(WAIT));
+    let dest = target("rebuilt");
+    let (mut s, reply) = socks5_connect(p.addr(), &dest, 80, None);
+    assert_eq!(reply, S5_OK);
+    assert_eq!(echo_roundtrip(&mut s, b"again", IO_TIMEOUT), b"again");
+    let line = fake.stream_lines().last().cloned().unwrap();
+    assert_eq!(get(&params(&line), "ID"), Some(second.id.as_str()), "{line}");
+}
+
+/// The bridge goes away mid-run and comes back: refusals meanwhile, service after.
+#[test]
+fn bridge_restart_mid_run() {
+    let (fake, p) = setup(Script::default(), &["--connect-timeout", "3"]);
+    fake.stop();
+    assert!(p.wait_for_line("SAM session lost", WAIT).is_some() || p.count_lines("warn") > 0);
+    let dest = target("bounce");
+    let t = Instant::now();
+    let (_, reply) = socks5_connect(p.addr(), &dest, 80, None);
+    assert_eq!(reply[1], 0x01, "{reply:02x?}");
+    assert!(t.elapsed() < Duration::from_secs(2), "refusal took {:?}", t.elapsed());
+    fake.restart();
+    assert!(fake.wait_sessions(2, Duration::from_secs(10)));
+    assert!(fake.wait_live_session(WAIT));
+    let (mut s, reply) = socks5_connect(p.addr(), &dest, 80, None);
+    assert_eq!(reply, S5_OK);
+    assert_eq!(echo_roundtrip(&mut s, b"back", IO_TIMEOUT), b"back");
+}
+
+/// PING on the control socket is answered with PONG and the same text.
+#[test]
+fn ping_answered_with_pong() {
+    let (fake, _p) = setup(Script::default().version("3.2"), &[]);
+    assert_eq!(fake.send_ping("fake-1234"), 1);
+    assert!(fake.wait_pong("fake-1234", WAIT), "no PONG: {:?}", fake.other_lines());
+    assert_eq!(fake.live_sessions(), 1, "the session should survive a PING");
+}
+
+/// The bridge refuses HELLO or SESSION CREATE: clients get 01 promptly and
+/// the proxy keeps running (and warns).
+#[test]
+fn session_refused_gives_general_failure() {
+    for script in [
+        Script { hello_result: Some("NOVERSION".into()), ..Script::default() },
+        Script { session_result: Some("I2P_ERROR".into()), ..Script::default() },
+        Script::default().fault(Fault::GarbageHello),
+        Script::default().fault(Fault::CloseOnAccept),
+    ] {
+        let what = format!("{script:?}");
+        let fake = FakeSam::start(script);
+        let sam = fake.addr_arg();
+        let p = Proxy::start(&["-s", &sam, "--hops", "0", "--connect-timeout", "5"]);
+        assert!(p.wait_for_line(&sam, WAIT).is_some(), "{what}: no warning naming {sam}");
+        let t = Instant::now();
+        let (_, reply) = socks5_connect(p.addr(), &target("r"), 80, None);
+        assert_eq!(reply, s5_reply(0x01), "{what}");
+        assert!(t.elapsed() < Duration::from_secs(1), "{what}: refusal took {:?}", t.elapsed());
+        assert!(fake.streams().is_empty());
+    }
+}
+
+/// Broken answers on a stream socket (after the session is up) give 01
+/// promptly; a HELLO that never comes hits the connect deadline (06).
+#[test]
+fn broken_stream_replies() {
+    let (fake, p) = setup(Script::default(), &["--connect-timeout", "2"]);
+    fake.set_outcome(&target("garbage"), Outcome::Garbage);
+    fake.set_outcome(&target("huge"), Outcome::HugeLine);
+    fake.set_outcome(&target("close"), Outcome::Close);
+    for name in ["garbage", "huge", "close"] {
+        let t = Instant::now();
+        let (_, reply) = socks5_connect(p.addr(), &target(name), 80, None);
+        assert_eq!(reply, s5_reply(0x01), "{name}");
+        assert!(t.elapsed() < Duration::from_millis(1500), "{name}: took {:?}", t.elapsed());
+    }
+    for (fault, rep) in [
+        (Fault::GarbageHello, 0x01),
+        (Fault::HugeHello, 0x01),
+        (Fault::CloseOnAccept, 0x01),
+        (Fault::HangHello, 0x06),
+    ] {
+        fake.set_fault(Some(fault));
+        let t = Instant::now();
+        let (_, reply) = socks5_connect(p.addr(), &target("f"), 80, None);
+        assert_eq!(reply, s5_reply(rep), "{fault:?}");
+        assert!(t.elapsed() < Duration::from_millis(3500), "{fault:?}: took {:?}", t.elapsed());
+    }
+    fake.set_fault(None);
+    // The session survived all that.
+    let (mut s, reply) = socks5_connect(p.addr(), &target("fine"), 80, None);
+    assert_eq!(reply, S5_OK);
+    assert_eq!(echo_roundtrip(&mut s, b"ok", IO_TIMEOUT), b"ok");
+}
+
+/// A bridge that never answers STREAM CONNECT: 06 at --connect-timeout.
+#[test]
+fn hung_stream_connect_times_out() {
+    let (fake, p) = setup(Script::default().default_outcome(Outcome::Hang), &["--connect-timeout", "2"]);
+    let t = Instant::now();
+    let (_, reply) = socks5_connect(p.addr(), &target("hang"), 80, None);
+    let took = t.elapsed();
+    assert_eq!(reply, s5_reply(0x06));
+    assert!(took >= Duration::from_millis(1500) && took < Duration::from_millis(3500), "took {took:?}");
+    assert_eq!(fake.streams().len(), 1);
+}
+
+// ------------------------------------------------------ framing
+
+/// Greeting, request and payload in one write: all delivered, once.
+#[test]
+fn pipelined_greeting_request_payload() {
+    let (fake, p) = setup(Script::default(), &[]);
+    let dest = target("pipe");
+    let mut s = connect(p.addr());
+    let mut all = vec![5, 1, 0];
+    all.extend_from_slice(&socks5_request(1, &dest, 80));
+    all.extend_from_slice(b"early payload");
+    send(&mut s, &all);
+    expect_bytes(&mut s, &[5, 0], IO_TIMEOUT);
+    expect_bytes(&mut s, &S5_OK, IO_TIMEOUT);
+    expect_bytes(&mut s, b"early payload", IO_TIMEOUT);
+    s.shutdown(Shutdown::Write).unwrap();
+    assert!(read_to_eof(&mut s, IO_TIMEOUT).is_empty());
+    let conn = fake.streams()[0].conn;
+    assert!(fake.wait_closed(conn, WAIT));
+    let got = fake.received(conn);
+    assert!(got.ends_with(b"SILENT=false\nearly payload"), "{:?}", String::from_utf8_lossy(&got));
+
+    // The same with SOCKS5 auth in the same write.
+    let mut s = connect(p.addr());
+    let mut all = vec![5, 1, 2];
+    all.extend_from_slice(&socks5_auth("u", "p"));
+    all.extend_from_slice(&socks5_request(1, &dest, 80));
+    all.extend_from_slice(b"more");
+    send(&mut s, &all);
+    expect_bytes(&mut s, &[5, 2, 1, 0], IO_TIMEOUT);
+    expect_bytes(&mut s, &S5_OK, IO_TIMEOUT);
+    expect_bytes(&mut s, b"more", IO_TIMEOUT);
+
+    // SOCKS4a request and payload together.
+    let mut s = connect(p.addr());
+    let mut all = socks4a_request(&dest, 80, "");
+    all.extend_from_slice(b"four");
+    send(&mut s, &all);
+    expect_bytes(&mut s, &S4_OK, IO_TIMEOUT);
+    expect_bytes(&mut s, b"four", IO_TIMEOUT);
+}
+
+/// One byte per write through the whole handshake.
+#[test]
+fn one_byte_per_write() {
+    let (_fake, p) = setup(Script::default(), &[]);
+    let dest = target("slowly");
+    let gap = Duration::from_millis(2);
+    let mut s = connect(p.addr());
+    send_bytewise(&mut s, &[5, 1, 0], gap);
+    expect_bytes(&mut s, &[5, 0], IO_TIMEOUT);
+    send_bytewise(&mut s, &socks5_request(1, &dest, 80), gap);
+    expect_bytes(&mut s, &S5_OK, IO_TIMEOUT);
+    send_bytewise(&mut s, b"abc", gap);
+    expect_bytes(&mut s, b"abc", IO_TIMEOUT);
+
+    let mut s = connect(p.addr());
+    send_bytewise(&mut s, &socks4a_request(&dest, 80, "someone"), gap);
+    expect_bytes(&mut s, &S4_OK, IO_TIMEOUT);
+    assert_eq!(echo_roundtrip(&mut s, b"xyz", IO_TIMEOUT), b"xyz");
+}
+
+// ------------------------------------------------------ limits
+
+/// --handshake-timeout 1: a client that stalls after one byte is closed in
+/// about a second, while another client is served meanwhile.
+#[test]
+fn handshake_deadline() {
+    let (_fake, p) = setup(Script::default(), &["--handshake-timeout", "1"]);
+    let t = Instant::now();
+    let mut slow = connect(p.addr());
+    send(&mut slow, &[5]);
+    let (mut s, reply) = socks5_connect(p.addr(), &target("served"), 80, None);
+    assert_eq!(reply, S5_OK);
+    assert_eq!(echo_roundtrip(&mut s, b"meanwhile", IO_TIMEOUT), b"meanwhile");
+    assert!(closed_within(&mut slow, Duration::from_secs(3), 0), "stalled client not closed");
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_millis(2500),
+        "closed after {took:?}"
+    );
+}
+
+/// --max-clients 2: a third concurrent client is closed at once; once the
+/// first two are done a new client is served.
+#[test]
+fn max_clients_overflow() {
+    let (_fake, p) = setup(Script::default(), &["--max-clients", "2"]);
+    let dest = target("busy");
+    let (mut a, ra) = socks5_connect(p.addr(), &dest, 80, None);
+    let (mut b, rb) = socks5_connect(p.addr(), &dest, 80, None);
+    assert_eq!((ra, rb), (S5_OK, S5_OK));
+    let t = Instant::now();
+    let mut c = connect(p.addr());
+    let _ = c.write_all(&[5, 1, 0]);
+    assert!(closed_within(&mut c, Duration::from_secs(1), 0), "third client not closed");
+    assert!(t.elapsed() < Duration::from_millis(1200));
+    assert_eq!(echo_roundtrip(&mut a, b"a", IO_TIMEOUT), b"a");
+    assert_eq!(echo_roundtrip(&mut b, b"b", IO_TIMEOUT), b"b");
+    drop((a, b));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut s = connect(p.addr());
+        send(&mut s, &[5, 1, 0]);
+        let (got, _) = proxy::read_n(&mut s, 2, Duration::from_secs(2));
+        if got == [5, 0] {
+            send(&mut s, &socks5_request(1, &dest, 80));
+            expect_bytes(&mut s, &S5_OK, IO_TIMEOUT);
+            assert_eq!(echo_roundtrip(&mut s, b"later", IO_TIMEOUT), b"later");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no slot freed after the first clients left");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+// ------------------------------------------------------ process
+
+/// Usage errors: exit 64 and one line starting `i2psocks: `.
+#[test]
+fn bad_flags_exit_64() {
+    for args in [
+        &["--bogus"][..],
+        &["--max-clients", "0"],
+        &["--hops", "9"],
+        &["-l", "0.0.0.0:0"],
+        &["--sam-option", "a=b c"],
+        &["--sam-option", "bad"],
+        &["--handshake-timeout", "0"],
+        &["-l", "localhost:4447"],
+    ] {
+        let out = run_to_exit(args, Duration::from_secs(5));
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {out:?}");
+        let lines: Vec<&str> = out.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {:?}", out.stderr);
+        assert!(lines[0].starts_with("i2psocks: "), "{args:?}: {:?}", lines[0]);
+    }
+}
+
+/// -h and -V exit 0 on stdout.
+#[test]
+fn help_and_version() {
+    let out = run_to_exit(&["-h"], Duration::from_secs(5));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout.starts_with("usage: i2psocks "), "{:?}", out.stdout);
+    let out = run_to_exit(&["-V"], Duration::from_secs(5));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.stdout.trim(), format!("i2psocks {}", env!("CARGO_PKG_VERSION")));
+}
+
+/// SIGTERM with no clients: exit 0 promptly.
+#[test]
+fn sigterm_exits_promptly() {
+    let (fake, mut p) = setup(Script::default(), &[]);
+    p.signal("TERM");
+    let t = Instant::now();
+    let st = p.wait_exit(Duration::from_secs(3)).expect("still running 3 s after SIGTERM");
+    assert_eq!(st.code(), Some(0), "{st:?}");
+    assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+    // The session was closed on the way out.
+    assert!(fake.wait_closed(fake.sessions()[0].conn, WAIT));
+}
+
+/// SIGTERM with a relay open: it may finish within --shutdown-grace, then
+/// the proxy exits 0.
+#[test]
+fn sigterm_with_open_relay() {
+    let (_fake, mut p) = setup(Script::default(), &["--shutdown-grace", "1"]);
+    let (mut s, reply) = socks5_connect(p.addr(), &target("grace"), 80, None);
+    assert_eq!(reply, S5_OK);
+    send(&mut s, b"x");
+    expect_bytes(&mut s, b"x", IO_TIMEOUT);
+    p.signal("TERM");
+    // New clients are no longer served.
+    thread::sleep(Duration::from_millis(300));
+    if let Ok(mut c) = TcpStream::connect_timeout(&p.addr(), Duration::from_millis(500)) {
+        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let _ = c.write_all(&[5, 1, 0]);
+        let mut buf = [0u8; 2];
+        assert!(!matches!(c.read(&mut buf), Ok(n) if n > 0), "served after SIGTERM");
+    }
+    let st = p.wait_exit(Duration::from_secs(4)).expect("still running after the grace time");
+    assert_eq!(st.code(), Some(0), "{st:?}");
+}
