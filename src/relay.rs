@@ -28,13 +28,17 @@ use mio::event::Event;
 use mio::net::TcpStream as MioStream;
 use mio::{Events, Interest, Poll, Token};
 
-/// Size of the one buffer each direction owns. 16 KiB lets one read take
-/// about a loopback segment burst while two of them per client stay small
-/// next to the worker's stack (256 clients = 8 MiB).
+/// Size of the one buffer each direction owns. Large enough that one read
+/// takes what loopback hands over at once (64 KiB measured no faster), small
+/// enough that two per client stay cheap (256 clients = 8 MiB).
 pub const BUF_SIZE: usize = 16 * 1024;
 
 /// Longest single wait in `poll`, so that `stop` is seen at least this often.
 pub const STOP_CHECK: Duration = Duration::from_millis(250);
+
+/// Buffer-fulls one direction may read per turn before the other direction
+/// and `stop` get their turn (fairness under a sender that never pauses).
+const TURN_READS: u32 = 16;
 
 /// Events taken per `poll` call; two sockets give at most two events.
 const EVENTS_CAPACITY: usize = 4;
@@ -101,6 +105,7 @@ pub fn relay(
 
     loop {
         let mut moved = false;
+        let mut more = false;
         // A fault in one direction changes what the other can do, so run
         // both again until a pass brings no new fault (at most a few passes:
         // every fault moves a direction one way towards finished).
@@ -108,6 +113,7 @@ pub fn relay(
             let a = up.pump(&client, &server, &mut client_ready, &mut server_ready);
             let b = down.pump(&server, &client, &mut server_ready, &mut client_ready);
             moved |= a.moved || b.moved;
+            more |= a.more || b.more;
             let again = a.has_fault() || b.has_fault();
             a.apply(&mut down, &mut server_ready, &mut error);
             b.apply(&mut up, &mut client_ready, &mut error);
@@ -125,7 +131,9 @@ pub fn relay(
         if moved {
             last_move = now;
         }
-        let mut timeout = STOP_CHECK;
+        // A direction that used up its turn is still ready: only collect
+        // new events, don't wait.
+        let mut timeout = if more { Duration::ZERO } else { STOP_CHECK };
         if !idle.is_zero() {
             let quiet = now.saturating_duration_since(last_move);
             if quiet >= idle {
@@ -148,6 +156,19 @@ pub fn relay(
                 _ => {}
             }
         }
+        // A reset on a socket that we no longer read (its EOF came earlier)
+        // and have nothing to write to would otherwise go unnoticed until
+        // the other peer acts; the error event lets us ask the socket.
+        if client_ready.take_failed() {
+            if let Ok(Some(e)) = client.take_error() {
+                socket_failed(&mut down, &mut client_ready, e, &mut error);
+            }
+        }
+        if server_ready.take_failed() {
+            if let Ok(Some(e)) = server.take_error() {
+                socket_failed(&mut up, &mut server_ready, e, &mut error);
+            }
+        }
     }
 
     let totals = stats(&up, &down);
@@ -166,6 +187,20 @@ pub fn relay(
             }
         }
     }
+}
+
+/// `e` came from socket S: the direction writing to S (`writer`) cannot
+/// deliver any more; the one reading S (readiness `ready`) may still find
+/// bytes queued before the failure.
+fn socket_failed(
+    writer: &mut Dir<'_>,
+    ready: &mut Ready,
+    e: io::Error,
+    error: &mut Option<io::Error>,
+) {
+    writer.break_off();
+    ready.force_read();
+    error.get_or_insert(e);
 }
 
 fn stats(up: &Dir<'_>, down: &Dir<'_>) -> Stats {
@@ -198,6 +233,8 @@ struct Ready {
     read_closed: bool,
     /// Sticky, as `read_closed`, for writes.
     write_closed: bool,
+    /// An error event came and its pending error has not been looked at.
+    failed: bool,
 }
 
 impl Ready {
@@ -207,6 +244,7 @@ impl Ready {
             write: true,
             read_closed: false,
             write_closed: false,
+            failed: false,
         }
     }
 
@@ -225,6 +263,13 @@ impl Ready {
             self.write = true;
             self.write_closed = true;
         }
+        if event.is_error() {
+            self.failed = true;
+        }
+    }
+
+    fn take_failed(&mut self) -> bool {
+        std::mem::take(&mut self.failed)
     }
 
     /// Another direction learnt that this socket failed: let the next read
@@ -265,6 +310,8 @@ struct Dir<'a> {
 /// What one `pump` call did.
 struct Step {
     moved: bool,
+    /// Stopped because the turn was used up, not because anything blocks.
+    more: bool,
     /// Reading the source failed: the source socket is gone.
     src_err: Option<io::Error>,
     /// Writing the destination failed: the destination socket is gone.
@@ -330,9 +377,11 @@ impl<'a> Dir<'a> {
     fn pump(&mut self, src: &MioStream, dst: &MioStream, sr: &mut Ready, dr: &mut Ready) -> Step {
         let mut step = Step {
             moved: false,
+            more: false,
             src_err: None,
             dst_err: None,
         };
+        let mut reads = 0;
         loop {
             if matches!(self.flow, Flow::Open | Flow::Flushing) {
                 if let Err(e) = self.flush(dst, dr, &mut step.moved) {
@@ -353,6 +402,10 @@ impl<'a> Dir<'a> {
             if self.flow != Flow::Open || !sr.read {
                 return step;
             }
+            if reads == TURN_READS {
+                step.more = true;
+                return step;
+            }
             if self.end == self.buf.len() {
                 if self.start == 0 {
                     // Full; the destination's next writable event resumes us.
@@ -369,6 +422,7 @@ impl<'a> Dir<'a> {
             match (&*src).read(room) {
                 Ok(0) => self.flow = Flow::Flushing,
                 Ok(n) => {
+                    reads += 1;
                     self.end = self.end.saturating_add(n).min(self.buf.len());
                     step.moved = true;
                     // A short read drained the socket: skip the read that
@@ -722,6 +776,39 @@ mod tests {
     }
 
     #[test]
+    fn relay_stop_flag_while_data_flows() {
+        let (run, client_ep, server_ep) = start(Duration::ZERO);
+        let spin = |s: TcpStream| {
+            thread::spawn(move || {
+                let w = s.try_clone().unwrap();
+                let wt = thread::spawn(move || {
+                    let chunk = vec![7u8; 1 << 16];
+                    while (&w).write_all(&chunk).is_ok() {}
+                });
+                let mut buf = vec![0u8; 1 << 16];
+                while matches!((&s).read(&mut buf), Ok(n) if n > 0) {}
+                drop(s);
+                wt.join().unwrap();
+            })
+        };
+        let c = spin(client_ep);
+        let s = spin(server_ep);
+        thread::sleep(Duration::from_millis(300));
+        let t = Instant::now();
+        run.stop.store(true, Ordering::Relaxed);
+        let (end, stats) = run.wait().unwrap();
+        assert_eq!(end, End::Stopped);
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "took {:?}",
+            t.elapsed()
+        );
+        assert!(stats.to_server > 0 && stats.to_client > 0);
+        c.join().unwrap();
+        s.join().unwrap();
+    }
+
+    #[test]
     fn relay_stop_flag() {
         let (run, _client_ep, _server_ep) = start(Duration::ZERO);
         thread::sleep(Duration::from_millis(100));
@@ -775,6 +862,27 @@ mod tests {
         assert_eq!(got, b"hello");
         let (end, _) = run.wait().unwrap();
         assert_eq!(end, End::Done);
+    }
+
+    #[test]
+    fn relay_client_reset_after_half_close_is_noticed() {
+        // Nothing left to read from or write to the client when it resets:
+        // only the error event tells, and the relay must not wait for the
+        // server (or the idle limit, here none) to end.
+        let (run, client_ep, server_ep) = start(Duration::ZERO);
+        (&client_ep).write_all(b"x").unwrap();
+        client_ep.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(read_chunked(&server_ep, 21, 10), b"x");
+        let t = Instant::now();
+        reset(client_ep, &server_ep);
+        let (end, _) = run.wait().unwrap();
+        assert_eq!(end, End::Done);
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            t.elapsed()
+        );
+        assert_eq!(read_until_gone(&server_ep), b"");
     }
 
     #[test]
