@@ -192,22 +192,14 @@ pub fn relay(
 /// `e` came from socket S: the direction writing to S (`writer`) cannot
 /// deliver any more; the one reading S (readiness `ready`) may still find
 /// bytes queued before the failure.
-fn socket_failed(
-    writer: &mut Dir<'_>,
-    ready: &mut Ready,
-    e: io::Error,
-    error: &mut Option<io::Error>,
-) {
+fn socket_failed(writer: &mut Dir<'_>, ready: &mut Ready, e: io::Error, error: &mut Option<io::Error>) {
     writer.break_off();
     ready.force_read();
     error.get_or_insert(e);
 }
 
 fn stats(up: &Dir<'_>, down: &Dir<'_>) -> Stats {
-    Stats {
-        to_server: up.moved,
-        to_client: down.moved,
-    }
+    Stats { to_server: up.moved, to_client: down.moved }
 }
 
 /// The ways a TCP peer goes away without a FIN; they end a relay normally.
@@ -239,13 +231,7 @@ struct Ready {
 
 impl Ready {
     fn optimistic() -> Self {
-        Ready {
-            read: true,
-            write: true,
-            read_closed: false,
-            write_closed: false,
-            failed: false,
-        }
+        Ready { read: true, write: true, read_closed: false, write_closed: false, failed: false }
     }
 
     fn update(&mut self, event: &Event) {
@@ -343,14 +329,7 @@ impl Step {
 
 impl<'a> Dir<'a> {
     fn new(first: &'a [u8]) -> Self {
-        Dir {
-            first,
-            buf: vec![0; BUF_SIZE],
-            start: 0,
-            end: 0,
-            flow: Flow::Open,
-            moved: 0,
-        }
+        Dir { first, buf: vec![0; BUF_SIZE], start: 0, end: 0, flow: Flow::Open, moved: 0 }
     }
 
     fn finished(&self) -> bool {
@@ -375,12 +354,7 @@ impl<'a> Dir<'a> {
     /// retried here after every write that made space, because a source
     /// left unread while the buffer was full produces no new event.
     fn pump(&mut self, src: &MioStream, dst: &MioStream, sr: &mut Ready, dr: &mut Ready) -> Step {
-        let mut step = Step {
-            moved: false,
-            more: false,
-            src_err: None,
-            dst_err: None,
-        };
+        let mut step = Step { moved: false, more: false, src_err: None, dst_err: None };
         let mut reads = 0;
         loop {
             if matches!(self.flow, Flow::Open | Flow::Flushing) {
@@ -449,11 +423,8 @@ impl<'a> Dir<'a> {
     fn flush(&mut self, dst: &MioStream, dr: &mut Ready, moved: &mut bool) -> io::Result<()> {
         while dr.write {
             let from_first = !self.first.is_empty();
-            let data = if from_first {
-                self.first
-            } else {
-                self.buf.get(self.start..self.end).unwrap_or_default()
-            };
+            let data =
+                if from_first { self.first } else { self.buf.get(self.start..self.end).unwrap_or_default() };
             if data.is_empty() {
                 break;
             }
@@ -489,12 +460,7 @@ impl<'a> Dir<'a> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic
-    )]
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
     use super::*;
     use std::net::TcpListener;
@@ -549,14 +515,7 @@ mod tests {
         let flag = Arc::clone(&stop);
         let (tx, done) = mpsc::channel();
         thread::spawn(move || {
-            let r = relay(
-                client,
-                server,
-                &to_server_first,
-                &to_client_first,
-                idle,
-                &flag,
-            );
+            let r = relay(client, server, &to_server_first, &to_client_first, idle, &flag);
             let _ = tx.send(r);
         });
         Running { done, stop }
@@ -656,13 +615,7 @@ mod tests {
         (&server_ep).write_all(b"reply").unwrap();
         client_ep.shutdown(Shutdown::Write).unwrap();
         server_ep.shutdown(Shutdown::Write).unwrap();
-        let run = start_with(
-            client,
-            server,
-            first_up.clone(),
-            first_down.clone(),
-            TEST_IDLE,
-        );
+        let run = start_with(client, server, first_up.clone(), first_down.clone(), TEST_IDLE);
         let at_server = read_chunked(&server_ep, 6, 5000);
         let at_client = read_chunked(&client_ep, 7, 5000);
         let mut want_server = first_up.clone();
@@ -752,10 +705,7 @@ mod tests {
         let (end, _) = run.wait().unwrap();
         let took = t.elapsed();
         assert_eq!(end, End::Idle);
-        assert!(
-            took >= Duration::from_millis(290),
-            "idle too early: {took:?}"
-        );
+        assert!(took >= Duration::from_millis(290), "idle too early: {took:?}");
         assert!(took < Duration::from_secs(2), "idle too late: {took:?}");
     }
 
@@ -798,11 +748,7 @@ mod tests {
         run.stop.store(true, Ordering::Relaxed);
         let (end, stats) = run.wait().unwrap();
         assert_eq!(end, End::Stopped);
-        assert!(
-            t.elapsed() < Duration::from_secs(1),
-            "took {:?}",
-            t.elapsed()
-        );
+        assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
         assert!(stats.to_server > 0 && stats.to_client > 0);
         c.join().unwrap();
         s.join().unwrap();
@@ -877,11 +823,7 @@ mod tests {
         reset(client_ep, &server_ep);
         let (end, _) = run.wait().unwrap();
         assert_eq!(end, End::Done);
-        assert!(
-            t.elapsed() < Duration::from_secs(2),
-            "took {:?}",
-            t.elapsed()
-        );
+        assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
         assert_eq!(read_until_gone(&server_ep), b"");
     }
 
