@@ -113,10 +113,7 @@ pub fn parse_target(host: &[u8]) -> Result<Target, AddrError> {
 }
 
 fn is_ip_literal(s: &str) -> bool {
-    let inner = s
-        .strip_prefix('[')
-        .and_then(|t| t.strip_suffix(']'))
-        .unwrap_or(s);
+    let inner = s.strip_prefix('[').and_then(|t| t.strip_suffix(']')).unwrap_or(s);
     inner.parse::<Ipv4Addr>().is_ok() || inner.parse::<Ipv6Addr>().is_ok()
 }
 
@@ -152,11 +149,7 @@ fn classify_b32(x: &str, full: &str) -> Result<Target, AddrError> {
 /// `[a-z2-7]` and the unused low bits of the last char zero (checked by
 /// re-encoding), as the b33 spec demands ("Any unused bits ... must be 0").
 fn b32_decode_strict(x: &str) -> Option<Vec<u8>> {
-    if x.is_empty()
-        || !x
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
-    {
+    if x.is_empty() || !x.bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)) {
         return None;
     }
     let alphabet = base32::Alphabet::Rfc4648Lower { padding: false };
@@ -215,9 +208,9 @@ fn b33_is_valid(data: &[u8]) -> bool {
     };
     match tail.len().checked_sub(key_len) {
         Some(0) => true,
-        Some(extra) if flags & B33_FLAG_SECRET != 0 => tail
-            .get(key_len)
-            .is_some_and(|&secret_len| extra == 1 + usize::from(secret_len)),
+        Some(extra) if flags & B33_FLAG_SECRET != 0 => {
+            tail.get(key_len).is_some_and(|&secret_len| extra == 1 + usize::from(secret_len))
+        }
         _ => false,
     }
 }
@@ -412,9 +405,7 @@ mod tests {
     }
 
     fn fake_key(n: usize) -> Vec<u8> {
-        (0..n)
-            .map(|i| (i as u8).wrapping_mul(37).wrapping_add(11))
-            .collect()
+        (0..n).map(|i| (i as u8).wrapping_mul(37).wrapping_add(11)).collect()
     }
 
     #[test]
@@ -442,15 +433,9 @@ mod tests {
         assert_eq!(t, Target::B32(GOOD_B32.to_owned()));
         assert_eq!(t.as_str(), GOOD_B32);
         let upper = GOOD_B32.to_ascii_uppercase();
-        assert_eq!(
-            parse_target(upper.as_bytes()),
-            Ok(Target::B32(GOOD_B32.into()))
-        );
+        assert_eq!(parse_target(upper.as_bytes()), Ok(Target::B32(GOOD_B32.into())));
         let dotted = format!("{GOOD_B32}.");
-        assert_eq!(
-            parse_target(dotted.as_bytes()),
-            Ok(Target::B32(GOOD_B32.into()))
-        );
+        assert_eq!(parse_target(dotted.as_bytes()), Ok(Target::B32(GOOD_B32.into())));
         // Only one trailing dot is dropped.
         let two = format!("{GOOD_B32}..");
         assert_eq!(parse_target(two.as_bytes()), Err(AddrError::NotI2p));
@@ -473,11 +458,7 @@ mod tests {
             format!("{x}aaa.b32.i2p"),
             ".b32.i2p".to_owned(),
         ] {
-            assert_eq!(
-                parse_target(bad.as_bytes()),
-                Err(AddrError::BadB32),
-                "{bad}"
-            );
+            assert_eq!(parse_target(bad.as_bytes()), Err(AddrError::BadB32), "{bad}");
         }
     }
 
@@ -489,10 +470,7 @@ mod tests {
         assert_eq!(host.len(), 56 + 8);
         assert_eq!(parse_target(host.as_bytes()), Ok(Target::B33(host.clone())));
         let upper = host.to_ascii_uppercase();
-        assert_eq!(
-            parse_target(upper.as_bytes()),
-            Ok(Target::B33(host.clone()))
-        );
+        assert_eq!(parse_target(upper.as_bytes()), Ok(Target::B33(host.clone())));
 
         // Any single flipped bit in the key changes the CRC and so scrambles
         // the header: refused. In the header, only the two flag bits that
@@ -523,13 +501,7 @@ mod tests {
             assert!(matches!(parse_target(h.as_bytes()), Ok(Target::B33(_))));
         }
         // Two-byte sigtypes, unknown flag bits, unknown sigtypes: refused.
-        for (flags, s1, s2) in [
-            (0x01, 7, 11),
-            (0x08, 7, 11),
-            (0x80, 7, 11),
-            (0, 0, 11),
-            (0, 7, 200),
-        ] {
+        for (flags, s1, s2) in [(0x01, 7, 11), (0x08, 7, 11), (0x80, 7, 11), (0, 0, 11), (0, 7, 200)] {
             let h = b33_host(&make_b33(flags, s1, s2, &k));
             assert_eq!(parse_target(h.as_bytes()), Err(AddrError::BadB33));
         }
@@ -593,11 +565,7 @@ mod tests {
             "xn---b.i2p",
             "foo.xn--a--b.i2p",
         ] {
-            assert_eq!(
-                parse_target(bad.as_bytes()),
-                Err(AddrError::BadName),
-                "{bad}"
-            );
+            assert_eq!(parse_target(bad.as_bytes()), Err(AddrError::BadName), "{bad}");
         }
         assert_eq!(parse_target(b"i2p"), Err(AddrError::NotI2p));
         assert_eq!(parse_target(b"foo_bar.i2p"), Err(AddrError::BadChar));
@@ -605,32 +573,11 @@ mod tests {
 
     #[test]
     fn clearnet_and_ips() {
-        for clear in [
-            "example.com",
-            "example.com.",
-            "localhost",
-            "foo.i2p.com",
-            "i2p.onion",
-        ] {
-            assert_eq!(
-                parse_target(clear.as_bytes()),
-                Err(AddrError::NotI2p),
-                "{clear}"
-            );
+        for clear in ["example.com", "example.com.", "localhost", "foo.i2p.com", "i2p.onion"] {
+            assert_eq!(parse_target(clear.as_bytes()), Err(AddrError::NotI2p), "{clear}");
         }
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3.",
-            "::1",
-            "[::1]",
-            "[2001:db8::1]",
-            "2001:DB8::1",
-        ] {
-            assert_eq!(
-                parse_target(ip.as_bytes()),
-                Err(AddrError::IpAddress),
-                "{ip}"
-            );
+        for ip in ["127.0.0.1", "10.1.2.3.", "::1", "[::1]", "[2001:db8::1]", "2001:DB8::1"] {
+            assert_eq!(parse_target(ip.as_bytes()), Err(AddrError::IpAddress), "{ip}");
         }
     }
 
@@ -649,10 +596,7 @@ mod tests {
         ] {
             assert_eq!(parse_target(bad), Err(AddrError::BadChar), "{bad:?}");
         }
-        assert_eq!(
-            parse_target("caf\u{e9}.i2p".as_bytes()),
-            Err(AddrError::BadChar)
-        );
+        assert_eq!(parse_target("caf\u{e9}.i2p".as_bytes()), Err(AddrError::BadChar));
         assert_eq!(parse_target(b"\xff\xfe.i2p"), Err(AddrError::BadChar));
         // Injection in front of a b32 suffix is caught the same way.
         let sneaky = format!("a b{}", &GOOD_B32[3..]);

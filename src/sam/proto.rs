@@ -32,14 +32,7 @@ pub const SIGNATURE_TYPE: &str = "7";
 /// Keys `session_create` emits itself; an option may not repeat them (in any
 /// case), or a `--sam-option` could quietly override the session style, ID,
 /// key or signature type depending on which router's parser wins.
-const SESSION_KEYS: [&str; 6] = [
-    "STYLE",
-    "ID",
-    "DESTINATION",
-    "SIGNATURE_TYPE",
-    "PORT",
-    "HOST",
-];
+const SESSION_KEYS: [&str; 6] = ["STYLE", "ID", "DESTINATION", "SIGNATURE_TYPE", "PORT", "HOST"];
 
 /// Result codes seen in SAM replies.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,10 +86,7 @@ pub struct Reply {
 
 impl Reply {
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
     /// RESULT= as an enum; a missing RESULT is `Other("")`.
     pub fn result(&self) -> SamResult {
@@ -139,11 +129,7 @@ pub fn parse_reply(line: &[u8]) -> Result<Reply, ParseError> {
     while let Some(param) = p.param() {
         params.push(param);
     }
-    Ok(Reply {
-        topic: text(topic),
-        kind: text(kind),
-        params,
-    })
+    Ok(Reply { topic: text(topic), kind: text(kind), params })
 }
 
 fn is_blank(b: u8) -> bool {
@@ -167,11 +153,7 @@ impl<'a> Cursor<'a> {
 
     /// Take bytes up to (not including) the first one matching `stop`.
     fn take_until(&mut self, stop: impl Fn(u8) -> bool) -> &'a [u8] {
-        let n = self
-            .rest
-            .iter()
-            .position(|&b| stop(b))
-            .unwrap_or(self.rest.len());
+        let n = self.rest.iter().position(|&b| stop(b)).unwrap_or(self.rest.len());
         let (head, tail) = self.rest.split_at(n);
         self.rest = tail;
         head
@@ -230,11 +212,7 @@ pub struct BadValue(pub String);
 
 impl std::fmt::Display for BadValue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "SAM field {} has characters that can't be sent unquoted",
-            self.0
-        )
+        write!(f, "SAM field {} has characters that can't be sent unquoted", self.0)
     }
 }
 
@@ -245,16 +223,13 @@ impl std::error::Error for BadValue {}
 pub fn is_safe_value(s: &str) -> bool {
     !s.is_empty()
         && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric()
-                || matches!(b, b'.' | b'_' | b'~' | b'=' | b'+' | b'/' | b',' | b'-')
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'=' | b'+' | b'/' | b',' | b'-')
         })
 }
 
 /// True if `s` can be a SAM option key: `[A-Za-z0-9._-]+`.
 pub fn is_safe_key(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// Appends ` KEY=value` after checking the value.
@@ -292,9 +267,7 @@ fn check_id(id: &str) -> Result<(), BadValue> {
 
 /// `HELLO VERSION MIN=3.1 MAX=3.3\n` (with ` USER=u PASSWORD=p` when given).
 pub fn hello(auth: Option<(&str, &str)>) -> Result<Vec<u8>, BadValue> {
-    let mut line = Line::new("HELLO VERSION")
-        .kv("MIN", HELLO_MIN)?
-        .kv("MAX", HELLO_MAX)?;
+    let mut line = Line::new("HELLO VERSION").kv("MIN", HELLO_MIN)?.kv("MAX", HELLO_MAX)?;
     if let Some((user, password)) = auth {
         line = line.kv("USER", user)?.kv("PASSWORD", password)?;
     }
@@ -333,9 +306,7 @@ pub fn session_create(
         .kv("DESTINATION", destination)?
         .kv("SIGNATURE_TYPE", SIGNATURE_TYPE)?;
     if let Style::Datagram { host, port } = style {
-        line = line
-            .kv("PORT", &port.to_string())?
-            .kv("HOST", &host.to_string())?;
+        line = line.kv("PORT", &port.to_string())?.kv("HOST", &host.to_string())?;
     }
     for (key, value) in options {
         if !is_safe_key(key) || SESSION_KEYS.iter().any(|k| k.eq_ignore_ascii_case(key)) {
@@ -348,16 +319,10 @@ pub fn session_create(
 
 /// `STREAM CONNECT ID=.. DESTINATION=.. SILENT=false [TO_PORT=n]\n`.
 /// SILENT=false: we need the STREAM STATUS reply to answer the SOCKS client.
-pub fn stream_connect(
-    id: &str,
-    destination: &str,
-    to_port: Option<u16>,
-) -> Result<Vec<u8>, BadValue> {
+pub fn stream_connect(id: &str, destination: &str, to_port: Option<u16>) -> Result<Vec<u8>, BadValue> {
     check_id(id)?;
-    let mut line = Line::new("STREAM CONNECT")
-        .kv("ID", id)?
-        .kv("DESTINATION", destination)?
-        .kv("SILENT", "false")?;
+    let mut line =
+        Line::new("STREAM CONNECT").kv("ID", id)?.kv("DESTINATION", destination)?.kv("SILENT", "false")?;
     if let Some(port) = to_port {
         line = line.kv("TO_PORT", &port.to_string())?;
     }
@@ -422,8 +387,7 @@ pub fn redact_line(line: &[u8]) -> String {
         }
         match word.split_once('=') {
             Some((k, v))
-                if SECRET_KEYS.contains(&k)
-                    && (k != "DESTINATION" || (session && v != "TRANSIENT")) =>
+                if SECRET_KEYS.contains(&k) && (k != "DESTINATION" || (session && v != "TRANSIENT")) =>
             {
                 out.push_str(k);
                 out.push_str("=[redacted]");
@@ -474,11 +438,7 @@ impl LineBuf {
         let unscanned = self.buf.get(self.scanned..).unwrap_or(&[]);
         let Some(rel) = unscanned.iter().position(|&b| b == b'\n') else {
             self.scanned = self.buf.len();
-            return if self.pending() > MAX_LINE {
-                Err(LineTooLong)
-            } else {
-                Ok(None)
-            };
+            return if self.pending() > MAX_LINE { Err(LineTooLong) } else { Ok(None) };
         };
         let nl = self.scanned + rel;
         if nl - self.start > MAX_LINE {
@@ -513,10 +473,7 @@ mod tests {
     use super::*;
 
     fn opts(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     fn bad(field: &str) -> BadValue {
@@ -558,10 +515,7 @@ mod tests {
 
     #[test]
     fn session_create_datagram_bytes() {
-        let style = Style::Datagram {
-            host: std::net::Ipv4Addr::LOCALHOST,
-            port: 40001,
-        };
+        let style = Style::Datagram { host: std::net::Ipv4Addr::LOCALHOST, port: 40001 };
         assert_eq!(
             session_create(style, "dg1", "TRANSIENT", &opts(&[("inbound.length", "0")])).unwrap(),
             &b"SESSION CREATE STYLE=DATAGRAM ID=dg1 DESTINATION=TRANSIENT SIGNATURE_TYPE=7 \
@@ -573,18 +527,10 @@ mod tests {
     fn session_create_refuses_unsafe() {
         let s = Style::Stream;
         for id in ["", "a b", "a=b", "a\"b", "a/b", "a\r", "a\n", "a\0"] {
-            assert_eq!(
-                session_create(s, id, "TRANSIENT", &[]),
-                Err(bad("ID")),
-                "{id:?}"
-            );
+            assert_eq!(session_create(s, id, "TRANSIENT", &[]), Err(bad("ID")), "{id:?}");
         }
         for d in ["", "TRANS IENT", "a\"b", "a'b", "a\rb", "a\nb", "a\0b", "é"] {
-            assert_eq!(
-                session_create(s, "id", d, &[]),
-                Err(bad("DESTINATION")),
-                "{d:?}"
-            );
+            assert_eq!(session_create(s, "id", d, &[]), Err(bad("DESTINATION")), "{d:?}");
         }
         for k in [
             "",
@@ -627,24 +573,15 @@ mod tests {
             stream_connect("sess1", "abc.b32.i2p", Some(8080)).unwrap(),
             b"STREAM CONNECT ID=sess1 DESTINATION=abc.b32.i2p SILENT=false TO_PORT=8080\n"
         );
-        assert_eq!(
-            stream_connect("s", "a b.i2p", None),
-            Err(bad("DESTINATION"))
-        );
-        assert_eq!(
-            stream_connect("s", "a.i2p\nQUIT", None),
-            Err(bad("DESTINATION"))
-        );
+        assert_eq!(stream_connect("s", "a b.i2p", None), Err(bad("DESTINATION")));
+        assert_eq!(stream_connect("s", "a.i2p\nQUIT", None), Err(bad("DESTINATION")));
         assert_eq!(stream_connect("s s", "a.i2p", None), Err(bad("ID")));
     }
 
     #[test]
     fn other_command_bytes() {
         assert_eq!(naming_lookup("ME").unwrap(), b"NAMING LOOKUP NAME=ME\n");
-        assert_eq!(
-            naming_lookup("zzz.i2p").unwrap(),
-            b"NAMING LOOKUP NAME=zzz.i2p\n"
-        );
+        assert_eq!(naming_lookup("zzz.i2p").unwrap(), b"NAMING LOOKUP NAME=zzz.i2p\n");
         assert_eq!(naming_lookup("a\"b"), Err(bad("NAME")));
         assert_eq!(naming_lookup(""), Err(bad("NAME")));
         assert_eq!(dest_generate(), b"DEST GENERATE SIGNATURE_TYPE=7\n");
@@ -654,9 +591,7 @@ mod tests {
     fn safe_sets() {
         assert!(is_safe_value("AZaz09._~=+/,-"));
         assert!(is_safe_key("AZaz09._-"));
-        for v in [
-            "", " ", "a b", "\"", "'", "\r", "\n", "\0", "\t", "é", "a;b", "a\\b",
-        ] {
+        for v in ["", " ", "a b", "\"", "'", "\r", "\n", "\0", "\t", "é", "a;b", "a\\b"] {
             assert!(!is_safe_value(v), "{v:?}");
             assert!(!is_safe_key(v), "{v:?}");
         }
@@ -685,9 +620,7 @@ mod tests {
         assert_eq!(version_minor("3.3"), Some(3));
         assert_eq!(version_minor("3.0"), Some(0));
         assert_eq!(version_minor("3.10"), Some(10));
-        for v in [
-            "", "3", "3.", "2.1", "3.1.1", "3.x", "3.+1", "3.-1", "3.1234", " 3.1", "4.0",
-        ] {
+        for v in ["", "3", "3.", "2.1", "3.1.1", "3.x", "3.+1", "3.-1", "3.1234", " 3.1", "4.0"] {
             assert_eq!(version_minor(v), None, "{v:?}");
         }
     }
@@ -702,22 +635,13 @@ mod tests {
         assert!(r.is("HELLO", "REPLY"));
         assert_eq!(r.result(), SamResult::Ok);
         assert_eq!(r.get("VERSION"), Some("3.1"));
-        assert_eq!(
-            reply(b"HELLO REPLY RESULT=NOVERSION\r").result(),
-            SamResult::NoVersion
-        );
+        assert_eq!(reply(b"HELLO REPLY RESULT=NOVERSION\r").result(), SamResult::NoVersion);
 
         let r = reply(b"SESSION STATUS RESULT=OK DESTINATION=AAAA~-==");
         assert!(r.is("SESSION", "STATUS"));
         assert_eq!(r.get("DESTINATION"), Some("AAAA~-=="));
-        assert_eq!(
-            reply(b"SESSION STATUS RESULT=DUPLICATED_ID").result(),
-            SamResult::DuplicatedId
-        );
-        assert_eq!(
-            reply(b"SESSION STATUS").result(),
-            SamResult::Other(String::new())
-        );
+        assert_eq!(reply(b"SESSION STATUS RESULT=DUPLICATED_ID").result(), SamResult::DuplicatedId);
+        assert_eq!(reply(b"SESSION STATUS").result(), SamResult::Other(String::new()));
     }
 
     #[test]
@@ -741,34 +665,17 @@ mod tests {
         assert_eq!(r.get("MESSAGE"), Some("back\\slash C:\\dir"));
         // Java's ConnectException spelling, TIMEOUT, and unknown codes.
         let cases: [(&[u8], SamResult); 8] = [
-            (
-                b"STREAM STATUS RESULT=CONNECTION_REFUSED ID=x",
-                SamResult::ConnectionRefused,
-            ),
+            (b"STREAM STATUS RESULT=CONNECTION_REFUSED ID=x", SamResult::ConnectionRefused),
             (b"STREAM STATUS RESULT=TIMEOUT", SamResult::Timeout),
             (b"STREAM STATUS RESULT=INVALID_ID", SamResult::InvalidId),
-            (
-                b"STREAM STATUS RESULT=PEER_NOT_FOUND",
-                SamResult::PeerNotFound,
-            ),
-            (
-                b"SESSION STATUS RESULT=DUPLICATED_DEST",
-                SamResult::DuplicatedDest,
-            ),
-            (
-                b"NAMING REPLY RESULT=KEY_NOT_FOUND NAME=x.i2p",
-                SamResult::KeyNotFound,
-            ),
+            (b"STREAM STATUS RESULT=PEER_NOT_FOUND", SamResult::PeerNotFound),
+            (b"SESSION STATUS RESULT=DUPLICATED_DEST", SamResult::DuplicatedDest),
+            (b"NAMING REPLY RESULT=KEY_NOT_FOUND NAME=x.i2p", SamResult::KeyNotFound),
             (b"STREAM STATUS RESULT=ok", SamResult::Other("ok".into())),
             (b"STREAM STATUS RESULT=", SamResult::Other(String::new())),
         ];
         for (line, want) in cases {
-            assert_eq!(
-                reply(line).result(),
-                want,
-                "{:?}",
-                String::from_utf8_lossy(line)
-            );
+            assert_eq!(reply(line).result(), want, "{:?}", String::from_utf8_lossy(line));
         }
     }
 
@@ -848,10 +755,7 @@ mod tests {
             redact_line(b"SESSION STATUS RESULT=OK DESTINATION=AAAA\r\n"),
             "SESSION STATUS RESULT=OK DESTINATION=[redacted]"
         );
-        assert_eq!(
-            redact_line(b"DEST REPLY PUB=AAAA PRIV=BBBB"),
-            "DEST REPLY PUB=AAAA PRIV=[redacted]"
-        );
+        assert_eq!(redact_line(b"DEST REPLY PUB=AAAA PRIV=BBBB"), "DEST REPLY PUB=AAAA PRIV=[redacted]");
         assert_eq!(
             redact_line(&hello(Some(("u", "pw"))).unwrap()),
             "HELLO VERSION MIN=3.1 MAX=3.3 USER=u PASSWORD=[redacted]"
