@@ -1,0 +1,8 @@
+//! Shared integration-test helpers. Each test binary compiles all of them and uses some, so
+//! unused-item warnings are off here.
+
+#![allow(dead_code)]
+
+pub mod http;
+pub mod i2pd;
+pub mod sam_client;
