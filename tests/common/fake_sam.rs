@@ -680,11 +680,13 @@ fn session(mut c: Conn, line: String) {
     if let Ok(clone) = c.s.try_clone() {
         lock(&c.inner.controls).push((c.conn, clone));
     }
+    // Likewise the session itself: a test that saw the proxy log it ready
+    // must find it here.
     let rec = SessionRecord { line, id, private_key: private_key.clone(), b32, conn: c.conn };
+    c.record(|r| r.sessions.push(rec));
     if !c.send_line(&format!("SESSION STATUS RESULT=OK DESTINATION={private_key}")) {
         return;
     }
-    c.record(|r| r.sessions.push(rec));
     // Hold the control socket: record PONGs, ignore anything else.
     while let Some(l) = c.read_line() {
         if let Some(text) = l.strip_prefix("PONG") {
