@@ -42,7 +42,10 @@ fn setup(script: Script, args: &[&str]) -> (FakeSam, Proxy) {
 
 fn start_proxy(fake: &FakeSam, args: &[&str]) -> Proxy {
     let sam = fake.addr_arg();
-    let mut all = vec!["-s", sam.as_str(), "--hops", "0", "--tunnels", "1", "--connect-timeout", "5"];
+    let mut all = vec!["-s", sam.as_str(), "--hops", "0", "--tunnels", "1"];
+    if !args.contains(&"--connect-timeout") {
+        all.extend(["--connect-timeout", "5"]);
+    }
     all.extend_from_slice(args);
     let before = fake.sessions().len();
     let p = Proxy::start(&all);
@@ -269,6 +272,45 @@ fn isolate_client_slots_are_freed() {
 }
 
 // ------------------------------------------------------------ lifetimes
+
+/// SESSION CREATE takes a while: clients of an identity being built wait
+/// for it within --connect-timeout (two of them share the one session);
+/// past that they get 0x06, and the session, once built, serves at once.
+#[test]
+fn clients_wait_for_a_session_being_built() {
+    let delay = Duration::from_millis(1500);
+    let (fake, p) = setup(Script::default().session_delay(delay), &["--connect-timeout", "4"]);
+    let addr = p.addr();
+    let t = Instant::now();
+    let waiters: Vec<_> = (0..2)
+        .map(|i| {
+            thread::spawn(move || {
+                let (s, reply) = socks5_connect(addr, &b32_name(&format!("w{i}")), 80, Some(("app1", "x")));
+                (s, reply, t.elapsed())
+            })
+        })
+        .collect();
+    for w in waiters {
+        let (s, reply, took) = w.join().unwrap();
+        assert_eq!(reply, S5_OK);
+        assert!(took >= delay - Duration::from_millis(200), "answered in {took:?}, before the session");
+        finish(s);
+    }
+    let sessions = assert_sessions(&fake, 2);
+    assert_eq!(stream_ids(&fake), vec![sessions[1].id.clone(); 2]);
+
+    let p = start_proxy(&fake, &["--connect-timeout", "1"]);
+    let t = Instant::now();
+    let (mut s, reply) = socks5_connect(p.addr(), &b32_name("late"), 80, Some(("app2", "x")));
+    assert_eq!(reply, s5_reply(6), "connect deadline passed while the session was built");
+    assert!(t.elapsed() < Duration::from_millis(1400), "took {:?}", t.elapsed());
+    assert!(closed_within(&mut s, IO_TIMEOUT, 0));
+    assert!(fake.wait_sessions(4, WAIT));
+    let t = Instant::now();
+    finish(s5(&p, "late2", Some(("app2", "x"))));
+    assert!(t.elapsed() < Duration::from_millis(500), "the built session was not kept");
+    assert_eq!(fake.sessions().len(), 4);
+}
 
 /// `--session-idle-timeout 1`: an identity is kept while a stream uses it,
 /// closed 1-2 s after its last stream ended; the default one never is.
