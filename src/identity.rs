@@ -21,7 +21,7 @@ use log::{debug, info};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 /// How often idle sessions are looked for.
@@ -109,10 +109,18 @@ impl Slot {
     }
 }
 
+type Slots = Mutex<HashMap<Key, Arc<Slot>>>;
+
+fn lock_slots(m: &Slots) -> MutexGuard<'_, HashMap<Key, Arc<Slot>>> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// All live identities.
 pub struct Identities {
     recipe: Recipe,
-    slots: Mutex<HashMap<Key, Arc<Slot>>>,
+    /// Shared with the leases, so a connection's own identity (--isolate
+    /// client) can leave the registry when its stream ends.
+    slots: Arc<Slots>,
     seq: AtomicU64,
 }
 
@@ -120,6 +128,7 @@ pub struct Identities {
 /// not closed for idleness or retirement.
 pub struct Lease {
     slot: Arc<Slot>,
+    slots: Weak<Slots>,
 }
 
 impl Lease {
@@ -138,6 +147,15 @@ impl Drop for Lease {
         };
         if close {
             debug!("closing a session whose last stream ended");
+            // The slot lock is released: taking the registry lock now keeps
+            // the registry-then-slot order of `acquire`. A retired slot has
+            // left already; a connection's own one leaves here.
+            if let (Key::Client(_), Some(slots)) = (&self.slot.key, self.slots.upgrade()) {
+                let mut map = lock_slots(&slots);
+                if map.get(&self.slot.key).is_some_and(|s| Arc::ptr_eq(s, &self.slot)) {
+                    map.remove(&self.slot.key);
+                }
+            }
             self.slot.session.close();
         }
     }
@@ -147,7 +165,11 @@ impl Identities {
     /// The registry, with the default identity started at once (so its
     /// address is logged at startup and the first client need not wait).
     pub fn start(recipe: Recipe) -> std::io::Result<Arc<Identities>> {
-        let ids = Arc::new(Identities { recipe, slots: Mutex::new(HashMap::new()), seq: AtomicU64::new(1) });
+        let ids = Arc::new(Identities {
+            recipe,
+            slots: Arc::new(Mutex::new(HashMap::new())),
+            seq: AtomicU64::new(1),
+        });
         {
             let mut slots = ids.lock();
             let slot = ids.make_slot(Key::Default)?;
@@ -157,7 +179,11 @@ impl Identities {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<Key, Arc<Slot>>> {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+        lock_slots(&self.slots)
+    }
+
+    fn lease(&self, slot: Arc<Slot>) -> Lease {
+        Lease { slot, slots: Arc::downgrade(&self.slots) }
     }
 
     fn make_slot(&self, key: Key) -> std::io::Result<Arc<Slot>> {
@@ -184,7 +210,7 @@ impl Identities {
         if let Some(slot) = slots.get(&key) {
             let slot = Arc::clone(slot);
             slot.lock().streams += 1;
-            return Ok(Lease { slot });
+            return Ok(self.lease(slot));
         }
         if slots.len() >= self.recipe.max_sessions {
             let victim = slots
@@ -207,7 +233,7 @@ impl Identities {
         let slot = self.make_slot(key.clone()).map_err(|_| Error::Overloaded)?;
         slot.lock().streams = 1;
         slots.insert(key, Arc::clone(&slot));
-        Ok(Lease { slot })
+        Ok(self.lease(slot))
     }
 
     /// Close identities idle for longer than the idle timeout (never the default one).
@@ -292,7 +318,160 @@ impl Identities {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use std::net::{SocketAddr, TcpListener};
+
+    /// A port nothing listens on: sessions stay down and retry in the
+    /// background, which is all the registry logic needs.
+    fn dead_sam() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    }
+
+    fn registry(max_sessions: usize, idle: u64, persistent: bool) -> Arc<Identities> {
+        let spec = SessionSpec {
+            sam: dead_sam(),
+            destination: if persistent { "persistent-key".into() } else { "TRANSIENT".into() },
+            options: Vec::new(),
+            label: "test".into(),
+            keyfile: None,
+        };
+        Identities::start(Recipe {
+            default: spec,
+            default_persistent: persistent,
+            max_sessions,
+            idle_timeout: Duration::from_secs(idle),
+        })
+        .unwrap()
+    }
+
+    fn named(user: &str) -> Key {
+        Key::for_client(Isolate::Auth, &up(user, "x"), false)
+    }
+
+    #[test]
+    fn same_key_same_session() {
+        let ids = registry(8, 0, false);
+        assert_eq!(ids.count(), 1);
+        let a1 = ids.acquire(named("a")).unwrap();
+        let a2 = ids.acquire(named("a")).unwrap();
+        let b = ids.acquire(named("b")).unwrap();
+        let d = ids.acquire(Key::Default).unwrap();
+        assert!(Arc::ptr_eq(a1.session(), a2.session()));
+        assert!(!Arc::ptr_eq(a1.session(), b.session()));
+        assert!(!Arc::ptr_eq(a1.session(), d.session()));
+        assert_eq!(ids.count(), 3);
+        ids.close_all();
+        assert!(a1.session().is_closed() && d.session().is_closed());
+    }
+
+    #[test]
+    fn client_identity_ends_with_its_stream() {
+        let ids = registry(8, 0, false);
+        let k1 = Key::for_client(Isolate::Client, &Credentials::None, false);
+        let k2 = Key::for_client(Isolate::Client, &Credentials::None, false);
+        let l1 = ids.acquire(k1).unwrap();
+        let l2 = ids.acquire(k2).unwrap();
+        assert!(!Arc::ptr_eq(l1.session(), l2.session()));
+        assert_eq!(ids.count(), 3);
+        let s1 = Arc::clone(l1.session());
+        drop(l1);
+        assert!(s1.is_closed());
+        assert_eq!(ids.count(), 2, "a connection's identity leaves the registry with it");
+        assert!(!l2.session().is_closed());
+        drop(l2);
+        assert_eq!(ids.count(), 1);
+    }
+
+    #[test]
+    fn reap_only_idle_non_default() {
+        let ids = registry(8, 5, false);
+        let now = Instant::now();
+        let busy = ids.acquire(named("busy")).unwrap();
+        let idle = ids.acquire(named("idle")).unwrap();
+        let idle_session = Arc::clone(idle.session());
+        let default_session = Arc::clone(ids.acquire(Key::Default).unwrap().session());
+        drop(idle);
+        assert_eq!(ids.reap(now), 0, "not idle long enough");
+        assert_eq!(ids.reap(now + Duration::from_secs(60)), 1);
+        assert!(idle_session.is_closed());
+        assert!(!busy.session().is_closed());
+        assert!(!default_session.is_closed(), "the default identity is never reaped");
+        assert_eq!(ids.count(), 2);
+        // Once the busy one's stream ends it goes too.
+        let busy_session = Arc::clone(busy.session());
+        drop(busy);
+        assert_eq!(ids.reap(Instant::now() + Duration::from_secs(60)), 1);
+        assert!(busy_session.is_closed());
+        assert_eq!(ids.count(), 1);
+    }
+
+    #[test]
+    fn zero_idle_timeout_never_reaps() {
+        let ids = registry(8, 0, false);
+        drop(ids.acquire(named("a")).unwrap());
+        assert_eq!(ids.reap(Instant::now() + Duration::from_secs(1_000_000)), 0);
+        assert_eq!(ids.count(), 2);
+    }
+
+    #[test]
+    fn cap_evicts_idle_else_refuses() {
+        let ids = registry(3, 0, false);
+        let a = ids.acquire(named("a")).unwrap();
+        let b = ids.acquire(named("b")).unwrap();
+        assert!(matches!(ids.acquire(named("c")), Err(Error::Overloaded)));
+        // A key already present is never refused.
+        let a2 = ids.acquire(named("a")).unwrap();
+        let (a_session, b_session) = (Arc::clone(a.session()), Arc::clone(b.session()));
+        drop(b);
+        let c = ids.acquire(named("c")).unwrap();
+        assert!(b_session.is_closed(), "the idle one was evicted");
+        assert!(!a_session.is_closed());
+        assert_eq!(ids.count(), 3);
+        drop((a, a2));
+        // The least recently used idle one goes first.
+        std::thread::sleep(Duration::from_millis(5));
+        drop(c);
+        let c_session = Arc::clone(ids.acquire(named("c")).unwrap().session());
+        let _d = ids.acquire(named("d")).unwrap();
+        assert!(a_session.is_closed());
+        assert!(!c_session.is_closed());
+    }
+
+    #[test]
+    fn retire_keeps_open_streams() {
+        let ids = registry(8, 0, false);
+        let old_default = ids.acquire(Key::Default).unwrap();
+        let busy = ids.acquire(named("a")).unwrap();
+        let idle_session = Arc::clone(ids.acquire(named("b")).unwrap().session());
+        assert_eq!(ids.retire_transient().unwrap(), 3);
+        assert!(idle_session.is_closed(), "an unused retired identity closes at once");
+        assert!(!busy.session().is_closed(), "an open stream keeps its identity");
+        assert!(!old_default.session().is_closed());
+        assert_eq!(ids.count(), 1, "a fresh default identity");
+        let new_default = ids.acquire(Key::Default).unwrap();
+        assert!(!Arc::ptr_eq(new_default.session(), old_default.session()));
+        let new_a = ids.acquire(named("a")).unwrap();
+        assert!(!Arc::ptr_eq(new_a.session(), busy.session()));
+        let (busy_session, old_default_session) =
+            (Arc::clone(busy.session()), Arc::clone(old_default.session()));
+        drop(busy);
+        drop(old_default);
+        assert!(busy_session.is_closed() && old_default_session.is_closed());
+        assert!(!new_a.session().is_closed() && !new_default.session().is_closed());
+    }
+
+    #[test]
+    fn retire_keeps_a_persistent_default() {
+        let ids = registry(8, 0, true);
+        let d = Arc::clone(ids.acquire(Key::Default).unwrap().session());
+        let a = Arc::clone(ids.acquire(named("a")).unwrap().session());
+        assert_eq!(ids.retire_transient().unwrap(), 1);
+        assert!(a.is_closed());
+        assert!(!d.is_closed());
+        assert!(Arc::ptr_eq(ids.acquire(Key::Default).unwrap().session(), &d));
+    }
 
     fn up(u: &str, p: &str) -> Credentials {
         Credentials::UserPass { user: u.as_bytes().to_vec(), pass: p.as_bytes().to_vec() }

@@ -164,6 +164,11 @@ fn session_options(c: &Config) -> Vec<(String, String)> {
 
 fn run(config: Config, files: Files) -> Result<(), Failure> {
     let fail = |m: String| (EXIT_FAILURE, m);
+    // Before anything is announced: a signal sent as soon as `listening on`
+    // (or the destination) is logged must be caught, not kill us (SIGHUP's
+    // default action is to terminate). Signals arriving now are queued.
+    let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(|e| fail(format!("cannot install signal handlers: {e}")))?;
     let listener = TcpListener::bind(config.listen)
         .map_err(|e| fail(format!("cannot listen on {}: {e}", config.listen)))?;
     let local = listener.local_addr().map_err(|e| fail(format!("cannot read the listening address: {e}")))?;
@@ -195,7 +200,7 @@ fn run(config: Config, files: Files) -> Result<(), Failure> {
     });
 
     let stopping = Arc::new(AtomicBool::new(false));
-    watch_signals(Arc::clone(&stopping), local, Arc::clone(&identities)).map_err(fail)?;
+    watch_signals(signals, Arc::clone(&stopping), local, Arc::clone(&identities)).map_err(fail)?;
 
     let worker_shared = Arc::clone(&shared);
     let pool = Pool::new(config.max_clients, move |s: TcpStream| server::serve(s, &worker_shared));
@@ -237,9 +242,12 @@ fn run(config: Config, files: Files) -> Result<(), Failure> {
 
 /// SIGTERM/SIGINT: flag the stop and wake the blocking accept with a
 /// connection to ourselves. SIGHUP: new identities for new streams.
-fn watch_signals(stopping: Arc<AtomicBool>, local: SocketAddr, ids: Arc<Identities>) -> Result<(), String> {
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+fn watch_signals(
+    mut signals: signal_hook::iterator::Signals,
+    stopping: Arc<AtomicBool>,
+    local: SocketAddr,
+    ids: Arc<Identities>,
+) -> Result<(), String> {
     let wake = match local.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), local.port()),
         IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), local.port()),

@@ -10,6 +10,11 @@
 //! connection, every SESSION CREATE and STREAM CONNECT line, every PONG, and
 //! every byte it received, so tests can check that nothing was injected.
 //!
+//! `DEST GENERATE` is answered with a fresh key pair; with
+//! [`Script::keep_given_keys`], a SESSION CREATE that brings its own private
+//! key gets that key back (as routers do), so persistent identities can be
+//! tested. Connection ends are timestamped.
+//!
 //! It is not a router: no tunnels, no naming, no datagrams, no real keys.
 //! std only (plus the crate's own sha2/base32); thread per connection; every
 //! buffer and wait is bounded, and all threads end when the FakeSam drops.
@@ -103,6 +108,10 @@ pub struct Script {
     pub default_outcome: Outcome,
     /// Applied to every new connection while set.
     pub fault: Option<Fault>,
+    /// SESSION CREATE with `DESTINATION=<private key>` answers with that key
+    /// (a malformed one gets `INVALID_KEY`); otherwise every session gets a
+    /// fresh key whatever it asked for.
+    pub keep_given_keys: bool,
 }
 
 impl Default for Script {
@@ -115,6 +124,7 @@ impl Default for Script {
             outcomes: HashMap::new(),
             default_outcome: Outcome::Ok(Peer::Echo),
             fault: None,
+            keep_given_keys: false,
         }
     }
 }
@@ -140,6 +150,10 @@ impl Script {
         self.session_delay = d;
         self
     }
+    pub fn keep_given_keys(mut self) -> Self {
+        self.keep_given_keys = true;
+        self
+    }
 }
 
 /// One SESSION CREATE the fake accepted.
@@ -155,6 +169,17 @@ pub struct SessionRecord {
     pub b32: String,
     /// Index of the connection (see [`FakeSam::received`]).
     pub conn: usize,
+}
+
+/// One `DEST GENERATE` the fake answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestRecord {
+    pub line: String,
+    /// PRIV= of the reply (I2P base64).
+    pub private_key: String,
+    /// PUB= of the reply (I2P base64).
+    pub public: String,
+    pub b32: String,
 }
 
 /// One STREAM CONNECT the fake received.
@@ -177,6 +202,7 @@ struct ConnLog {
     bytes: Vec<u8>,
     total: usize,
     closed: bool,
+    closed_at: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -188,6 +214,7 @@ struct Records {
     sinks: Vec<SinkRecord>,
     other_lines: Vec<String>,
     logs: Vec<ConnLog>,
+    dests: Vec<DestRecord>,
 }
 
 struct Inner {
@@ -388,6 +415,16 @@ impl FakeSam {
         lock(&self.inner.records).logs.get(conn).is_some_and(|l| l.closed)
     }
 
+    /// When connection `conn` ended (seen by the fake), if it has.
+    pub fn closed_at(&self, conn: usize) -> Option<Instant> {
+        lock(&self.inner.records).logs.get(conn).and_then(|l| l.closed_at)
+    }
+
+    /// Every `DEST GENERATE` answered.
+    pub fn dests(&self) -> Vec<DestRecord> {
+        lock(&self.inner.records).dests.clone()
+    }
+
     /// Everything received on every connection, concatenated per connection.
     pub fn all_received(&self) -> Vec<Vec<u8>> {
         lock(&self.inner.records).logs.iter().map(|l| l.bytes.clone()).collect()
@@ -437,11 +474,14 @@ impl FakeSam {
         self.wait(timeout, |r| r.logs.get(conn).is_some_and(|l| l.closed))
     }
 
-    /// Wait until the proxy has a live control socket (a session is up).
+    /// Wait until the proxy has a live control socket (a session is up)
+    /// whose [`SessionRecord`] is in [`FakeSam::sessions`] (the socket is
+    /// registered just before the reply, the record just after it).
     pub fn wait_live_session(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if self.live_sessions() > 0 {
+            let live: Vec<usize> = lock(&self.inner.controls).iter().map(|(c, _)| *c).collect();
+            if lock(&self.inner.records).sessions.iter().any(|r| live.contains(&r.conn)) {
                 return true;
             }
             thread::sleep(Duration::from_millis(10));
@@ -488,6 +528,7 @@ fn accept_loop(listener: TcpListener, stop: Arc<AtomicBool>, inner: Arc<Inner>) 
                     let mut r = lock(&inner2.records);
                     if let Some(l) = r.logs.get_mut(conn) {
                         l.closed = true;
+                        l.closed_at = Some(Instant::now());
                     }
                     inner2.changed.notify_all();
                     drop(r);
@@ -655,6 +696,8 @@ fn serve(mut c: Conn) {
         session(c, line);
     } else if line.starts_with("STREAM CONNECT ") {
         stream(c, line);
+    } else if line.starts_with("DEST GENERATE") {
+        dest_generate(c, line);
     } else {
         c.record(|r| r.other_lines.push(line));
         c.send_line("SESSION STATUS RESULT=I2P_ERROR MESSAGE=\"fake: unsupported\"");
@@ -674,7 +717,19 @@ fn session(mut c: Conn, line: String) {
         return;
     }
     let id = param(&line, "ID").unwrap_or_default().to_string();
-    let (private_key, b32) = make_key(KEY_SEQ.fetch_add(1, Ordering::SeqCst));
+    let given = param(&line, "DESTINATION").filter(|d| *d != "TRANSIENT");
+    let (private_key, b32) = match given {
+        Some(key) if script.keep_given_keys => {
+            match i2p_b64_decode(key).and_then(|blob| Some(b32_of(blob.get(..public_len(&blob)?)?))) {
+                Some(b32) => (key.to_string(), b32),
+                None => {
+                    c.send_line("SESSION STATUS RESULT=INVALID_KEY MESSAGE=\"fake: bad key\"");
+                    return;
+                }
+            }
+        }
+        _ => make_key(KEY_SEQ.fetch_add(1, Ordering::SeqCst)),
+    };
     // Record the control socket before answering, so a test that saw the
     // reply's effects can already kill or ping it.
     if let Ok(clone) = c.s.try_clone() {
@@ -695,6 +750,19 @@ fn session(mut c: Conn, line: String) {
         } else {
             c.record(|r| r.other_lines.push(l));
         }
+    }
+}
+
+/// `DEST GENERATE ...` → `DEST REPLY PUB=<b64> PRIV=<b64>`, then wait
+/// for the client to close.
+fn dest_generate(mut c: Conn, line: String) {
+    let (private_key, b32) = make_key(KEY_SEQ.fetch_add(1, Ordering::SeqCst));
+    let blob = i2p_b64_decode(&private_key).unwrap();
+    let public = i2p_b64(&blob[..PUBLIC_LEN]);
+    let rec = DestRecord { line, private_key: private_key.clone(), public: public.clone(), b32 };
+    if c.send_line(&format!("DEST REPLY PUB={public} PRIV={private_key}")) {
+        c.record(|r| r.dests.push(rec));
+        c.hang();
     }
 }
 
@@ -801,6 +869,35 @@ pub fn i2p_b64(data: &[u8]) -> String {
     out
 }
 
+/// Decode I2P base64 (padded); None if malformed.
+pub fn i2p_b64_decode(s: &str) -> Option<Vec<u8>> {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-~";
+    if s.len() % 4 != 0 {
+        return None;
+    }
+    let body = s.trim_end_matches('=');
+    if s.len() - body.len() > 2 {
+        return None;
+    }
+    let (mut bits, mut n, mut out) = (0u32, 0, Vec::with_capacity(s.len() / 4 * 3));
+    for c in body.bytes() {
+        bits = (bits << 6) | A.iter().position(|&a| a == c)? as u32;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// Length of the public destination at the start of a key blob (387 + its
+/// certificate length), if the blob holds it all.
+pub fn public_len(blob: &[u8]) -> Option<usize> {
+    let cert = usize::from(u16::from_be_bytes([*blob.get(385)?, *blob.get(386)?]));
+    (blob.len() >= 387 + cert).then_some(387 + cert)
+}
+
 /// `<base32 lowercase, no padding, of sha256(data)>.b32.i2p`.
 pub fn b32_of(public_dest: &[u8]) -> String {
     let digest = Sha256::digest(public_dest);
@@ -850,5 +947,14 @@ mod unit {
         assert_eq!(i2p_b64(b"fo"), "Zm8=");
         assert_eq!(i2p_b64(b"foobar"), "Zm9vYmFy");
         assert_eq!(i2p_b64(&[0xfb, 0xff]), "-~8=");
+        for data in [&b""[..], b"f", b"fo", b"foo", b"foobar", &[0xfb, 0xff]] {
+            assert_eq!(i2p_b64_decode(&i2p_b64(data)).unwrap(), data);
+        }
+        assert!(i2p_b64_decode("Zg=").is_none());
+        assert!(i2p_b64_decode("Z+8=").is_none());
+        let (key, b32) = make_key(7);
+        let blob = i2p_b64_decode(&key).unwrap();
+        assert_eq!(public_len(&blob), Some(PUBLIC_LEN));
+        assert_eq!(b32_of(&blob[..PUBLIC_LEN]), b32);
     }
 }
