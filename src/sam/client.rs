@@ -160,6 +160,18 @@ impl Session {
         }
     }
 
+    /// Keep a handle on the control socket for `close`; if the session
+    /// was closed meanwhile, cut the socket at once.
+    fn register_control(&self, s: &TcpStream) {
+        let Ok(clone) = s.try_clone() else { return };
+        let mut slot = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        if self.is_closed() {
+            let _ = clone.shutdown(Shutdown::Both);
+        } else {
+            *slot = Some(clone);
+        }
+    }
+
     pub fn is_closed(&self) -> bool {
         matches!(*self.lock_state(), State::Closed)
     }
@@ -171,7 +183,11 @@ impl Session {
             if !self.set_state(State::Starting) {
                 return;
             }
-            match create(&spec) {
+            let result = create(&spec, &|s| self.register_control(s));
+            if result.is_err() {
+                self.control.lock().unwrap_or_else(|p| p.into_inner()).take();
+            }
+            match result {
                 Ok((control, lines, info)) => {
                     backoff = BACKOFF_MIN;
                     if let Some(path) = spec.keyfile.take() {
@@ -184,14 +200,12 @@ impl Session {
                             Err(e) => error!("{}: {e}; this identity will not survive a restart", spec.label),
                         }
                     }
-                    info!("{}: I2P destination ready: {}", spec.label, info.b32);
-                    if let Ok(c) = control.try_clone() {
-                        *self.control.lock().unwrap_or_else(|p| p.into_inner()) = Some(c);
-                    }
+                    let b32 = info.b32.clone();
                     if !self.set_state(State::Ready(Arc::new(info))) {
                         let _ = control.shutdown(Shutdown::Both);
                         return;
                     }
+                    info!("{}: I2P destination ready: {b32}", spec.label);
                     let why = watch(control, lines);
                     self.control.lock().unwrap_or_else(|p| p.into_inner()).take();
                     if !self.set_state(State::Down) {
@@ -261,8 +275,14 @@ impl From<io::Error> for CreateError {
 
 /// Connect, HELLO, SESSION CREATE. Returns the control socket, any bytes
 /// read past the reply, and the session's public facts.
-fn create(spec: &SessionSpec) -> Result<(TcpStream, LineBuf, SessionInfo), CreateError> {
+/// `register` sees the socket as soon as it is connected, so that a close
+/// during the (long) SESSION CREATE can cut it.
+fn create(
+    spec: &SessionSpec,
+    register: &dyn Fn(&TcpStream),
+) -> Result<(TcpStream, LineBuf, SessionInfo), CreateError> {
     let mut s = TcpStream::connect_timeout(&spec.sam, SAM_CONNECT_TIMEOUT)?;
+    register(&s);
     let _ = s.set_nodelay(true);
     let mut lines = LineBuf::new();
     let minor = hello(&mut s, &mut lines, Instant::now() + HELLO_TIMEOUT)?;
