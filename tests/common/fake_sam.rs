@@ -798,14 +798,16 @@ fn session(mut c: Conn, line: String) {
         format!("{host}:{port}").parse::<SocketAddr>().expect("PORT/HOST of a DATAGRAM session")
     });
     let dg = forward.map(|forward| DgSessionRecord { id: id.clone(), forward, conn: c.conn });
+    // Likewise the session itself: a test that saw the proxy log it ready
+    // must find it here.
     let rec = SessionRecord { line, id, private_key: private_key.clone(), b32, conn: c.conn };
-    if !c.send_line(&format!("SESSION STATUS RESULT=OK DESTINATION={private_key}")) {
-        return;
-    }
     c.record(|r| {
         r.sessions.push(rec);
         r.dg_sessions.extend(dg);
     });
+    if !c.send_line(&format!("SESSION STATUS RESULT=OK DESTINATION={private_key}")) {
+        return;
+    }
     // Hold the control socket: answer NAMING LOOKUP, record PONGs, ignore
     // anything else.
     while let Some(l) = c.read_line() {

@@ -1,0 +1,607 @@
+//! A real I2P router for end-to-end tests: Debian's i2pd, offline on loopback, started as a
+//! child process in a throwaway datadir, with two local I2P services behind it.
+//!
+//! [`Router::start`] starts an HTTP test server and a TCP echo server (tests/common/http.rs),
+//! writes i2pd.conf / tunnels.conf / hosts.txt as /work/shared/docs/i2pd-offline.md says
+//! (zero-hop tunnels, own floodfill, published NTCP2 on 127.0.0.1, no reseed, no SSU2), puts
+//! the fixture keys (tests/fixtures/site.dat, echo.dat) behind `[site]` (type http) and
+//! `[echo]` (type server), starts i2pd, and returns once the site answers through i2pd's own
+//! SOCKS proxy — the baseline peer to compare the proxy with. Dropping the `Router` stops
+//! i2pd (SIGTERM, then SIGKILL after [`STOP_GRACE`]) and deletes the datadir; if the test is
+//! panicking it first prints the tail of i2pd's log. Drop your SAM clients (and stop the
+//! proxy) before the `Router`: i2pd 2.45 can hang on SIGTERM while a SAM session is open.
+//! Needs `i2pd` and `curl` (tests/deps.sh installs them). Never touches the internet.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use super::http::{EchoServer, HttpServer, MARKER};
+use super::sam_client::{b32_of, b64_encode, public_dest_len, Sam};
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The fixture site's address (tests/fixtures/README); checked against site.dat at start.
+pub const SITE_B32: &str = "fg3kfzacq4hbmewlxs4iczdupwtes65cby2sqok5lz7h7i2mau4a.b32.i2p";
+/// The fixture echo service's address; checked against echo.dat at start.
+pub const ECHO_B32: &str = "vidbb2wrq6qnjlqu5aty6aawtlopa2tad64qqqrzaxkvdtr6johq.b32.i2p";
+/// The site's name in the router's address book (hosts.txt).
+pub const SITE_NAME: &str = "testsite.i2p";
+/// The echo service's name in the router's address book.
+pub const ECHO_NAME: &str = "echo.i2p";
+
+/// From exec to SAM answering HELLO (measured ~0.05 s; generous for a loaded CI box).
+const SAM_UP_TIMEOUT: Duration = Duration::from_secs(15);
+/// From SAM up to the site answering through i2pd's SOCKS (tunnels + LeaseSet publication).
+const SITE_UP_TIMEOUT: Duration = Duration::from_secs(90);
+/// SIGTERM → exit wait before SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Default `--max-time` of [`curl`], seconds.
+pub const CURL_MAX_TIME: &str = "30";
+/// One readiness probe's curl `--max-time`, seconds.
+const PROBE_MAX_TIME: &str = "10";
+/// Pause between readiness probes.
+const POLL: Duration = Duration::from_millis(250);
+/// Router starts tried (fresh ports each) when i2pd does not bring SAM up.
+const START_ATTEMPTS: usize = 3;
+/// Fixed ports are picked in this range: below the kernel's ephemeral range (32768+), where
+/// a leftover TIME_WAIT socket could make i2pd fail to bind silently.
+const PORT_RANGE: std::ops::Range<u16> = 20_000..32_000;
+/// Log lines shown when a test fails.
+const LOG_TAIL_LINES: usize = 60;
+/// Timeout for the small SOCKS5 handshake helper.
+const SOCKS_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long the phases of [`Router::start`] took.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timings {
+    /// exec → SAM answers HELLO.
+    pub sam_up: Duration,
+    /// SAM up → `http://<site b32>/` answers through i2pd's SOCKS.
+    pub site_up: Duration,
+    /// site up → echo service echoes through i2pd's SOCKS.
+    pub echo_up: Duration,
+}
+
+/// How [`Router::stop`] went.
+#[derive(Debug)]
+pub struct Stopped {
+    pub status: Option<ExitStatus>,
+    /// Exited on SIGTERM within [`STOP_GRACE`] (false: needed SIGKILL).
+    pub graceful: bool,
+    pub took: Duration,
+}
+
+struct Ports {
+    ntcp2: u16,
+    sam: u16,
+    socks: u16,
+}
+
+/// The i2pd child and its datadir; stops and cleans up on drop.
+struct Process {
+    child: Option<Child>,
+    datadir: PathBuf,
+}
+
+impl Process {
+    fn alive(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    fn stop(&mut self) -> Option<Stopped> {
+        let mut child = self.child.take()?;
+        let t0 = Instant::now();
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(Stopped { status: Some(status), graceful: false, took: Duration::ZERO });
+        }
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        while t0.elapsed() < STOP_GRACE {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(Stopped { status: Some(status), graceful: true, took: t0.elapsed() });
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("i2pd did not exit within {STOP_GRACE:?} of SIGTERM: SIGKILL");
+        let _ = child.kill();
+        let status = child.wait().ok();
+        Some(Stopped { status, graceful: false, took: t0.elapsed() })
+    }
+
+    fn log_tail(&self) -> String {
+        let mut out = String::new();
+        for name in ["i2pd.log", "stdout.log"] {
+            let text = std::fs::read_to_string(self.datadir.join(name)).unwrap_or_default();
+            let lines = collapse_repeats(&text);
+            let from = lines.len().saturating_sub(LOG_TAIL_LINES);
+            out.push_str(&format!("---- {name} (last {} lines)\n", lines.len() - from));
+            for l in &lines[from..] {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+/// Log lines with runs of the same message (timestamp aside) folded into one, so readiness
+/// probes do not push everything else out of the tail.
+fn collapse_repeats(text: &str) -> Vec<String> {
+    let message = |l: &str| l.split_once(" - ").map_or(l, |(_, m)| m).to_owned();
+    let mut out: Vec<String> = Vec::new();
+    let mut run = 0usize;
+    let mut prev: Option<String> = None;
+    for line in text.lines() {
+        let m = message(line);
+        if prev.as_deref() == Some(m.as_str()) {
+            run += 1;
+            continue;
+        }
+        if run > 0 {
+            out.push(format!("    (repeated {run} more times)"));
+        }
+        run = 0;
+        prev = Some(m);
+        out.push(line.to_owned());
+    }
+    if run > 0 {
+        out.push(format!("    (repeated {run} more times)"));
+    }
+    out
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
+        if thread::panicking() {
+            eprintln!("i2pd datadir {}:\n{}", self.datadir.display(), self.log_tail());
+        }
+        let _ = std::fs::remove_dir_all(&self.datadir);
+    }
+}
+
+/// A running router with its two test services. See the module doc.
+pub struct Router {
+    // Declared first so it is dropped first: i2pd stops before its backends go away.
+    process: Process,
+    ports: Ports,
+    site_b64: String,
+    echo_b64: String,
+    /// The throwaway datadir (removed on drop).
+    pub datadir: PathBuf,
+    /// The HTTP server behind `[site]`: expected content helpers, recorded requests.
+    pub http: HttpServer,
+    /// The echo server behind `[echo]`.
+    pub echo: EchoServer,
+    pub timings: Timings,
+}
+
+impl Router {
+    /// Starts i2pd and waits until the fixture site answers (about 20 s on i2pd 2.45).
+    pub fn start() -> Router {
+        let site_key = read_fixture("site.dat", SITE_B32);
+        let echo_key = read_fixture("echo.dat", ECHO_B32);
+        let http = HttpServer::start();
+        let echo = EchoServer::start();
+        let mut attempt = 0;
+        let (process, ports, sam_up) = loop {
+            attempt += 1;
+            let ports = pick_ports();
+            let datadir = make_datadir();
+            write_config(&datadir, &ports, &http, &echo, &site_key, &echo_key);
+            let t0 = Instant::now();
+            let mut process = spawn(&datadir);
+            match wait_sam(&mut process, ports.sam) {
+                Ok(()) => break (process, ports, t0.elapsed()),
+                Err(why) if attempt < START_ATTEMPTS => {
+                    eprintln!(
+                        "i2pd start attempt {attempt} failed ({why}); retrying on new ports\n{}",
+                        process.log_tail()
+                    );
+                }
+                Err(why) => {
+                    // Drop `process` inside the panic so its log tail is printed.
+                    panic!("i2pd did not start after {attempt} attempts: {why}")
+                }
+            }
+        };
+        let datadir = process.datadir.clone();
+        let mut router = Router {
+            process,
+            ports,
+            site_b64: b64_encode(&site_key[..public_dest_len(&site_key)]),
+            echo_b64: b64_encode(&echo_key[..public_dest_len(&echo_key)]),
+            datadir,
+            http,
+            echo,
+            timings: Timings { sam_up, ..Timings::default() },
+        };
+        let t1 = Instant::now();
+        router.wait_site();
+        router.timings.site_up = t1.elapsed();
+        let t2 = Instant::now();
+        router.wait_echo();
+        router.timings.echo_up = t2.elapsed();
+        eprintln!("i2pd ready: {:?}", router.timings);
+        router
+    }
+
+    /// The SAM v3 bridge (TCP).
+    pub fn sam_addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.ports.sam))
+    }
+
+    /// The SAM datagram port (UDP, i2pd binds it at the TCP port - 1).
+    pub fn sam_udp_addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.ports.sam - 1))
+    }
+
+    /// i2pd's own SOCKS proxy: the baseline peer.
+    pub fn socks_addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.ports.socks))
+    }
+
+    /// `<52 chars>.b32.i2p` of the HTTP site.
+    pub fn site_b32(&self) -> &'static str {
+        SITE_B32
+    }
+
+    /// `testsite.i2p` (in the router's address book).
+    pub fn site_name(&self) -> &'static str {
+        SITE_NAME
+    }
+
+    /// The site's public destination, I2P base64.
+    pub fn site_dest_b64(&self) -> &str {
+        &self.site_b64
+    }
+
+    /// `<52 chars>.b32.i2p` of the echo service.
+    pub fn echo_b32(&self) -> &'static str {
+        ECHO_B32
+    }
+
+    /// `echo.i2p` (in the router's address book).
+    pub fn echo_name(&self) -> &'static str {
+        ECHO_NAME
+    }
+
+    /// The echo service's public destination, I2P base64.
+    pub fn echo_dest_b64(&self) -> &str {
+        &self.echo_b64
+    }
+
+    /// i2pd's log file (loglevel error).
+    pub fn log_path(&self) -> PathBuf {
+        self.datadir.join("i2pd.log")
+    }
+
+    /// `curl --socks5-hostname <i2pd's SOCKS> <args>` (bounded by [`curl`]).
+    pub fn curl_via_i2pd(&self, args: &[&str]) -> Output {
+        let proxy = self.socks_addr().to_string();
+        let mut all = vec!["--socks5-hostname", proxy.as_str()];
+        all.extend_from_slice(args);
+        curl(&all)
+    }
+
+    /// Stops i2pd now (SIGTERM, SIGKILL after [`STOP_GRACE`]) and says how it went; the
+    /// datadir is removed when the `Router` is dropped.
+    pub fn stop(&mut self) -> Stopped {
+        self.process.stop().expect("router already stopped")
+    }
+
+    fn check_alive(&mut self, what: &str) {
+        if !self.process.alive() {
+            panic!("i2pd exited while waiting for {what}");
+        }
+    }
+
+    fn wait_site(&mut self) {
+        let url = format!("http://{SITE_B32}/");
+        let deadline = Instant::now() + SITE_UP_TIMEOUT;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            self.check_alive("the site");
+            let out = self.curl_via_i2pd(&["--max-time", PROBE_MAX_TIME, &url]);
+            if String::from_utf8_lossy(&out.stdout).contains(MARKER) {
+                return;
+            }
+            last = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+            thread::sleep(POLL);
+        }
+        panic!(
+            "{url} not reachable through i2pd's SOCKS within {SITE_UP_TIMEOUT:?}; last curl error: {last}"
+        );
+    }
+
+    fn wait_echo(&mut self) {
+        let deadline = Instant::now() + SITE_UP_TIMEOUT;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            self.check_alive("the echo service");
+            match echo_once(self.socks_addr(), ECHO_B32) {
+                Ok(()) => return,
+                Err(e) => last = e.to_string(),
+            }
+            thread::sleep(POLL);
+        }
+        panic!("{ECHO_B32} not echoing through i2pd's SOCKS within {SITE_UP_TIMEOUT:?}: {last}");
+    }
+}
+
+/// Runs `curl -sS --max-time 30 <args>` (a later `--max-time` in `args` overrides).
+pub fn curl(args: &[&str]) -> Output {
+    Command::new("curl")
+        .args(["-sS", "--max-time", CURL_MAX_TIME])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run curl (tests/deps.sh installs it)")
+}
+
+/// Minimal SOCKS5 CONNECT (no auth, domain name) for tests; `Err` names the reply code.
+pub fn socks5_connect(proxy: SocketAddr, host: &str, port: u16) -> io::Result<TcpStream> {
+    let mut s = TcpStream::connect_timeout(&proxy, SOCKS_TIMEOUT)?;
+    s.set_read_timeout(Some(SOCKS_TIMEOUT))?;
+    s.set_write_timeout(Some(SOCKS_TIMEOUT))?;
+    s.write_all(&[5, 1, 0])?;
+    let mut m = [0u8; 2];
+    s.read_exact(&mut m)?;
+    if m != [5, 0] {
+        return Err(io::Error::other(format!("SOCKS5 method reply {m:02x?}")));
+    }
+    let mut req = vec![5, 1, 0, 3, host.len() as u8];
+    req.extend_from_slice(host.as_bytes());
+    req.extend_from_slice(&port.to_be_bytes());
+    s.write_all(&req)?;
+    let mut head = [0u8; 4];
+    s.read_exact(&mut head)?;
+    let addr_len = match head[3] {
+        1 => 4,
+        4 => 16,
+        3 => {
+            let mut l = [0u8; 1];
+            s.read_exact(&mut l)?;
+            usize::from(l[0])
+        }
+        t => return Err(io::Error::other(format!("SOCKS5 reply ATYP {t}"))),
+    };
+    let mut rest = vec![0u8; addr_len + 2];
+    s.read_exact(&mut rest)?;
+    if head[1] != 0 {
+        return Err(io::Error::other(format!("SOCKS5 reply REP={:#04x}", head[1])));
+    }
+    Ok(s)
+}
+
+/// One round trip to the echo service (no half-close: i2pd 2.45 loses data after a FIN).
+fn echo_once(proxy: SocketAddr, host: &str) -> io::Result<()> {
+    let mut s = socks5_connect(proxy, host, 80)?;
+    s.set_read_timeout(Some(Duration::from_secs(15)))?;
+    let msg = b"i2psocks echo probe\n";
+    s.write_all(msg)?;
+    let mut back = [0u8; 20];
+    s.read_exact(&mut back)?;
+    if &back == msg {
+        Ok(())
+    } else {
+        Err(io::Error::other("echo returned other bytes"))
+    }
+}
+
+fn read_fixture(name: &str, b32: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let key = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    assert_eq!(b32_of(&key), b32, "{} does not match tests/fixtures/README", path.display());
+    key
+}
+
+fn random_u64() -> u64 {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+fn port_free(port: u16, udp: bool) -> bool {
+    if udp {
+        UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+            && UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok()
+    } else {
+        TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+            && TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok()
+    }
+}
+
+/// Three distinct free TCP ports (and UDP sam-1) in [`PORT_RANGE`]; racy by nature, hence
+/// the retry in [`Router::start`].
+fn pick_ports() -> Ports {
+    let span = u64::from(PORT_RANGE.end - PORT_RANGE.start);
+    let mut got: Vec<u16> = Vec::new();
+    for _ in 0..10_000 {
+        let p = PORT_RANGE.start + (random_u64() % span) as u16;
+        let clash = got.iter().any(|&q| q.abs_diff(p) <= 1);
+        // The second port is SAM: i2pd also binds UDP at SAM - 1.
+        let sam_udp_ok = got.len() != 1 || (port_free(p - 1, true) && port_free(p - 1, false));
+        if !clash && port_free(p, false) && sam_udp_ok {
+            got.push(p);
+            if got.len() == 3 {
+                return Ports { ntcp2: got[0], sam: got[1], socks: got[2] };
+            }
+        }
+    }
+    panic!("no free ports in {PORT_RANGE:?}");
+}
+
+fn make_datadir() -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("i2psocks-i2pd-{}-{:016x}", std::process::id(), random_u64()));
+    std::fs::create_dir_all(dir.join("tunnels.d"))
+        .unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    dir
+}
+
+fn write_config(
+    dir: &Path,
+    ports: &Ports,
+    http: &HttpServer,
+    echo: &EchoServer,
+    site_key: &[u8],
+    echo_key: &[u8],
+) {
+    let d = dir.display();
+    let Ports { ntcp2, sam, socks } = ports;
+    let conf = format!(
+        "log = file
+logfile = {d}/i2pd.log
+loglevel = error
+ipv4 = true
+ipv6 = false
+address4 = 127.0.0.1
+host = 127.0.0.1
+port = {ntcp2}
+floodfill = true
+notransit = true
+ntcp2.enabled = true
+ntcp2.published = true
+ntcp2.port = {ntcp2}
+ssu2.enabled = false
+upnp.enabled = false
+nettime.enabled = false
+persist.profiles = false
+
+[reseed]
+urls =
+yggurls =
+threshold = 0
+
+[exploratory]
+inbound.length = 0
+outbound.length = 0
+
+[http]
+enabled = false
+
+[httpproxy]
+enabled = false
+
+[socksproxy]
+enabled = true
+address = 127.0.0.1
+port = {socks}
+inbound.length = 0
+outbound.length = 0
+outproxy.enabled = false
+
+[sam]
+enabled = true
+address = 127.0.0.1
+port = {sam}
+
+[bob]
+enabled = false
+
+[i2cp]
+enabled = false
+
+[i2pcontrol]
+enabled = false
+
+[addressbook]
+enabled = true
+defaulturl =
+subscriptions =
+"
+    );
+    let tunnel = |name: &str, kind: &str, port: u16| {
+        format!(
+            "[{name}]
+type = {kind}
+host = 127.0.0.1
+port = {port}
+keys = {name}.dat
+inbound.length = 0
+outbound.length = 0
+i2cp.leaseSetType = 1
+i2cp.leaseSetEncType = 0
+
+"
+        )
+    };
+    let tunnels = tunnel("site", "http", http.addr().port()) + &tunnel("echo", "server", echo.addr().port());
+    let hosts = format!(
+        "{SITE_NAME}={}\n{ECHO_NAME}={}\n",
+        b64_encode(&site_key[..public_dest_len(site_key)]),
+        b64_encode(&echo_key[..public_dest_len(echo_key)])
+    );
+    for (name, data) in [
+        ("i2pd.conf", conf.as_bytes()),
+        ("tunnels.conf", tunnels.as_bytes()),
+        ("hosts.txt", hosts.as_bytes()),
+        ("site.dat", site_key),
+        ("echo.dat", echo_key),
+    ] {
+        std::fs::write(dir.join(name), data)
+            .unwrap_or_else(|e| panic!("write {}/{name}: {e}", dir.display()));
+    }
+}
+
+fn i2pd_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("I2PD") {
+        return PathBuf::from(p);
+    }
+    let sbin = Path::new("/usr/sbin/i2pd");
+    if sbin.exists() {
+        sbin.to_path_buf()
+    } else {
+        PathBuf::from("i2pd")
+    }
+}
+
+fn spawn(dir: &Path) -> Process {
+    let out = std::fs::File::create(dir.join("stdout.log")).expect("create stdout.log");
+    let err = out.try_clone().expect("dup stdout.log");
+    let d = dir.display();
+    let child = Command::new(i2pd_binary())
+        .arg(format!("--datadir={d}"))
+        .arg(format!("--conf={d}/i2pd.conf"))
+        .arg(format!("--tunconf={d}/tunnels.conf"))
+        .arg(format!("--tunnelsdir={d}/tunnels.d"))
+        .arg("--certsdir=/usr/share/i2pd/certificates")
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| {
+            let _ = std::fs::remove_dir_all(dir);
+            panic!("start i2pd ({e}); run tests/deps.sh as root to install it")
+        });
+    Process { child: Some(child), datadir: dir.to_path_buf() }
+}
+
+fn wait_sam(process: &mut Process, port: u16) -> Result<(), String> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let deadline = Instant::now() + SAM_UP_TIMEOUT;
+    let mut last = String::from("no attempt");
+    while Instant::now() < deadline {
+        if !process.alive() {
+            return Err("i2pd exited".into());
+        }
+        match Sam::connect(addr) {
+            Ok(_) => return Ok(()),
+            Err(e) => last = e.to_string(),
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!("SAM on {addr} did not answer HELLO within {SAM_UP_TIMEOUT:?}: {last}"))
+}

@@ -1,0 +1,276 @@
+//! A tiny blocking SAM v3 client for tests, plus I2P destination helpers (I2P base64,
+//! public destination length, `.b32.i2p` address).
+//!
+//! It plays the parts the proxy does not: the accepting side of a stream (`STREAM ACCEPT`),
+//! a datagram peer, name lookups and key generation, against the real router. It is not the
+//! proxy's client and is deliberately simple: one command per write, reply lines read a byte
+//! at a time (so no payload is lost to read-ahead), every read bounded by a timeout. Errors
+//! are `io::Error`s carrying the router's reply line. See /work/shared/docs/sam-v3.md.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use sha2::{Digest, Sha256};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::Duration;
+
+/// Longest reply line accepted (a DEST REPLY with both keys is ~1.5 KiB).
+const MAX_LINE: usize = 16 << 10;
+/// Wait for an ordinary reply.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Wait for SESSION CREATE: i2pd 2.45 needs 20 s for each.
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(90);
+/// Options every test session needs on this router (0-hop tunnels, few of them).
+pub const ZERO_HOPS: &str = "inbound.length=0 outbound.length=0 inbound.quantity=1 outbound.quantity=1";
+/// What the side that is connected to must publish on i2pd 2.45 (a type-1 ElGamal LeaseSet).
+pub const LS1: &str = "i2cp.leaseSetType=1 i2cp.leaseSetEncType=0";
+
+/// One SAM socket after a successful HELLO.
+pub struct Sam {
+    stream: TcpStream,
+}
+
+impl Sam {
+    /// Connects and says HELLO (3.1..3.3; i2pd 2.45 answers 3.1).
+    pub fn connect(addr: SocketAddr) -> io::Result<Sam> {
+        let stream = TcpStream::connect_timeout(&addr, REPLY_TIMEOUT)?;
+        stream.set_nodelay(true)?;
+        let mut sam = Sam { stream };
+        sam.command("HELLO VERSION MIN=3.1 MAX=3.3", "RESULT=OK", REPLY_TIMEOUT)?;
+        Ok(sam)
+    }
+
+    /// Sends one command line (in one write) and returns its reply line; an error if the
+    /// reply lacks `expect` (e.g. `RESULT=OK`).
+    pub fn command(&mut self, line: &str, expect: &str, wait: Duration) -> io::Result<String> {
+        self.stream.write_all(format!("{line}\n").as_bytes())?;
+        let reply = self.read_line(wait)?;
+        if reply.contains(expect) {
+            Ok(reply)
+        } else {
+            Err(io::Error::other(format!("SAM `{}` → `{reply}`", redact(line))))
+        }
+    }
+
+    /// Reads one `\n`-terminated line without read-ahead (bytes after it stay in the socket).
+    pub fn read_line(&mut self, wait: Duration) -> io::Result<String> {
+        self.stream.set_read_timeout(Some(wait))?;
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        loop {
+            if self.stream.read(&mut byte)? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("SAM closed after `{}`", String::from_utf8_lossy(&line)),
+                ));
+            }
+            if byte[0] == b'\n' {
+                break;
+            }
+            if line.len() >= MAX_LINE {
+                return Err(io::Error::other("SAM reply line too long"));
+            }
+            line.push(byte[0]);
+        }
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        Ok(String::from_utf8_lossy(&line).into_owned())
+    }
+
+    /// `SESSION CREATE STYLE=<style> ID=<id> DESTINATION=<dest> SIGNATURE_TYPE=7 <ZERO_HOPS>
+    /// <options>`; returns the private destination (base64) from the reply. Keep the `Sam`
+    /// alive: closing the control socket ends the session. `dest` is `TRANSIENT` or a
+    /// private key in I2P base64. A STREAM session that will be connected to needs [`LS1`]
+    /// in `options`; a DATAGRAM session forwarding to UDP needs `PORT=n HOST=127.0.0.1`.
+    pub fn session_create(&mut self, style: &str, id: &str, dest: &str, options: &str) -> io::Result<String> {
+        let line = format!(
+            "SESSION CREATE STYLE={style} ID={id} DESTINATION={dest} SIGNATURE_TYPE=7 {ZERO_HOPS} {options}"
+        );
+        let reply = self.command(line.trim_end(), "RESULT=OK", SESSION_TIMEOUT)?;
+        value(&reply, "DESTINATION")
+            .map(str::to_owned)
+            .ok_or_else(|| io::Error::other("SESSION STATUS without DESTINATION"))
+    }
+
+    /// `NAMING LOOKUP NAME=<name>` → the base64 public destination (`ME` on a session's
+    /// control socket = our own).
+    pub fn naming_lookup(&mut self, name: &str) -> io::Result<String> {
+        let reply = self.command(&format!("NAMING LOOKUP NAME={name}"), "RESULT=OK", REPLY_TIMEOUT)?;
+        value(&reply, "VALUE")
+            .map(str::to_owned)
+            .ok_or_else(|| io::Error::other(format!("NAMING REPLY without VALUE: {reply}")))
+    }
+
+    /// `DEST GENERATE SIGNATURE_TYPE=7` → (public, private) in I2P base64.
+    pub fn dest_generate(&mut self) -> io::Result<(String, String)> {
+        let reply = self.command("DEST GENERATE SIGNATURE_TYPE=7", "DEST", REPLY_TIMEOUT)?;
+        match (value(&reply, "PUB"), value(&reply, "PRIV")) {
+            (Some(p), Some(k)) => Ok((p.to_owned(), k.to_owned())),
+            _ => Err(io::Error::other("DEST REPLY without PUB/PRIV")),
+        }
+    }
+
+    /// The socket, e.g. to carry payload after a STREAM reply.
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+}
+
+/// A stream accepted through `STREAM ACCEPT`.
+pub struct Accepted {
+    /// The connecting peer's base64 destination (first line i2pd sends).
+    pub peer: String,
+    /// Raw payload from here on.
+    pub stream: TcpStream,
+}
+
+/// Arms one `STREAM ACCEPT` on session `id` (a fresh socket). Returns once the router said
+/// OK; call [`PendingAccept::wait`] to block for the incoming connection.
+pub fn stream_accept(addr: SocketAddr, id: &str) -> io::Result<PendingAccept> {
+    let mut sam = Sam::connect(addr)?;
+    sam.command(&format!("STREAM ACCEPT ID={id} SILENT=false"), "RESULT=OK", REPLY_TIMEOUT)?;
+    Ok(PendingAccept { sam })
+}
+
+pub struct PendingAccept {
+    sam: Sam,
+}
+
+impl PendingAccept {
+    /// Waits up to `wait` for a peer; i2pd then sends `<peer b64 dest>\n` before payload.
+    pub fn wait(mut self, wait: Duration) -> io::Result<Accepted> {
+        let line = self.sam.read_line(wait)?;
+        let peer = line.split_whitespace().next().unwrap_or("").to_owned();
+        let stream = self.sam.into_stream();
+        stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
+        Ok(Accepted { peer, stream })
+    }
+}
+
+/// `STREAM CONNECT ID=<id> DESTINATION=<dest> SILENT=false` on a fresh socket; returns it
+/// ready for raw payload.
+pub fn stream_connect(addr: SocketAddr, id: &str, dest: &str) -> io::Result<TcpStream> {
+    let mut sam = Sam::connect(addr)?;
+    sam.command(
+        &format!("STREAM CONNECT ID={id} DESTINATION={dest} SILENT=false"),
+        "RESULT=OK",
+        Duration::from_secs(90),
+    )?;
+    let stream = sam.into_stream();
+    stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
+    Ok(stream)
+}
+
+/// Sends one repliable datagram through the bridge's UDP port (TCP SAM port - 1 on i2pd).
+/// i2pd wants a base64 destination here (no b32 or names).
+pub fn datagram_send(
+    sock: &UdpSocket,
+    sam_udp: SocketAddr,
+    id: &str,
+    dest_b64: &str,
+    payload: &[u8],
+) -> io::Result<()> {
+    let mut pkt = format!("3.0 {id} {dest_b64}\n").into_bytes();
+    pkt.extend_from_slice(payload);
+    sock.send_to(&pkt, sam_udp).map(|_| ())
+}
+
+/// Splits a datagram forwarded by the router to our UDP port: `<sender b64>[ opts]\n` +
+/// payload → (sender, payload).
+pub fn datagram_parse(pkt: &[u8]) -> Option<(String, Vec<u8>)> {
+    let nl = pkt.iter().position(|&b| b == b'\n')?;
+    let head = String::from_utf8_lossy(&pkt[..nl]);
+    let sender = head.split_whitespace().next()?.to_owned();
+    Some((sender, pkt[nl + 1..].to_vec()))
+}
+
+/// The value of `KEY=` in a reply line (values with spaces — MESSAGE — come back cut).
+pub fn value<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace().find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+}
+
+/// Hides private keys in error messages (the DESTINATION of a SESSION CREATE).
+fn redact(line: &str) -> String {
+    line.split_whitespace()
+        .map(|w| match w.split_once('=') {
+            Some((k, v)) if k == "DESTINATION" && v.len() > 600 => "DESTINATION=<private>",
+            _ => w,
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-~";
+
+/// I2P base64 (standard alphabet with `-` and `~` for `+` and `/`, `=` padded).
+pub fn b64_encode(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(B64[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Inverse of [`b64_encode`]; `None` on a character outside the alphabet.
+pub fn b64_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() / 4 * 3);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in s.bytes().filter(|&c| c != b'=') {
+        let v = B64.iter().position(|&a| a == c)? as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// Length of the public destination at the start of a destination or key blob:
+/// 387 + the big-endian certificate length at offset 385.
+pub fn public_dest_len(blob: &[u8]) -> usize {
+    387 + usize::from(u16::from_be_bytes([blob[385], blob[386]]))
+}
+
+/// `<52 chars>.b32.i2p` of a destination or key blob.
+pub fn b32_of(blob: &[u8]) -> String {
+    let digest = Sha256::digest(&blob[..public_dest_len(blob)]);
+    format!("{}.b32.i2p", base32::encode(base32::Alphabet::Rfc4648Lower { padding: false }, &digest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn b64_round_trip() {
+        assert_eq!(b64_encode(b"\xfb\xff"), "-~8=");
+        assert_eq!(b64_decode("-~8=").unwrap(), b"\xfb\xff");
+        let data: Vec<u8> = (0..=255).collect();
+        assert_eq!(b64_decode(&b64_encode(&data)).unwrap(), data);
+    }
+
+    #[test]
+    fn reply_value() {
+        let l = "NAMING REPLY RESULT=OK NAME=a.i2p VALUE=abc=";
+        assert_eq!(value(l, "VALUE"), Some("abc="));
+        assert_eq!(value(l, "NAME"), Some("a.i2p"));
+        assert_eq!(value(l, "X"), None);
+    }
+}

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Test dependencies for i2psocks on Debian: installs what `make test` needs and is missing.
+#
+#   i2pd    the real I2P router the end-to-end tests start (offline, on loopback, as a child
+#           process with its own throwaway datadir; see tests/common/i2pd.rs)
+#   curl    the real SOCKS client the tests drive
+#   mandoc  the man page linter used by `make check`
+#
+# Idempotent: with everything present it does nothing and prints nothing. It never lets the
+# packaged i2pd system service run: that service would join the real I2P network with the
+# online default config, and tests must never touch the internet.
+set -euo pipefail
+
+PACKAGES=(i2pd curl mandoc)
+POLICY=/usr/sbin/policy-rc.d
+
+installed() {
+	dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+}
+
+# The service, if the package started it anyway (e.g. a policy-rc.d that did not exist on a
+# systemd machine). Only the packaged instance is touched: it runs from its pidfile as user
+# i2pd, while test routers are plain children of the test binary.
+stop_packaged_service() {
+	if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+		if systemctl is-active --quiet i2pd 2>/dev/null; then
+			echo "deps.sh: stopping the packaged i2pd service" >&2
+			systemctl disable --now i2pd >/dev/null 2>&1 || systemctl stop i2pd
+		fi
+	fi
+	local pidfile=/run/i2pd/i2pd.pid pid
+	if [ -s "$pidfile" ]; then
+		pid=$(cat "$pidfile")
+		if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+			echo "deps.sh: stopping the packaged i2pd service (pid $pid)" >&2
+			# Not the init script: its fallback stops every process named i2pd.
+			start-stop-daemon --stop --quiet --pidfile "$pidfile" --retry=TERM/30/KILL/5 || true
+		fi
+	fi
+}
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+	installed "$p" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "deps.sh: missing Debian packages: ${missing[*]}" >&2
+		echo "deps.sh: install them as root without starting the i2pd service, e.g.:" >&2
+		echo "  printf '#!/bin/sh\\nexit 101\\n' > $POLICY && chmod +x $POLICY" >&2
+		echo "  apt-get install -y ${missing[*]}; rm $POLICY" >&2
+		exit 1
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq >/dev/null
+	created_policy=false
+	if [ ! -e "$POLICY" ]; then
+		# Exit status 101 = "action forbidden": postinst then does not start the service.
+		printf '#!/bin/sh\nexit 101\n' >"$POLICY"
+		chmod 755 "$POLICY"
+		created_policy=true
+		trap 'rm -f "$POLICY"' EXIT
+	fi
+	echo "deps.sh: installing ${missing[*]}" >&2
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	if $created_policy; then
+		rm -f "$POLICY"
+		trap - EXIT
+	fi
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+	stop_packaged_service
+fi

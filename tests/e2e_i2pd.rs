@@ -1,0 +1,215 @@
+//! End-to-end tests against a real I2P router (Debian's i2pd, offline on loopback; see
+//! tests/common/i2pd.rs). One `#[test]` on purpose: the router and its ~20 s session setups
+//! are shared by every case, run in sequence inside it. Needs `i2pd` and `curl`
+//! (tests/deps.sh). Baseline first: the fixture services through i2pd's own SOCKS proxy.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod common;
+
+use common::http::{expected_sha256, sha256_hex, MARKER};
+use common::i2pd::{curl, Router};
+use common::proxy::Proxy;
+use common::sam_client::{b64_decode, b64_encode, public_dest_len, Sam};
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+/// Size of the bulk download checked byte for byte.
+const BULK: usize = 1 << 20;
+
+#[test]
+fn real_router() {
+    let t0 = Instant::now();
+    let mut router = Router::start();
+    eprintln!("router up in {:?}", t0.elapsed());
+
+    baseline_site(&router);
+    baseline_echo(&router);
+    sam_basics(&router);
+
+    // i2psocks on the same router: the proxy under test.
+    let proxy = start_i2psocks(&router);
+    through_i2psocks(&router, &proxy);
+    identities_through_i2psocks(&router, &proxy);
+    drop(proxy); // close its SAM sessions before stopping the router
+
+    let stopped = router.stop();
+    eprintln!("router stopped: {stopped:?}");
+    assert!(stopped.graceful, "i2pd needed SIGKILL: {stopped:?}");
+}
+
+/// The site by b32 and by address-book name, and a 1 MiB download, via i2pd's SOCKS.
+fn baseline_site(router: &Router) {
+    for host in [router.site_b32(), router.site_name()] {
+        let out = router.curl_via_i2pd(&[&format!("http://{host}/")]);
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && body.contains(MARKER),
+            "GET http://{host}/ via i2pd SOCKS: {:?} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let t = Instant::now();
+    let url = format!("http://{}/bytes/{BULK}", router.site_b32());
+    let out = router.curl_via_i2pd(&[&url]);
+    assert!(out.status.success(), "{url}: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout.len(), BULK);
+    assert_eq!(sha256_hex(&out.stdout), expected_sha256(BULK));
+    eprintln!("1 MiB through i2pd SOCKS in {:?}", t.elapsed());
+    let out = router.curl_via_i2pd(&[&format!("http://{}/echo-headers", router.site_b32())]);
+    let headers = String::from_utf8_lossy(&out.stdout);
+    assert!(headers.contains("X-I2P-DestB32:"), "headers seen by the site: {headers}");
+    let seen = router.http.dest_b32s();
+    assert!(!seen.is_empty(), "site saw no X-I2P-DestB32 header");
+    assert!(seen.iter().all(|b| b.ends_with(".b32.i2p") && b.len() == 60), "{seen:?}");
+}
+
+/// The echo service by name through i2pd's SOCKS (no half-close: i2pd 2.45 drops data).
+fn baseline_echo(router: &Router) {
+    let mut s = common::i2pd::socks5_connect(router.socks_addr(), router.echo_name(), 7)
+        .expect("SOCKS5 CONNECT echo.i2p via i2pd");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let msg: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+    s.write_all(&msg).unwrap();
+    let mut back = vec![0u8; msg.len()];
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(back, msg);
+}
+
+/// Session-less SAM commands (no 20 s session wait): the address book and key generation.
+fn sam_basics(router: &Router) {
+    let mut sam = Sam::connect(router.sam_addr()).expect("SAM HELLO");
+    let site = sam.naming_lookup(router.site_name()).expect("lookup testsite.i2p");
+    assert_eq!(site, router.site_dest_b64());
+    let echo = sam.naming_lookup(router.echo_name()).expect("lookup echo.i2p");
+    assert_eq!(echo, router.echo_dest_b64());
+    assert!(sam.naming_lookup("no-such-site.i2p").is_err());
+    let (public, private) = sam.dest_generate().expect("DEST GENERATE");
+    let key = b64_decode(&private).expect("PRIV is I2P base64");
+    assert_eq!(b64_encode(&key[..public_dest_len(&key)]), public);
+}
+
+/// How long a fresh SAM session may take on i2pd 2.45 (it answers after ~20 s).
+const SESSION_WAIT: Duration = Duration::from_secs(90);
+
+fn start_i2psocks(router: &Router) -> Proxy {
+    let sam = router.sam_addr().to_string();
+    let proxy = Proxy::start(&["-s", &sam, "--hops", "0", "--tunnels", "1"]);
+    let t = Instant::now();
+    proxy
+        .wait_for_line("I2P destination ready: ", SESSION_WAIT)
+        .expect("i2psocks' default session on the real router");
+    eprintln!("i2psocks session ready in {:?}", t.elapsed());
+    proxy
+}
+
+/// The b32 i2psocks logged for its default identity.
+fn default_b32(proxy: &Proxy) -> String {
+    let line = proxy.wait_for_line("I2P destination ready: ", Duration::ZERO).unwrap();
+    line.rsplit(' ').next().unwrap().trim().to_string()
+}
+
+fn curl_ok(args: &[&str]) -> Vec<u8> {
+    let out = curl(args);
+    assert!(out.status.success(), "curl {args:?}: {:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+/// The X-I2P-DestB32 the site saw for one request through `proxy_flags`.
+fn source_b32(router: &Router, proxy_flags: &[&str]) -> String {
+    let url = format!("http://{}/echo-headers", router.site_b32());
+    let mut args: Vec<&str> = proxy_flags.to_vec();
+    args.extend(["--max-time", "120", &url]);
+    let body = String::from_utf8(curl_ok(&args)).unwrap();
+    body.lines()
+        .find_map(|l| l.strip_prefix("X-I2P-DestB32:"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no X-I2P-DestB32 in {body}"))
+}
+
+/// curl through i2psocks: b32, address-book name, SOCKS4a, credentials, 10 MiB, refusals.
+fn through_i2psocks(router: &Router, proxy: &Proxy) {
+    let p = proxy.addr().to_string();
+    let s5 = ["--socks5-hostname", p.as_str()];
+    for host in [router.site_b32(), router.site_name()] {
+        let t = Instant::now();
+        let body = curl_ok(&[s5[0], s5[1], &format!("http://{host}/")]);
+        assert!(String::from_utf8_lossy(&body).contains(MARKER), "{host}");
+        eprintln!("GET http://{host}/ via i2psocks in {:?}", t.elapsed());
+    }
+    let body = curl_ok(&["--socks4a", &p, &format!("http://{}/", router.site_b32())]);
+    assert!(String::from_utf8_lossy(&body).contains(MARKER), "socks4a");
+
+    // The default identity is what the site sees, and it is the address we logged.
+    assert_eq!(source_b32(router, &s5), default_b32(proxy));
+
+    const TEN_MIB: usize = 10 << 20;
+    let t = Instant::now();
+    let body = curl_ok(&[
+        s5[0],
+        s5[1],
+        "--max-time",
+        "120",
+        &format!("http://{}/bytes/{TEN_MIB}", router.site_b32()),
+    ]);
+    assert_eq!(body.len(), TEN_MIB);
+    assert_eq!(sha256_hex(&body), expected_sha256(TEN_MIB));
+    eprintln!("10 MiB through i2psocks in {:?}", t.elapsed());
+
+    // Raw bytes both ways through the echo service (no half-close: i2pd 2.45 drops data).
+    let mut s = common::i2pd::socks5_connect(proxy.addr(), router.echo_name(), 7).expect("echo via i2psocks");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let msg: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    let writer = {
+        let mut w = s.try_clone().unwrap();
+        let msg = msg.clone();
+        std::thread::spawn(move || w.write_all(&msg).unwrap())
+    };
+    let mut back = vec![0u8; msg.len()];
+    s.read_exact(&mut back).unwrap();
+    writer.join().unwrap();
+    assert_eq!(back, msg);
+
+    // Refused locally with reply 0x02: curl 7.88 prints the code as "(2)".
+    for url in ["http://example.com/", "http://1.1.1.1/", "http://bad.b32.i2p/"] {
+        let out = curl(&[s5[0], s5[1], url]);
+        assert!(!out.status.success(), "{url} must be refused");
+        let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+        assert!(err.contains("(2)") || err.contains("not allowed"), "{url}: {err}");
+    }
+    // An unknown b32 reaches the router and is unreachable (0x04).
+    let unknown = format!("http://{}.b32.i2p/", "a".repeat(52));
+    let out = curl(&[s5[0], s5[1], "--max-time", "120", &unknown]);
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(!out.status.success() && (err.contains("(4)") || err.contains("unreachable")), "{err}");
+}
+
+/// Identity isolation on the real router: two credentials, two source destinations; the
+/// same credentials again, the same destination. The sessions are built in parallel.
+fn identities_through_i2psocks(router: &Router, proxy: &Proxy) {
+    let p = proxy.addr().to_string();
+    let t = Instant::now();
+    let ask = |user: &'static str| {
+        let p = p.clone();
+        let site = router.site_b32().to_string();
+        std::thread::spawn(move || {
+            let url = format!("http://{site}/echo-headers");
+            let out = curl(&["--socks5-hostname", &p, "--proxy-user", user, "--max-time", "120", &url]);
+            assert!(out.status.success(), "{user}: {}", String::from_utf8_lossy(&out.stderr));
+            let body = String::from_utf8(out.stdout).unwrap();
+            body.lines().find_map(|l| l.strip_prefix("X-I2P-DestB32:")).unwrap().trim().to_string()
+        })
+    };
+    let (a, b) = (ask("app1:x"), ask("app2:x"));
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    eprintln!("two new identities in {:?}", t.elapsed());
+    assert_ne!(a, b, "different credentials must get different destinations");
+    let default = default_b32(proxy);
+    assert_ne!(a, default);
+    assert_ne!(b, default);
+    let again = source_b32(router, &["--socks5-hostname", &p, "--proxy-user", "app1:x"]);
+    assert_eq!(again, a, "the same credentials must keep their destination");
+    let url = format!("socks5h://app2:x@{p}");
+    assert_eq!(source_b32(router, &["-x", &url]), b);
+}
