@@ -286,7 +286,7 @@ impl Link {
 }
 
 impl Origin for Link {
-    fn sent(&self, b32: &str) {
+    fn sending(&self, b32: &str) {
         bump(&self.stats.to_i2p);
         let now = Instant::now();
         let mut peers = lock(&self.peers);
@@ -302,7 +302,11 @@ impl Origin for Link {
     fn dropped(&self, why: Dropped) {
         match why {
             Dropped::Unresolved => bump(&self.stats.unresolved),
-            Dropped::SendFailed => bump(&self.stats.send_failed),
+            Dropped::SendFailed => {
+                // It was counted as sent in `sending`.
+                self.stats.to_i2p.fetch_sub(1, Ordering::Relaxed);
+                bump(&self.stats.send_failed);
+            }
         }
     }
 }
@@ -1063,7 +1067,7 @@ mod tests {
             born: Instant::now(),
         };
         for i in 0..(MAX_PEERS + 10) {
-            link.sent(&format!("peer{i}"));
+            link.sending(&format!("peer{i}"));
         }
         assert_eq!(lock(&link.peers).len(), MAX_PEERS);
         assert!(link.knows(&format!("peer{}", MAX_PEERS + 9)));

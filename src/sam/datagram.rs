@@ -266,10 +266,12 @@ pub enum Dropped {
     SendFailed,
 }
 
-/// Who queued a datagram: told what became of it.
+/// Who queued a datagram: told what becomes of it.
 pub trait Origin: Send + Sync {
-    /// Sent to the destination whose address is `b32`.
-    fn sent(&self, b32: &str);
+    /// About to go to the destination whose address is `b32`. Called
+    /// before the send, so that a reply racing back finds the peer known.
+    fn sending(&self, b32: &str);
+    /// Not sent; after `sending` if the send itself failed.
     fn dropped(&self, why: Dropped);
 }
 
@@ -556,15 +558,15 @@ impl Controller {
             o.origin.dropped(Dropped::Unresolved);
             return Ok(());
         };
-        match send_frame(&self.id, &r.dest, &o.payload) {
-            Ok(frame) => match self.udp.send_to(&frame, self.bridge) {
-                Ok(_) => o.origin.sent(&r.b32),
-                Err(e) => {
-                    debug!("{}: datagram send to the bridge failed: {e}", self.label);
-                    o.origin.dropped(Dropped::SendFailed);
-                }
-            },
-            Err(_) => o.origin.dropped(Dropped::SendFailed),
+        // Cannot fail for a destination `naming_reply` accepted.
+        let Ok(frame) = send_frame(&self.id, &r.dest, &o.payload) else {
+            o.origin.dropped(Dropped::Unresolved);
+            return Ok(());
+        };
+        o.origin.sending(&r.b32);
+        if let Err(e) = self.udp.send_to(&frame, self.bridge) {
+            debug!("{}: datagram send to the bridge failed: {e}", self.label);
+            o.origin.dropped(Dropped::SendFailed);
         }
         Ok(())
     }
