@@ -13,7 +13,7 @@ use std::time::Duration;
 
 /// The usage line, identical to SYNOPSIS in man/i2psocks.8.
 pub const USAGE: &str = "usage: i2psocks [-hqVv] [--allow-remote] [--check] [--prefer-no-auth] \
-[--print-address] [-l addr:port] [-s addr:port] [-k keyfile] [--auth-file file] \
+[--print-address] [-l addr:port] [-s addr:port] [--sam-udp addr:port] [-k keyfile] [--auth-file file] \
 [--isolate none|auth|client] [--max-clients n] [--max-sessions n] [--handshake-timeout secs] \
 [--connect-timeout secs] [--idle-timeout secs] [--session-idle-timeout secs] \
 [--shutdown-grace secs] [--hops n] [--tunnels n] [--sam-option key=value]";
@@ -43,6 +43,8 @@ pub enum Command {
 pub struct Config {
     pub listen: SocketAddr,
     pub sam: SocketAddr,
+    /// The bridge's datagram port; None: SAM's address with port - 1.
+    pub sam_udp: Option<SocketAddr>,
     pub max_clients: usize,
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
@@ -66,11 +68,20 @@ pub struct Config {
     pub session_idle_timeout: Duration,
 }
 
+impl Config {
+    /// Where datagrams for the bridge go: `--sam-udp`, or the SAM address
+    /// with its port minus one (where i2pd and Java I2P put it by default).
+    pub fn sam_udp_addr(&self) -> SocketAddr {
+        self.sam_udp.unwrap_or_else(|| SocketAddr::new(self.sam.ip(), self.sam.port().saturating_sub(1)))
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 4447)),
             sam: SocketAddr::from(([127, 0, 0, 1], 7656)),
+            sam_udp: None,
             max_clients: 256,
             handshake_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(120),
@@ -126,6 +137,7 @@ fn options() -> Options {
     );
     o.optopt("l", "listen", "SOCKS listen address (default 127.0.0.1:4447; port 0 picks one)", "ADDR:PORT");
     o.optopt("s", "sam", "SAM v3 bridge address (default 127.0.0.1:7656)", "ADDR:PORT");
+    o.optopt("", "sam-udp", "SAM datagram (UDP) port of the bridge (default: --sam's port - 1)", "ADDR:PORT");
     o.optopt("", "max-clients", "concurrent clients, 1-10000 (default 256)", "N");
     o.optopt("", "handshake-timeout", "whole SOCKS handshake deadline, 1-3600 (default 30)", "SECS");
     o.optopt("", "connect-timeout", "I2P stream connect deadline, 1-3600 (default 120)", "SECS");
@@ -161,6 +173,9 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
     }
     if let Some(s) = m.opt_str("s") {
         c.sam = addr("--sam", &s)?;
+    }
+    if let Some(s) = m.opt_str("sam-udp") {
+        c.sam_udp = Some(addr("--sam-udp", &s)?);
     }
     if !c.listen.ip().is_loopback() && !m.opt_present("allow-remote") {
         return Err(UsageError(format!(
@@ -306,6 +321,7 @@ mod tests {
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.sam.to_string(), DEFAULT_SAM);
         assert!(c.connect_timeout >= Duration::from_secs(90));
+        assert_eq!(c.sam_udp_addr().to_string(), "127.0.0.1:7655");
     }
 
     #[test]
@@ -331,11 +347,15 @@ mod tests {
         .unwrap();
         assert_eq!(c.listen.port(), 0);
         assert_eq!(c.sam.to_string(), "[::1]:7000");
+        assert_eq!(c.sam_udp_addr().to_string(), "[::1]:6999");
         assert_eq!(c.max_clients, 3);
         assert_eq!((c.hops, c.tunnels), (0, 1));
         assert_eq!(c.idle_timeout, Duration::ZERO);
         assert_eq!(c.sam_options, vec![("inbound.lengthVariance".into(), "0".into())]);
         assert_eq!(c.verbosity, 1);
+
+        let c = run(&["-s", "127.0.0.1:7000", "--sam-udp", "127.0.0.2:9"]).unwrap();
+        assert_eq!(c.sam_udp_addr().to_string(), "127.0.0.2:9");
     }
 
     #[test]
@@ -352,6 +372,8 @@ mod tests {
             &["-l", "localhost:4447"],
             &["-l", "127.0.0.1"],
             &["-s", "example.com:7656"],
+            &["--sam-udp", "localhost:7655"],
+            &["--sam-udp", "7655"],
             &["--sam-option", "a=b c"],
             &["--sam-option", "bad"],
             &["--sam-option", "a=\"x\""],

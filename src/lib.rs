@@ -4,7 +4,8 @@
 //! The library holds every part of the proxy so that the binary (`main.rs`),
 //! the integration tests and the fuzz targets share one implementation.
 //! Sans-IO codecs (`socks`, `sam::proto`, `i2p_addr`) carry the protocol
-//! logic; `sam::client`, `relay`, `pool` and `server` do the I/O around them.
+//! logic; `sam::client`, `relay`, `pool` and `server` do the I/O around them;
+//! `udp` and `sam::datagram` carry SOCKS5 UDP ASSOCIATE.
 
 pub mod auth;
 pub mod cli;
@@ -17,3 +18,4 @@ pub mod relay;
 pub mod sam;
 pub mod server;
 pub mod socks;
+pub mod udp;

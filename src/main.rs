@@ -12,6 +12,7 @@ use i2psocks::keyfile;
 use i2psocks::pool::Pool;
 use i2psocks::sam::client;
 use i2psocks::sam::client::SessionSpec;
+use i2psocks::sam::datagram::DgSpec;
 use i2psocks::server::{self, Shared};
 use log::{error, info, warn, LevelFilter};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -183,6 +184,12 @@ fn run(config: Config, files: Files) -> Result<(), Failure> {
         options: session_options(&config),
         label: "default identity".into(),
     };
+    let udp = i2psocks::udp::Udp::start(
+        DgSpec { sam: config.sam, sam_udp: config.sam_udp_addr(), options: spec.options.clone() },
+        config.max_sessions,
+        config.session_idle_timeout,
+    )
+    .map_err(|e| fail(format!("cannot start a thread: {e}")))?;
     let recipe = Recipe {
         default: spec,
         default_persistent: persistent,
@@ -197,6 +204,7 @@ fn run(config: Config, files: Files) -> Result<(), Failure> {
         identities: Arc::clone(&identities),
         auth: files.auth,
         stop: AtomicBool::new(false),
+        udp: Arc::clone(&udp),
     });
 
     let stopping = Arc::new(AtomicBool::new(false));
@@ -236,6 +244,7 @@ fn run(config: Config, files: Files) -> Result<(), Failure> {
         }
     }
     identities.close_all();
+    udp.close_all();
     info!("stopped");
     Ok(())
 }

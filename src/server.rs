@@ -36,6 +36,8 @@ pub struct Shared {
     pub auth: Option<AuthFile>,
     /// Set at the end of the shutdown grace: running relays stop.
     pub stop: AtomicBool,
+    /// Datagram sessions for UDP ASSOCIATE (`udp`).
+    pub udp: Arc<crate::udp::Udp>,
 }
 
 /// How a handshake ended without a request.
@@ -64,6 +66,11 @@ pub fn serve(mut client: TcpStream, shared: &Shared) {
             return;
         }
     };
+    if request.command == Command::UdpAssociate {
+        // RFC 1928 §7: the connection stays open as the association's lifeline.
+        crate::udp::serve(client, &request, shared);
+        return;
+    }
     let version = request.version;
     match open(&request, shared) {
         Ok((sam, surplus, _lease)) => {

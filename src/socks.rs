@@ -526,7 +526,9 @@ fn parse_socks5_request(input: &[u8], credentials: &Credentials) -> Parsed<(Requ
         _ => return Err(bad5(Rep::AddrTypeNotSupported, "unknown SOCKS5 address type")),
     };
     let port = c.port()?;
-    if port == 0 {
+    // For UDP ASSOCIATE the address and port are the client's own, and RFC
+    // 1928 §7 says a client that does not know them yet sends all zeros.
+    if port == 0 && command != Command::UdpAssociate {
         return Err(bad5(Rep::NotAllowed, "SOCKS5 port 0"));
     }
     let request = Request { version: Version::V5, command, addr, port, credentials: credentials.clone() };
@@ -897,6 +899,10 @@ mod tests {
         // Port 0, with an IP and with a name.
         expect_fail(&mut v5_no_auth(), b"\x05\x01\x00\x01\x02\x02\x02\x02\x00\x00", V5_NOT_ALLOWED);
         expect_fail(&mut v5_no_auth(), b"\x05\x01\x00\x03\x03a.b\x00\x00", V5_NOT_ALLOWED);
+        // ...but UDP ASSOCIATE from a client that does not know its own
+        // address yet is all zeros (RFC 1928 §7).
+        let r = expect_done(&mut v5_no_auth(), b"\x05\x03\x00\x01\x00\x00\x00\x00\x00\x00", 10);
+        assert_eq!(r, v5_request(Command::UdpAssociate, Addr::Ipv4([0; 4]), 0, Credentials::None));
         // Empty domain name: a malformed target, like port 0.
         expect_fail(&mut v5_no_auth(), b"\x05\x01\x00\x03\x00\x00\x50", V5_NOT_ALLOWED);
         expect_fail(&mut v5_no_auth(), b"\x05\x01\x00\x03\x00", V5_NOT_ALLOWED);

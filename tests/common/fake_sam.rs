@@ -15,7 +15,14 @@
 //! key gets that key back (as routers do), so persistent identities can be
 //! tested. Connection ends are timestamped.
 //!
-//! It is not a router: no tunnels, no naming, no datagrams, no real keys.
+//! Its datagram side (for UDP ASSOCIATE) accepts `SESSION CREATE
+//! STYLE=DATAGRAM ... PORT= HOST=`, answers `NAMING LOOKUP` on a session's
+//! control socket from [`Script::names`], and owns a UDP socket playing the
+//! bridge's datagram port: it records every `3.0 <id> <dest>\n` + payload
+//! sent to it, can echo each back as if the destination had answered, and
+//! lets tests inject datagrams "from I2P" ([`FakeSam::inject_datagram`]).
+//!
+//! It is not a router: no tunnels, no real keys, no network behind it.
 //! std only (plus the crate's own sha2/base32); thread per connection; every
 //! buffer and wait is bounded, and all threads end when the FakeSam drops.
 
@@ -25,7 +32,7 @@
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
@@ -112,6 +119,15 @@ pub struct Script {
     /// (a malformed one gets `INVALID_KEY`); otherwise every session gets a
     /// fresh key whatever it asked for.
     pub keep_given_keys: bool,
+    /// NAMING LOOKUP answers (name → base64 destination); other names get
+    /// i2pd's `RESULT=INVALID_KEY`.
+    pub names: HashMap<String, String>,
+    /// Send every datagram received on the UDP side back to its session,
+    /// from the destination it was sent to.
+    pub datagram_echo: bool,
+    /// With echo: add ` FROM_PORT=n TO_PORT=0` to the echo's header (SAM
+    /// 3.2 style) instead of i2pd 2.45's bare destination.
+    pub echo_from_port: Option<u16>,
 }
 
 impl Default for Script {
@@ -125,6 +141,9 @@ impl Default for Script {
             default_outcome: Outcome::Ok(Peer::Echo),
             fault: None,
             keep_given_keys: false,
+            names: HashMap::new(),
+            datagram_echo: false,
+            echo_from_port: None,
         }
     }
 }
@@ -154,6 +173,35 @@ impl Script {
         self.keep_given_keys = true;
         self
     }
+    pub fn name(mut self, name: &str, dest_b64: &str) -> Self {
+        self.names.insert(name.into(), dest_b64.into());
+        self
+    }
+    pub fn datagram_echo(mut self, on: bool) -> Self {
+        self.datagram_echo = on;
+        self
+    }
+}
+
+/// One DATAGRAM session the fake accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DgSessionRecord {
+    pub id: String,
+    /// Where it forwards received datagrams (PORT=/HOST=).
+    pub forward: SocketAddr,
+    /// Index of its control connection.
+    pub conn: usize,
+}
+
+/// One datagram sent to the fake's UDP side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatagramRecord {
+    /// The header line, without `\n`.
+    pub header: String,
+    pub id: String,
+    pub dest: String,
+    pub payload: Vec<u8>,
+    pub from: SocketAddr,
 }
 
 /// One SESSION CREATE the fake accepted.
@@ -215,6 +263,9 @@ struct Records {
     other_lines: Vec<String>,
     logs: Vec<ConnLog>,
     dests: Vec<DestRecord>,
+    dg_sessions: Vec<DgSessionRecord>,
+    lookups: Vec<String>,
+    datagrams: Vec<DatagramRecord>,
 }
 
 struct Inner {
@@ -228,6 +279,8 @@ struct Inner {
     /// Set by Drop: every thread ends.
     dropping: AtomicBool,
     threads: AtomicUsize,
+    /// The bridge's datagram port.
+    udp: UdpSocket,
 }
 
 struct Listener {
@@ -263,7 +316,9 @@ impl FakeSam {
         let probe = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = probe.local_addr().unwrap();
         drop(probe);
-        FakeSam {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind UDP 127.0.0.1:0");
+        udp.set_read_timeout(Some(POLL)).unwrap();
+        let fake = FakeSam {
             addr,
             inner: Arc::new(Inner {
                 script: Mutex::new(script),
@@ -273,9 +328,61 @@ impl FakeSam {
                 live: Mutex::new(Vec::new()),
                 dropping: AtomicBool::new(false),
                 threads: AtomicUsize::new(0),
+                udp,
             }),
             listener: Mutex::new(None),
-        }
+        };
+        let inner = Arc::clone(&fake.inner);
+        inner.threads.fetch_add(1, Ordering::SeqCst);
+        thread::Builder::new()
+            .name("fake-sam-udp".into())
+            .spawn(move || {
+                udp_loop(&inner);
+                inner.threads.fetch_sub(1, Ordering::SeqCst);
+            })
+            .unwrap();
+        fake
+    }
+
+    /// The bridge's datagram port, for `--sam-udp`.
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.inner.udp.local_addr().unwrap()
+    }
+
+    pub fn udp_arg(&self) -> String {
+        self.udp_addr().to_string()
+    }
+
+    pub fn dg_sessions(&self) -> Vec<DgSessionRecord> {
+        lock(&self.inner.records).dg_sessions.clone()
+    }
+
+    pub fn wait_dg_sessions(&self, n: usize, timeout: Duration) -> bool {
+        self.wait(timeout, |r| r.dg_sessions.len() >= n)
+    }
+
+    /// Every name asked with NAMING LOOKUP, in order.
+    pub fn lookups(&self) -> Vec<String> {
+        lock(&self.inner.records).lookups.clone()
+    }
+
+    /// Every datagram received on the UDP side, in order.
+    pub fn datagrams(&self) -> Vec<DatagramRecord> {
+        lock(&self.inner.records).datagrams.clone()
+    }
+
+    pub fn wait_datagrams(&self, n: usize, timeout: Duration) -> bool {
+        self.wait(timeout, |r| r.datagrams.len() >= n)
+    }
+
+    /// Send `header\n` + `payload` to DATAGRAM session number `session`'s
+    /// forward address, as the router does for a datagram from I2P (header:
+    /// the sender's base64 destination, maybe followed by ports).
+    pub fn inject_datagram(&self, session: usize, header: &str, payload: &[u8]) {
+        let to = self.dg_sessions()[session].forward;
+        let mut d = format!("{header}\n").into_bytes();
+        d.extend_from_slice(payload);
+        self.inner.udp.send_to(&d, to).unwrap();
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -447,6 +554,11 @@ impl FakeSam {
                 Err(p) => p.into_inner().0,
             };
         }
+    }
+
+    /// Control connection of DATAGRAM session number `n` has ended.
+    pub fn dg_session_closed(&self, n: usize) -> bool {
+        self.dg_sessions().get(n).is_some_and(|d| self.conn_closed(d.conn))
     }
 
     /// Wait for at least `n` SESSION CREATEs to have been answered OK.
@@ -735,16 +847,37 @@ fn session(mut c: Conn, line: String) {
     if let Ok(clone) = c.s.try_clone() {
         lock(&c.inner.controls).push((c.conn, clone));
     }
+    let forward = (param(&line, "STYLE") == Some("DATAGRAM")).then(|| {
+        let host = param(&line, "HOST").unwrap_or("127.0.0.1");
+        let port = param(&line, "PORT").unwrap_or("0");
+        format!("{host}:{port}").parse::<SocketAddr>().expect("PORT/HOST of a DATAGRAM session")
+    });
+    let dg = forward.map(|forward| DgSessionRecord { id: id.clone(), forward, conn: c.conn });
     // Likewise the session itself: a test that saw the proxy log it ready
     // must find it here.
     let rec = SessionRecord { line, id, private_key: private_key.clone(), b32, conn: c.conn };
-    c.record(|r| r.sessions.push(rec));
+    c.record(|r| {
+        r.sessions.push(rec);
+        r.dg_sessions.extend(dg);
+    });
     if !c.send_line(&format!("SESSION STATUS RESULT=OK DESTINATION={private_key}")) {
         return;
     }
-    // Hold the control socket: record PONGs, ignore anything else.
+    // Hold the control socket: answer NAMING LOOKUP, record PONGs, ignore
+    // anything else.
     while let Some(l) = c.read_line() {
-        if let Some(text) = l.strip_prefix("PONG") {
+        if let Some(name) = l.strip_prefix("NAMING LOOKUP ").and_then(|r| param(r, "NAME")) {
+            let name = name.to_string();
+            let answer = c.script().names.get(&name).cloned();
+            c.record(|r| r.lookups.push(name.clone()));
+            let reply = match answer {
+                Some(v) => format!("NAMING REPLY RESULT=OK NAME={name} VALUE={v}"),
+                None => format!("NAMING REPLY RESULT=INVALID_KEY NAME={name}"),
+            };
+            if !c.send_line(&reply) {
+                return;
+            }
+        } else if let Some(text) = l.strip_prefix("PONG") {
             let text = text.strip_prefix(' ').unwrap_or(text).to_string();
             c.record(|r| r.pongs.push(text));
         } else {
@@ -846,6 +979,48 @@ fn run_peer(mut c: Conn, peer: Peer) {
     }
 }
 
+/// The UDP side: record `3.0 <id> <dest>\n` + payload; echo if scripted.
+fn udp_loop(inner: &Inner) {
+    let mut buf = vec![0u8; 65536];
+    while !inner.dropping.load(Ordering::SeqCst) {
+        let (n, from) = match inner.udp.recv_from(&mut buf) {
+            Ok(x) => x,
+            Err(_) => continue,
+        };
+        let d = &buf[..n];
+        let Some(nl) = d.iter().position(|&b| b == b'\n') else { continue };
+        let header = String::from_utf8_lossy(&d[..nl]).into_owned();
+        let payload = d[nl + 1..].to_vec();
+        let mut words = header.split(' ');
+        let (_, id, dest) =
+            (words.next(), words.next().unwrap_or_default(), words.next().unwrap_or_default());
+        let rec = DatagramRecord { header: header.clone(), id: id.into(), dest: dest.into(), payload, from };
+        let script = lock(&inner.script).clone();
+        let forward = {
+            let mut r = lock(&inner.records);
+            r.datagrams.push(rec.clone());
+            inner.changed.notify_all();
+            r.dg_sessions.iter().find(|s| s.id == rec.id).map(|s| s.forward)
+        };
+        if let (true, Some(to)) = (script.datagram_echo, forward) {
+            let mut out = match script.echo_from_port {
+                Some(p) => format!("{} FROM_PORT={p} TO_PORT=0\n", rec.dest),
+                None => format!("{}\n", rec.dest),
+            }
+            .into_bytes();
+            out.extend_from_slice(&rec.payload);
+            let _ = inner.udp.send_to(&out, to);
+        }
+    }
+}
+
+/// A public destination for tests: (I2P base64, its b32). Key number `n`
+/// of [`make_key`], public part only.
+pub fn make_dest(n: u64) -> (String, String) {
+    let blob = public_blob(n);
+    (i2p_b64(&blob), b32_of(&blob))
+}
+
 /// The deterministic bytes a `Source(n)` peer sends.
 pub fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i.wrapping_mul(31) ^ (i >> 8) ^ (i >> 16)) as u8).collect()
@@ -917,6 +1092,16 @@ pub const PUBLIC_LEN: usize = 256 + 128 + 7;
 /// bytes), key certificate `05 00 04 00 07 00 00` (sig type 7, crypto 0),
 /// then 256 + 32 private bytes. Returns (I2P base64, b32 of the public part).
 pub fn make_key(n: u64) -> (String, String) {
+    let mut blob = public_blob(n);
+    let b32 = b32_of(&blob);
+    for i in 0..(256 + 32) {
+        blob.push((i as u64).wrapping_mul(7).wrapping_add(n) as u8);
+    }
+    (i2p_b64(&blob), b32)
+}
+
+/// The public destination of key number `n` (see [`make_key`]).
+fn public_blob(n: u64) -> Vec<u8> {
     let mut blob = Vec::with_capacity(PUBLIC_LEN + 256 + 32);
     let mut block = 0u64;
     while blob.len() < 256 + 128 {
@@ -929,11 +1114,7 @@ pub fn make_key(n: u64) -> (String, String) {
     }
     blob.truncate(256 + 128);
     blob.extend_from_slice(&[0x05, 0x00, 0x04, 0x00, 0x07, 0x00, 0x00]);
-    let b32 = b32_of(&blob);
-    for i in 0..(256 + 32) {
-        blob.push((i as u64).wrapping_mul(7).wrapping_add(n) as u8);
-    }
-    (i2p_b64(&blob), b32)
+    blob
 }
 
 #[cfg(test)]

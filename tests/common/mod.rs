@@ -8,3 +8,4 @@ pub mod http;
 pub mod i2pd;
 pub mod proxy;
 pub mod sam_client;
+pub mod udp_client;
