@@ -98,13 +98,11 @@ fn start_echo(router: &Router) -> (String, EchoPeer) {
     (b32, EchoPeer { stop, handle })
 }
 
-/// Python's PySocks through i2psocks to the echo, when python3-socks is installed.
+/// Python's PySocks (Debian python3-socks, installed by tests/deps.sh) through i2psocks to the echo.
 fn pysocks(proxy: &Proxy, echo_b32: &str) {
     let python = "/usr/bin/python3";
-    if !Command::new(python).args(["-c", "import socks"]).output().is_ok_and(|o| o.status.success()) {
-        eprintln!("PySocks case skipped: python3-socks is not installed");
-        return;
-    }
+    let has = Command::new(python).args(["-c", "import socks"]).output().is_ok_and(|o| o.status.success());
+    assert!(has, "{python} lacks the socks module: install Debian's python3-socks (tests/deps.sh does)");
     let script = format!(
         "import socks, socket\n\
          s = socks.socksocket(socket.AF_INET, socket.SOCK_DGRAM)\n\

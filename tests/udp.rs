@@ -302,16 +302,13 @@ fn echo_roundtrip_helper() {
     assert_eq!((r.sent, r.sender), (100, b32));
 }
 
-/// A real SOCKS UDP client: Python's PySocks (Debian python3-socks), when
-/// installed. It sends UDP ASSOCIATE with the name "0" and its port.
+/// A real SOCKS UDP client: Python's PySocks (Debian python3-socks, which
+/// tests/deps.sh installs). It sends UDP ASSOCIATE with the name "0" and its port.
 #[test]
 fn pysocks_client() {
     let python = "/usr/bin/python3";
     let has = Command::new(python).args(["-c", "import socks"]).output().is_ok_and(|o| o.status.success());
-    if !has {
-        eprintln!("skipped: {python} with the socks module (Debian python3-socks) is not installed");
-        return;
-    }
+    assert!(has, "{python} lacks the socks module: install Debian's python3-socks (tests/deps.sh does)");
     let (d, b32) = peer(13);
     let (_fake, p) = setup(echo_script(&[("echo.i2p", &d)]), &[]);
     let script = format!(
