@@ -314,7 +314,7 @@ fn create(
 }
 
 /// HELLO on a fresh socket; the negotiated minor version.
-fn hello(s: &mut TcpStream, lines: &mut LineBuf, deadline: Instant) -> Result<u32, CreateError> {
+pub(crate) fn hello(s: &mut TcpStream, lines: &mut LineBuf, deadline: Instant) -> Result<u32, CreateError> {
     let cmd = proto::hello(None).map_err(|_| CreateError::Protocol("bad HELLO"))?;
     // i2pd reads HELLO from the first read only: one write.
     s.write_all(&cmd)?;
@@ -334,7 +334,7 @@ fn hello(s: &mut TcpStream, lines: &mut LineBuf, deadline: Instant) -> Result<u3
 }
 
 /// Read one reply line by `deadline`, keeping whatever follows it in `lines`.
-fn read_line(s: &mut TcpStream, lines: &mut LineBuf, deadline: Instant) -> io::Result<Vec<u8>> {
+pub(crate) fn read_line(s: &mut TcpStream, lines: &mut LineBuf, deadline: Instant) -> io::Result<Vec<u8>> {
     let mut chunk = [0u8; READ_CHUNK];
     loop {
         match lines.take_line() {

@@ -19,7 +19,9 @@
 //! FROM_PORT/TO_PORT there.
 
 use crate::i2p_addr;
-use crate::sam::client::{random_id, CreateError, SAM_CONNECT_TIMEOUT, SESSION_CREATE_TIMEOUT};
+use crate::sam::client::{
+    hello, random_id, read_line, CreateError, HELLO_TIMEOUT, SAM_CONNECT_TIMEOUT, SESSION_CREATE_TIMEOUT,
+};
 use crate::sam::proto::{self, BadValue, LineBuf, SamResult, Style};
 use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender, TrySendError};
 use log::{debug, info, trace, warn};
@@ -317,7 +319,7 @@ impl DatagramSession {
         let mut control = TcpStream::connect_timeout(&spec.sam, SAM_CONNECT_TIMEOUT.min(left))?;
         let _ = control.set_nodelay(true);
         let mut lines = LineBuf::new();
-        let minor = hello(&mut control, &mut lines, deadline)?;
+        let minor = hello(&mut control, &mut lines, deadline.min(Instant::now() + HELLO_TIMEOUT))?;
         // The router forwards to HOST:PORT; our side of the control
         // connection is an address the bridge can reach.
         let IpAddr::V4(host) = control.local_addr()?.ip() else {
@@ -418,54 +420,6 @@ impl DatagramSession {
 impl Drop for DatagramSession {
     fn drop(&mut self) {
         self.close();
-    }
-}
-
-/// HELLO on a fresh socket: the negotiated minor version.
-fn hello(s: &mut TcpStream, lines: &mut LineBuf, deadline: Instant) -> Result<u32, CreateError> {
-    let cmd = proto::hello(None).map_err(|_| CreateError::Protocol("bad HELLO"))?;
-    s.write_all(&cmd)?;
-    let line = read_line(s, lines, deadline.min(Instant::now() + crate::sam::client::HELLO_TIMEOUT))?;
-    let reply = proto::parse_reply(&line).map_err(|_| CreateError::Protocol("unreadable HELLO reply"))?;
-    if !reply.is("HELLO", "REPLY") {
-        return Err(CreateError::Protocol("unexpected reply to HELLO"));
-    }
-    match reply.result() {
-        SamResult::Ok => reply
-            .get("VERSION")
-            .and_then(proto::version_minor)
-            .ok_or(CreateError::Protocol("HELLO REPLY without a usable VERSION")),
-        other => Err(CreateError::Refused(other)),
-    }
-}
-
-/// One reply line by `deadline`, keeping what follows in `lines`.
-fn read_line(s: &mut TcpStream, lines: &mut LineBuf, deadline: Instant) -> io::Result<Vec<u8>> {
-    let mut chunk = [0u8; READ_CHUNK];
-    loop {
-        match lines.take_line() {
-            Ok(Some(line)) => return Ok(line),
-            Ok(None) => {}
-            Err(proto::LineTooLong) => {
-                return Err(io::Error::new(ErrorKind::InvalidData, "SAM reply line too long"))
-            }
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(io::Error::new(ErrorKind::TimedOut, "no SAM reply in time"));
-        }
-        s.set_read_timeout(Some(deadline - now))?;
-        match s.read(&mut chunk) {
-            Ok(0) => {
-                return Err(io::Error::new(ErrorKind::UnexpectedEof, "SAM bridge closed the connection"))
-            }
-            Ok(n) => lines.push(chunk.get(..n).unwrap_or_default()),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Err(io::Error::new(ErrorKind::TimedOut, "no SAM reply in time"))
-            }
-            Err(e) => return Err(e),
-        }
     }
 }
 
