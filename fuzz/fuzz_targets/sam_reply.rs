@@ -87,7 +87,8 @@ fn drive_linebuf(stream: &[u8], input: &[&[u8]]) -> (Vec<Vec<u8>>, bool, Vec<u8>
     let mut pos = 0usize;
     // Where the newlines are, so finding the next one costs O(1), not O(n):
     // with one-byte reads of a 16 KiB line the harness would be quadratic.
-    let newlines: Vec<usize> = stream.iter().enumerate().filter(|(_, &b)| b == b'\n').map(|(i, _)| i).collect();
+    let newlines: Vec<usize> =
+        stream.iter().enumerate().filter(|(_, &b)| b == b'\n').map(|(i, _)| i).collect();
     let mut next_nl = 0usize;
     for read in input {
         lb.push(read);
@@ -153,7 +154,8 @@ fn linebuf_mode(data: &[u8]) {
 
 /// Keeps only the bytes of `raw` in the safe key set; never empty.
 fn safe_key(raw: &[u8]) -> String {
-    let s: String = raw.iter().map(|&b| char::from(b)).filter(|&c| is_safe_key(c.encode_utf8(&mut [0; 4]))).collect();
+    let s: String =
+        raw.iter().map(|&b| char::from(b)).filter(|&c| is_safe_key(c.encode_utf8(&mut [0; 4]))).collect();
     if s.is_empty() {
         "K".to_owned()
     } else {
