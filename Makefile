@@ -21,7 +21,7 @@ TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 BIN = $(TARGET_DIR)/release/i2psocks
 MAN = man/i2psocks.8
 
-.PHONY: all test check install uninstall clean
+.PHONY: all test check install uninstall clean fuzz
 
 all:
 	$(CARGO) build --release --locked
@@ -38,6 +38,31 @@ check:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 	$(MANDOC) -Tlint -W warning $(MAN)
+
+# Fuzzing: the libFuzzer targets in fuzz/ (a cargo-fuzz project with its own
+# workspace and lockfile) run one after the other, FUZZ_SECONDS each, starting
+# from the committed seeds (fuzz/seeds/<target>) plus what earlier runs kept
+# (fuzz/corpus/<target>, not committed). A finding stops the run and leaves
+# the input in fuzz/artifacts/<target>/; replay it with
+# `cd fuzz && cargo +nightly fuzz run <target> <file>`.
+# Needs `cargo install cargo-fuzz --locked`. cargo-fuzz passes nightly-only
+# flags (-Zsanitizer and friends): a nightly toolchain is used when rustup has
+# one, otherwise RUSTC_BOOTSTRAP=1 makes the stable compiler accept them (both
+# tried with cargo-fuzz 0.13.2). One process, one core: libFuzzer's default;
+# -jobs/-fork would start more. The crate forbids unsafe code, so the default
+# is no sanitizer, which runs about five times as many inputs per second;
+# FUZZ_SANITIZER=address turns ASan back on.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= socks_chunks sam_reply target
+FUZZ_SANITIZER ?= none
+FUZZ_CARGO ?= $(if $(shell rustup toolchain list 2>/dev/null | grep '^nightly'),$(CARGO) +nightly,RUSTC_BOOTSTRAP=1 $(CARGO))
+
+fuzz:
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		mkdir -p corpus/$$t && \
+		$(FUZZ_CARGO) fuzz run --sanitizer $(FUZZ_SANITIZER) $$t corpus/$$t seeds/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
+	done
 
 install:
 	@test -f $(BIN) || { echo "make: $(BIN) is missing; run make first" >&2; exit 1; }

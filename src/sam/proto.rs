@@ -379,12 +379,13 @@ pub fn redact_line(line: &[u8]) -> String {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let s = String::from_utf8_lossy(line);
-    let session = s.starts_with("SESSION ");
+    // Words are cut where `parse_reply` cuts them (spaces and tabs), or a
+    // secret after a tab, or a SESSION line with a leading blank, would be
+    // logged as is (found by fuzzing). The blanks themselves are kept.
+    let session = s.split(BLANKS).find(|w| !w.is_empty()) == Some("SESSION");
     let mut out = String::with_capacity(s.len().min(256));
-    for (i, word) in s.split(' ').enumerate() {
-        if i > 0 {
-            out.push(' ');
-        }
+    for piece in s.split_inclusive(BLANKS) {
+        let word = piece.strip_suffix(BLANKS).unwrap_or(piece);
         match word.split_once('=') {
             Some((k, v))
                 if SECRET_KEYS.contains(&k) && (k != "DESTINATION" || (session && v != "TRANSIENT")) =>
@@ -394,9 +395,13 @@ pub fn redact_line(line: &[u8]) -> String {
             }
             _ => out.push_str(word),
         }
+        out.push_str(piece.get(word.len()..).unwrap_or_default());
     }
     out
 }
+
+/// What separates words in a SAM line (see `parse_reply`).
+const BLANKS: [char; 2] = [' ', '\t'];
 
 /// Accumulates bytes and hands out complete lines without losing what
 /// follows them (the surplus is payload once a stream is open).
@@ -764,6 +769,33 @@ mod tests {
             redact_line(b"STREAM CONNECT ID=x DESTINATION=a.i2p SILENT=false\n"),
             "STREAM CONNECT ID=x DESTINATION=a.i2p SILENT=false"
         );
+    }
+
+    /// Found by `fuzz/sam_reply`: the redactor split words at spaces only,
+    /// while `parse_reply` also splits at tabs, so a key after a tab (or a
+    /// SESSION line with a tab or a leading blank) kept its secret value.
+    #[test]
+    fn redaction_splits_like_the_parser() {
+        // The fuzzer's input (after its mode byte) and its minimized form.
+        assert_eq!(
+            redact_line(b"SESSION\t\t\t\t\t\t\t\t\t\t\t\t\t\t SK DESTINATION=bAAAAA-=="),
+            "SESSION\t\t\t\t\t\t\t\t\t\t\t\t\t\t SK DESTINATION=[redacted]"
+        );
+        assert_eq!(redact_line(b"SESSION\tDESTINATION="), "SESSION\tDESTINATION=[redacted]");
+        assert_eq!(
+            redact_line(b"DEST REPLY PUB=AAAA\tPRIV=BBBB\t"),
+            "DEST REPLY PUB=AAAA\tPRIV=[redacted]\t"
+        );
+        assert_eq!(
+            redact_line(b" \tSESSION STATUS RESULT=OK DESTINATION=AAAA"),
+            " \tSESSION STATUS RESULT=OK DESTINATION=[redacted]"
+        );
+        assert_eq!(
+            redact_line(b"HELLO VERSION  USER=u\t\tPASSWORD=pw"),
+            "HELLO VERSION  USER=u\t\tPASSWORD=[redacted]"
+        );
+        // Not a session line: a target name stays visible at trace level.
+        assert_eq!(redact_line(b"STREAM\tSESSION DESTINATION=a.i2p"), "STREAM\tSESSION DESTINATION=a.i2p");
     }
 
     #[test]
