@@ -289,12 +289,12 @@ fn create(
     let id = random_id();
     let cmd = proto::session_create(Style::Stream, &id, &spec.destination, &spec.options)
         .map_err(|_| CreateError::Protocol("an option cannot be sent to SAM"))?;
-    trace!("{}: > SESSION CREATE STYLE=STREAM ID={id} ...", spec.label);
+    trace!("{}: > {}", spec.label, proto::redact_line(&cmd));
     s.write_all(&cmd)?;
     let line = read_line(&mut s, &mut lines, Instant::now() + SESSION_CREATE_TIMEOUT)?;
     let reply = proto::parse_reply(&line).map_err(|_| CreateError::Protocol("unreadable SESSION reply"))?;
     // The reply carries our private key: log only its result.
-    trace!("{}: < {} {} RESULT={:?}", spec.label, reply.topic, reply.kind, reply.result());
+    trace!("{}: < {}", spec.label, proto::redact_line(&line));
     if reply.topic != "SESSION" || reply.kind != "STATUS" {
         return Err(CreateError::Protocol("unexpected reply to SESSION CREATE"));
     }
@@ -320,7 +320,7 @@ pub(crate) fn hello(s: &mut TcpStream, lines: &mut LineBuf, deadline: Instant) -
     s.write_all(&cmd)?;
     let line = read_line(s, lines, deadline)?;
     let reply = proto::parse_reply(&line).map_err(|_| CreateError::Protocol("unreadable HELLO reply"))?;
-    trace!("< HELLO REPLY RESULT={:?} VERSION={:?}", reply.result(), reply.get("VERSION"));
+    trace!("< {}", proto::redact_line(&line));
     if reply.topic != "HELLO" || reply.kind != "REPLY" {
         return Err(CreateError::Protocol("unexpected reply to HELLO"));
     }
@@ -376,7 +376,7 @@ fn watch(mut s: TcpStream, mut lines: LineBuf) -> String {
                             return format!("write: {e}");
                         }
                     } else {
-                        trace!("< control line of {} bytes ignored", line.len());
+                        trace!("< {} (ignored)", proto::redact_line(&line));
                     }
                 }
                 Ok(None) => break,
@@ -429,7 +429,7 @@ pub fn stream_connect(
     }
     let to_port = info.supports_ports().then_some(port);
     let cmd = proto::stream_connect(&info.id, target, to_port).map_err(|_| Error::TargetNotAllowed)?;
-    trace!("> STREAM CONNECT ID={} DESTINATION={target}", info.id);
+    trace!("> {}", proto::redact_line(&cmd));
     s.write_all(&cmd).map_err(|_| Error::SamUnreachable)?;
     let line = match read_line(&mut s, &mut lines, deadline) {
         Ok(l) => l,
@@ -440,7 +440,7 @@ pub fn stream_connect(
         }
     };
     let reply = proto::parse_reply(&line).map_err(|_| Error::SamUnreachable)?;
-    trace!("< {} {} RESULT={:?}", reply.topic, reply.kind, reply.result());
+    trace!("< {}", proto::redact_line(&line));
     if reply.topic != "STREAM" || reply.kind != "STATUS" {
         return Err(Error::SamUnreachable);
     }

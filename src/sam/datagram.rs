@@ -336,7 +336,7 @@ impl DatagramSession {
             read_line(&mut control, &mut lines, deadline.min(Instant::now() + SESSION_CREATE_TIMEOUT))?;
         let reply =
             proto::parse_reply(&line).map_err(|_| CreateError::Protocol("unreadable SESSION reply"))?;
-        trace!("{label}: < {} {} RESULT={:?}", reply.topic, reply.kind, reply.result());
+        trace!("{label}: < {}", proto::redact_line(&line));
         if !reply.is("SESSION", "STATUS") {
             return Err(CreateError::Protocol("unexpected reply to SESSION CREATE"));
         }
