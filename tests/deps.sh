@@ -18,6 +18,8 @@
 #   microsocks                     a second SOCKS5 server, to tell client from proxy faults
 #
 # A package that cannot be installed is an error (exit 1), never a skipped test.
+# With arguments, only those packages are considered (`make demo` needs just i2pd, curl and
+# python3): `bash tests/deps.sh i2pd curl python3`.
 #
 # Idempotent: with everything present it does nothing and prints nothing. It never lets the
 # packaged i2pd system service run: that service would join the real I2P network with the
@@ -29,6 +31,9 @@ PACKAGES=(
 	netcat-openbsd proxychains4 wget python3-requests python3-socks git
 	openssh-server openssh-client chromium strace microsocks
 )
+if [ $# -gt 0 ]; then
+	PACKAGES=("$@")
+fi
 POLICY=/usr/sbin/policy-rc.d
 
 installed() {
