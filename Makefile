@@ -30,7 +30,7 @@ all:
 # Everything it starts stays in the foreground and stops on Ctrl-C; DEMO_ONESHOT=1 makes
 # it exit after the first fetch (see demo/demo.sh).
 demo:
-	bash demo/demo.sh
+	@bash demo/demo.sh
 
 # Tests use the debug profile on purpose: the release profile (fat LTO, one
 # codegen unit) re-links every test binary slowly on a small machine, while the
