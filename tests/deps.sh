@@ -14,8 +14,9 @@
 #   git                            clone over HTTP with http.proxy=socks5h://
 #   openssh-server openssh-client  sshd published as an I2P server tunnel, ssh through nc
 #   chromium                       headless browser: --proxy-server=socks5://, screenshot
-#   strace                         to see what a client really sends when a case fails
+#   strace                         to see what a client really sends when a row fails
 #   microsocks                     a second SOCKS5 server, to tell client from proxy faults
+#                                  (these two are for diagnosing by hand; no test runs them)
 #
 # A package that cannot be installed is an error (exit 1), never a skipped test.
 # With arguments, only those packages are considered (`make demo` needs just i2pd, curl and
