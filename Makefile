@@ -2,6 +2,7 @@
 # conventional targets packagers expect and the checks CI runs.
 #
 #   make                    release binary in target/release/i2psocks
+#   make demo               a throwaway offline I2P router, a demo site, i2psocks, curl
 #   make test               test dependencies (tests/deps.sh), then every test
 #   make check              rustfmt, clippy and the man page lint
 #   make install            binary and man page under $(DESTDIR)$(PREFIX)
@@ -21,10 +22,15 @@ TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 BIN = $(TARGET_DIR)/release/i2psocks
 MAN = man/i2psocks.8
 
-.PHONY: all test check install uninstall clean fuzz
+.PHONY: all demo test check install uninstall clean fuzz
 
 all:
 	$(CARGO) build --release --locked
+
+# Everything it starts stays in the foreground and stops on Ctrl-C; DEMO_ONESHOT=1 makes
+# it exit after the first fetch (see demo/demo.sh).
+demo:
+	@bash demo/demo.sh
 
 # Tests use the debug profile on purpose: the release profile (fat LTO, one
 # codegen unit) re-links every test binary slowly on a small machine, while the

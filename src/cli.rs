@@ -137,7 +137,12 @@ fn options() -> Options {
     );
     o.optopt("l", "listen", "SOCKS listen address (default 127.0.0.1:4447; port 0 picks one)", "ADDR:PORT");
     o.optopt("s", "sam", "SAM v3 bridge address (default 127.0.0.1:7656)", "ADDR:PORT");
-    o.optopt("", "sam-udp", "SAM datagram (UDP) port of the bridge (default: --sam's port - 1)", "ADDR:PORT");
+    o.optopt(
+        "",
+        "sam-udp",
+        "SAM datagram (UDP) port of the bridge (default: the SAM port minus 1)",
+        "ADDR:PORT",
+    );
     o.optopt("", "max-clients", "concurrent clients, 1-10000 (default 256)", "N");
     o.optopt("", "handshake-timeout", "whole SOCKS handshake deadline, 1-3600 (default 30)", "SECS");
     o.optopt("", "connect-timeout", "I2P stream connect deadline, 1-3600 (default 120)", "SECS");

@@ -6,12 +6,35 @@
 #   curl    the real SOCKS client the tests drive
 #   mandoc  the man page linter used by `make check`
 #
+# The compatibility matrix (tests/e2e/compat.rs) drives these real clients through i2psocks:
+#   netcat-openbsd                 nc -X 5 / -X 4 -x (and ssh's ProxyCommand)
+#   proxychains4                   LD_PRELOAD socksifier running curl and wget
+#   wget                           run under proxychains4
+#   python3-requests python3-socks requests with PySocks, socks5h:// (Debian's /usr/bin/python3)
+#   git                            clone over HTTP with http.proxy=socks5h://
+#   openssh-server openssh-client  sshd published as an I2P server tunnel, ssh through nc
+#   chromium                       headless browser: --proxy-server=socks5://, screenshot
+#   strace                         to see what a client really sends when a row fails
+#   microsocks                     a second SOCKS5 server, to tell client from proxy faults
+#                                  (these two are for diagnosing by hand; no test runs them)
+#
+# A package that cannot be installed is an error (exit 1), never a skipped test.
+# With arguments, only those packages are considered (`make demo` needs just i2pd, curl and
+# python3): `bash tests/deps.sh i2pd curl python3`.
+#
 # Idempotent: with everything present it does nothing and prints nothing. It never lets the
 # packaged i2pd system service run: that service would join the real I2P network with the
 # online default config, and tests must never touch the internet.
 set -euo pipefail
 
-PACKAGES=(i2pd curl mandoc)
+PACKAGES=(
+	i2pd curl mandoc
+	netcat-openbsd proxychains4 wget python3-requests python3-socks git
+	openssh-server openssh-client chromium strace microsocks
+)
+if [ $# -gt 0 ]; then
+	PACKAGES=("$@")
+fi
 POLICY=/usr/sbin/policy-rc.d
 
 installed() {

@@ -6,6 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod common;
+#[path = "e2e/compat.rs"]
+mod compat;
 
 use common::http::{expected_sha256, sha256_hex, MARKER};
 use common::i2pd::{curl, Router};
@@ -31,6 +33,7 @@ fn real_router() {
     let proxy = start_i2psocks(&router);
     through_i2psocks(&router, &proxy);
     identities_through_i2psocks(&router, &proxy);
+    compat::run(&router, &proxy);
     drop(proxy); // close its SAM sessions before stopping the router
 
     let stopped = router.stop();

@@ -3,7 +3,8 @@
 //!
 //! The HTTP server answers `GET /` (a small page containing [`MARKER`]), `GET /bytes/<n>`
 //! (n bytes of a deterministic pattern, see [`expected_bytes`]) and `GET /echo-headers` (the
-//! request's header lines as the body). It records the `X-I2P-DestB32` header that i2pd's
+//! request's header lines as the body), plus the files of directories mounted with
+//! [`HttpServer::serve_dir`] (a bare git repository for git's "dumb HTTP"). It records the `X-I2P-DestB32` header that i2pd's
 //! `type = http` server tunnel adds with the *client's* destination, so a test can tell which
 //! I2P identity made a request. It is not a general HTTP server: no keep-alive, no bodies,
 //! no chunking; every response closes the connection. Test-only code: it panics on setup
@@ -14,6 +15,7 @@
 use sha2::{Digest, Sha256};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -159,16 +161,27 @@ impl Drop for Listener {
 pub struct HttpServer {
     listener: Listener,
     requests: Arc<Mutex<Vec<Request>>>,
+    dirs: Arc<Mutex<Vec<(String, PathBuf)>>>,
 }
 
 impl HttpServer {
     pub fn start() -> HttpServer {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let rec = Arc::clone(&requests);
+        let dirs: Arc<Mutex<Vec<(String, PathBuf)>>> = Arc::default();
+        let d = Arc::clone(&dirs);
         let listener = Listener::spawn("http", move |conn| {
-            let _ = serve_http(conn, &rec);
+            let _ = serve_http(conn, &rec, &d);
         });
-        HttpServer { listener, requests }
+        HttpServer { listener, requests, dirs }
+    }
+
+    /// Serves the regular files under `dir` at `/<name>/<relative path>` from now on (no
+    /// listings; paths with `..`, `.` or empty components get 404). `name` is one path
+    /// segment, e.g. `repo.git`.
+    pub fn serve_dir(&self, name: &str, dir: &Path) {
+        assert!(!name.is_empty() && !name.contains('/'), "one path segment: {name:?}");
+        self.dirs.lock().unwrap().push((format!("/{name}/"), dir.to_path_buf()));
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -194,7 +207,11 @@ impl HttpServer {
     }
 }
 
-fn serve_http(conn: TcpStream, rec: &Mutex<Vec<Request>>) -> io::Result<()> {
+fn serve_http(
+    conn: TcpStream,
+    rec: &Mutex<Vec<Request>>,
+    dirs: &Mutex<Vec<(String, PathBuf)>>,
+) -> io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?).take(MAX_HEAD as u64);
     let mut line = String::new();
     reader.read_line(&mut line)?;
@@ -238,7 +255,25 @@ fn serve_http(conn: TcpStream, rec: &Mutex<Vec<Request>>) -> io::Result<()> {
             _ => respond(&mut out, "400 Bad Request", "text/plain", b"bad size\n"),
         };
     }
+    if let Some(file) = mounted_file(&path, dirs) {
+        if let Ok(body) = std::fs::read(file) {
+            return respond(&mut out, "200 OK", "application/octet-stream", &body);
+        }
+    }
     respond(&mut out, "404 Not Found", "text/plain", b"not found\n")
+}
+
+/// The file a request path names under a [`HttpServer::serve_dir`] mount, if it is one.
+fn mounted_file(path: &str, dirs: &Mutex<Vec<(String, PathBuf)>>) -> Option<PathBuf> {
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let dirs = dirs.lock().ok()?;
+    let (prefix, dir) = dirs.iter().find(|(p, _)| path.starts_with(p.as_str()))?;
+    let rest = &path[prefix.len()..];
+    if rest.split('/').any(|c| c.is_empty() || c == "." || c == ".." || c.contains('\\')) {
+        return None;
+    }
+    let file = dir.join(rest);
+    file.is_file().then_some(file)
 }
 
 fn respond(out: &mut TcpStream, status: &str, ctype: &str, body: &[u8]) -> io::Result<()> {

@@ -10,6 +10,7 @@
 //! i2pd (SIGTERM, then SIGKILL after [`STOP_GRACE`]) and deletes the datadir; if the test is
 //! panicking it first prints the tail of i2pd's log. Drop your SAM clients (and stop the
 //! proxy) before the `Router`: i2pd 2.45 can hang on SIGTERM while a SAM session is open.
+//! [`Router::add_server_tunnel`] publishes further local services later (SIGHUP reload).
 //! Needs `i2pd` and `curl` (tests/deps.sh installs them). Never touches the internet.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
@@ -291,6 +292,35 @@ impl Router {
         curl(&all)
     }
 
+    /// Publishes one more local service while the router runs: appends a server tunnel
+    /// `[name]` (`kind` = `server` for raw TCP, `http` for a web server) to tunnels.conf
+    /// and sends SIGHUP, on which i2pd re-reads it and starts the new tunnel. i2pd makes a
+    /// fresh key (`<name>.dat`, Ed25519); its address is returned. The lease set takes a
+    /// few seconds more to publish: until then connects fail with "unreachable" (0x04).
+    pub fn add_server_tunnel(&self, name: &str, kind: &str, port: u16) -> String {
+        assert!(name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'), "tunnel name {name:?}");
+        let conf = self.datadir.join("tunnels.conf");
+        let mut text = std::fs::read_to_string(&conf).expect("read tunnels.conf");
+        text.push_str(&tunnel_section(name, kind, port).replacen("\n\n", "\nsignaturetype = 7\n\n", 1));
+        std::fs::write(&conf, text).expect("write tunnels.conf");
+        let pid = self.process.child.as_ref().expect("i2pd running").id();
+        let st = Command::new("kill").args(["-HUP", &pid.to_string()]).status().expect("run kill(1)");
+        assert!(st.success(), "kill -HUP i2pd");
+        let key = self.datadir.join(format!("{name}.dat"));
+        let deadline = Instant::now() + SAM_UP_TIMEOUT;
+        loop {
+            // i2pd writes the key file in one go; a short read means it is not there yet.
+            if let Ok(k) = std::fs::read(&key) {
+                // Public destination, 256-byte ElGamal and 32-byte Ed25519 private keys.
+                if k.len() >= 387 && k.len() >= public_dest_len(&k) + 256 + 32 {
+                    return b32_of(&k);
+                }
+            }
+            assert!(Instant::now() < deadline, "i2pd made no {} after SIGHUP", key.display());
+            thread::sleep(POLL);
+        }
+    }
+
     /// Stops i2pd now (SIGTERM, SIGKILL after [`STOP_GRACE`]) and says how it went; the
     /// datadir is removed when the `Router` is dropped.
     pub fn stop(&mut self) -> Stopped {
@@ -522,22 +552,8 @@ defaulturl =
 subscriptions =
 "
     );
-    let tunnel = |name: &str, kind: &str, port: u16| {
-        format!(
-            "[{name}]
-type = {kind}
-host = 127.0.0.1
-port = {port}
-keys = {name}.dat
-inbound.length = 0
-outbound.length = 0
-i2cp.leaseSetType = 1
-i2cp.leaseSetEncType = 0
-
-"
-        )
-    };
-    let tunnels = tunnel("site", "http", http.addr().port()) + &tunnel("echo", "server", echo.addr().port());
+    let tunnels = tunnel_section("site", "http", http.addr().port())
+        + &tunnel_section("echo", "server", echo.addr().port());
     let hosts = format!(
         "{SITE_NAME}={}\n{ECHO_NAME}={}\n",
         b64_encode(&site_key[..public_dest_len(site_key)]),
@@ -553,6 +569,24 @@ i2cp.leaseSetEncType = 0
         std::fs::write(dir.join(name), data)
             .unwrap_or_else(|e| panic!("write {}/{name}: {e}", dir.display()));
     }
+}
+
+/// One server tunnel of tunnels.conf: 0 hops, and the type-1 ElGamal lease set that i2pd
+/// 2.45 needs on the side being connected to. Its key is `<name>.dat` in the datadir.
+fn tunnel_section(name: &str, kind: &str, port: u16) -> String {
+    format!(
+        "[{name}]
+type = {kind}
+host = 127.0.0.1
+port = {port}
+keys = {name}.dat
+inbound.length = 0
+outbound.length = 0
+i2cp.leaseSetType = 1
+i2cp.leaseSetEncType = 0
+
+"
+    )
 }
 
 fn i2pd_binary() -> PathBuf {
