@@ -21,7 +21,7 @@ TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 BIN = $(TARGET_DIR)/release/i2psocks
 MAN = man/i2psocks.8
 
-.PHONY: all test check install uninstall clean
+.PHONY: all test check install uninstall clean bench
 
 all:
 	$(CARGO) build --release --locked
@@ -38,6 +38,11 @@ check:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 	$(MANDOC) -Tlint -W warning $(MAN)
+
+# Installs its peers (microsocks, i2pd) when run as root, builds the release
+# binary, prints markdown tables and stops every process it started.
+bench:
+	CARGO="$(CARGO)" bash bench/run.sh
 
 install:
 	@test -f $(BIN) || { echo "make: $(BIN) is missing; run make first" >&2; exit 1; }

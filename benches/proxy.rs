@@ -29,7 +29,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod common;
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
@@ -495,11 +495,14 @@ fn sam_conn(mut s: TcpStream, key: &str, names: &[(String, Mode)]) -> io::Result
 // ---------------------------------------------------------------------------
 // Child processes (the proxies under test)
 
+/// Stderr lines of a child so far, and whether its stderr has ended.
+type Lines = Arc<(Mutex<(Vec<String>, bool)>, Condvar)>;
+
 /// A child process whose stderr is collected; SIGTERM then SIGKILL on drop.
 struct Daemon {
     name: String,
     child: Child,
-    lines: Arc<(Mutex<(Vec<String>, bool)>, Condvar)>,
+    lines: Lines,
 }
 
 impl Daemon {
@@ -507,7 +510,7 @@ impl Daemon {
         cmd.stdin(Stdio::null()).stdout(Stdio::null());
         cmd.stderr(if keep_stderr { Stdio::piped() } else { Stdio::null() });
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
-        let lines: Arc<(Mutex<(Vec<String>, bool)>, Condvar)> = Arc::default();
+        let lines: Lines = Arc::default();
         if let Some(err) = child.stderr.take() {
             let l2 = Arc::clone(&lines);
             let tag = format!("{name} {}", child.id());
