@@ -19,7 +19,9 @@
 //! Environment knobs, all optional: `BENCH_RUNS`, `BENCH_BULK_MIB`,
 //! `BENCH_CYCLE_SECS`, `BENCH_HELD`, `BENCH_ONLY` (comma list of
 //! `bulk,cycles,held,i2pd`), `BENCH_ROWS` (comma list of row names),
-//! `I2PSOCKS_BIN` (binary to measure), `BENCH_WRAP` (command prefix for the
+//! `I2PSOCKS_BIN` (binary to measure), `BENCH_COMPARE` (a second i2psocks
+//! binary, measured as the extra loopback row `i2psocks-b`: before/after a
+//! change in one run), `BENCH_WRAP` (command prefix for the
 //! i2psocks process, e.g. `valgrind --tool=callgrind`), `BENCH_PROFILE_PAUSE`
 //! (seconds to wait, printing the proxy pid, before each measured i2psocks
 //! section, so `perf record -p` can attach).
@@ -41,6 +43,8 @@ use std::sync::{Arc, Barrier, Condvar, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// Name of the `BENCH_COMPARE` row.
+const COMPARE_ROW: &str = "i2psocks-b";
 /// Runs per metric (the issue asks for at least 5).
 const RUNS: usize = 5;
 /// Bytes per bulk run, MiB (the issue asks for 1 GiB or 5 s).
@@ -136,6 +140,7 @@ struct Config {
     only: Option<Vec<String>>,
     rows: Option<Vec<String>>,
     bin: String,
+    compare: Option<String>,
     wrap: Vec<String>,
     pause: Duration,
 }
@@ -163,6 +168,7 @@ impl Config {
             only: env_list("BENCH_ONLY"),
             rows: env_list("BENCH_ROWS"),
             bin,
+            compare: std::env::var("BENCH_COMPARE").ok().filter(|s| !s.is_empty()),
             wrap: std::env::var("BENCH_WRAP")
                 .map(|w| w.split_whitespace().map(str::to_string).collect())
                 .unwrap_or_default(),
@@ -213,6 +219,9 @@ impl Env {
         println!();
         println!("- date: {}; machine: {cpu}, {cores} cores; {}", date.trim(), kernel.trim());
         println!("- measured: {} ({})", version.trim(), cfg.bin);
+        if let Some(b) = &cfg.compare {
+            println!("- row {COMPARE_ROW}: {b}");
+        }
         println!(
             "- peers: microsocks {}; i2pd {}",
             self.microsocks.as_deref().unwrap_or("(not installed: row skipped)"),
@@ -581,17 +590,17 @@ fn free_port() -> u16 {
 
 /// Start i2psocks on `sam`; returns it and its listening address once its
 /// SAM session is ready.
-fn start_i2psocks(cfg: &Config, sam: SocketAddr, ready_within: Duration) -> (Daemon, SocketAddr) {
+fn start_i2psocks(cfg: &Config, bin: &str, sam: SocketAddr, ready_within: Duration) -> (Daemon, SocketAddr) {
     let sam = sam.to_string();
     let args =
         ["-l", "127.0.0.1:0", "-s", &sam, "--hops", "0", "--tunnels", "1", "--max-clients", MAX_CLIENTS];
     let mut cmd = match cfg.wrap.split_first() {
         Some((first, rest)) => {
             let mut c = Command::new(first);
-            c.args(rest).arg(&cfg.bin);
+            c.args(rest).arg(bin);
             c
         }
-        None => Command::new(&cfg.bin),
+        None => Command::new(bin),
     };
     cmd.args(args).env_remove("RUST_LOG");
     let d = Daemon::spawn("i2psocks", cmd, true);
@@ -895,9 +904,14 @@ fn loopback_rows(cfg: &Config, env: &Env, target: &Target, sam: &FakeSam) -> Vec
         }
     }
     if cfg.row("i2psocks") {
-        let (d, addr) = start_i2psocks(cfg, sam.addr, START_TIMEOUT);
+        let (d, addr) = start_i2psocks(cfg, &cfg.bin, sam.addr, START_TIMEOUT);
         let dests = MODES.map(|m| Dest::Name(m.b32(), 80));
         rows.push(Row { name: "i2psocks", via: Via::Socks(addr), dests, daemon: Some(d) });
+    }
+    if let Some(bin) = &cfg.compare {
+        let (d, addr) = start_i2psocks(cfg, bin, sam.addr, START_TIMEOUT);
+        let dests = MODES.map(|m| Dest::Name(m.b32(), 80));
+        rows.push(Row { name: COMPARE_ROW, via: Via::Socks(addr), dests, daemon: Some(d) });
     }
     // One warm-up cycle per row: first-connection costs are not the metric.
     for r in &rows {
@@ -911,7 +925,7 @@ fn profile_pause(cfg: &Config, rows: &[Row], what: &str) {
     if cfg.pause.is_zero() {
         return;
     }
-    for r in rows.iter().filter(|r| r.name == "i2psocks") {
+    for r in rows.iter().filter(|r| r.name.starts_with("i2psocks")) {
         note(&format!("{what}: i2psocks pid {:?}; waiting {:?} for a profiler", r.pid(), cfg.pause));
     }
     thread::sleep(cfg.pause);
@@ -1046,6 +1060,9 @@ fn bench_held(cfg: &Config, env: &Env, target: &Target, sam: &FakeSam) -> Table 
     if cfg.row("i2psocks") {
         names.push("i2psocks");
     }
+    if cfg.compare.is_some() {
+        names.push(COMPARE_ROW);
+    }
     let mut runs: Vec<Vec<HeldRun>> = names.iter().map(|_| Vec::new()).collect();
     for run in 0..cfg.runs {
         for (i, name) in names.iter().enumerate() {
@@ -1054,7 +1071,9 @@ fn bench_held(cfg: &Config, env: &Env, target: &Target, sam: &FakeSam) -> Table 
                 let (d, a) = start_microsocks();
                 (d, Via::Socks(a), Dest::Ip(target.addr(Mode::Echo)))
             } else {
-                let (d, a) = start_i2psocks(cfg, sam.addr, START_TIMEOUT);
+                let bin =
+                    if *name == COMPARE_ROW { cfg.compare.as_deref().unwrap_or(&cfg.bin) } else { &cfg.bin };
+                let (d, a) = start_i2psocks(cfg, bin, sam.addr, START_TIMEOUT);
                 (d, Via::Socks(a), Dest::Name(Mode::Echo.b32(), 80))
             };
             let h = held_run(&via, &dest, daemon.pid(), cfg.held);
@@ -1157,7 +1176,7 @@ fn bench_router(cfg: &Config, env: &Env) -> Result<Vec<Table>, String> {
 }
 
 fn router_tables(cfg: &Config, router: &common::i2pd::Router) -> Vec<Table> {
-    let (proxy, addr) = start_i2psocks(cfg, router.sam_addr(), SESSION_TIMEOUT);
+    let (proxy, addr) = start_i2psocks(cfg, &cfg.bin, router.sam_addr(), SESSION_TIMEOUT);
     let site = Dest::Name(router.site_b32().to_string(), 80);
     let echo = Dest::Name(router.echo_b32().to_string(), 80);
     struct RRow {
