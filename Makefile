@@ -22,7 +22,7 @@ TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 BIN = $(TARGET_DIR)/release/i2psocks
 MAN = man/i2psocks.8
 
-.PHONY: all demo test check install uninstall clean fuzz
+.PHONY: all bench demo test check install uninstall clean fuzz
 
 all:
 	$(CARGO) build --release --locked
@@ -69,6 +69,11 @@ fuzz:
 		$(FUZZ_CARGO) fuzz run --sanitizer $(FUZZ_SANITIZER) $$t corpus/$$t seeds/$$t -- \
 			-max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
 	done
+
+# Installs its peers (microsocks, i2pd) when run as root, builds the release
+# binary, prints markdown tables and stops every process it started.
+bench:
+	CARGO="$(CARGO)" bash bench/run.sh
 
 install:
 	@test -f $(BIN) || { echo "make: $(BIN) is missing; run make first" >&2; exit 1; }
