@@ -38,6 +38,9 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 const OVERLOAD_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// After the grace period, how long stopped relays get to unwind.
 const STOP_WAIT: Duration = Duration::from_secs(1);
+/// Between attempts at the wake-up connection when it cannot be made yet
+/// (no free fd): a client that leaves frees one.
+const WAKE_RETRY: Duration = Duration::from_millis(100);
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -262,6 +265,10 @@ fn watch_signals(
         IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), local.port()),
         _ => local,
     };
+    // The wake-up connection needs an fd. When idle clients hold every one
+    // (EMFILE) and none is pending, accept blocks and would never see the
+    // stop: keep one fd in reserve and give it back just before connecting.
+    let mut spare = std::fs::File::open("/dev/null").ok();
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -273,8 +280,17 @@ fn watch_signals(
                     continue;
                 }
                 stopping.store(true, Ordering::SeqCst);
-                let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
-                return;
+                drop(spare.take());
+                // Another thread may take the freed fd first; then wait
+                // for the next one rather than leave accept blocked.
+                loop {
+                    match TcpStream::connect_timeout(&wake, Duration::from_secs(1)) {
+                        Ok(_) => return,
+                        // Nobody listens any more: the accept loop is over.
+                        Err(e) if e.kind() == ErrorKind::ConnectionRefused => return,
+                        Err(_) => thread::sleep(WAKE_RETRY),
+                    }
+                }
             }
         })
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;

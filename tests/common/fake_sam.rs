@@ -281,6 +281,8 @@ struct Inner {
     threads: AtomicUsize,
     /// The bridge's datagram port.
     udp: UdpSocket,
+    /// Received bytes kept per connection (see [`FakeSam::set_log_limit`]).
+    log_limit: AtomicUsize,
 }
 
 struct Listener {
@@ -329,6 +331,7 @@ impl FakeSam {
                 dropping: AtomicBool::new(false),
                 threads: AtomicUsize::new(0),
                 udp,
+                log_limit: AtomicUsize::new(MAX_LOG_PER_CONN),
             }),
             listener: Mutex::new(None),
         };
@@ -392,6 +395,13 @@ impl FakeSam {
     /// `127.0.0.1:PORT`, for `-s`.
     pub fn addr_arg(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// Keep at most `n` received bytes per connection from now on (default
+    /// [`MAX_LOG_PER_CONN`]); byte counts stay exact. Bulk tests set a small
+    /// cap so a hundred 10 MiB streams do not pile up in the test's memory.
+    pub fn set_log_limit(&self, n: usize) {
+        self.inner.log_limit.store(n.min(MAX_LOG_PER_CONN), Ordering::Relaxed);
     }
 
     /// Change the script of the running fake (applies to new commands).
@@ -694,7 +704,8 @@ impl Conn {
                     let mut r = lock(&self.inner.records);
                     if let Some(l) = r.logs.get_mut(self.conn) {
                         l.total += n;
-                        let room = MAX_LOG_PER_CONN.saturating_sub(l.bytes.len());
+                        let cap = self.inner.log_limit.load(Ordering::Relaxed);
+                        let room = cap.saturating_sub(l.bytes.len());
                         l.bytes.extend_from_slice(&out[..n.min(room)]);
                     }
                     return Got::Data(n);

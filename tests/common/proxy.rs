@@ -41,6 +41,8 @@ pub struct Proxy {
     addr: SocketAddr,
     lines: Arc<(Mutex<Lines>, Condvar)>,
     reader: Option<JoinHandle<()>>,
+    /// Started through a wrapper program (see [`Proxy::start_wrapped`]).
+    wrapped: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -51,13 +53,30 @@ impl Proxy {
     /// Start `i2psocks -l 127.0.0.1:0 <args>` (no `-l` added if `args` has
     /// one) and wait for `listening on ADDR:PORT`. Panics if it does not come.
     pub fn start(args: &[&str]) -> Proxy {
+        Proxy::start_wrapped(&[], args)
+    }
+
+    /// Like [`Proxy::start`], but run as `wrapper... <binary> <args>`: e.g.
+    /// `["strace", "-f", "-o", FILE]`, or `["bash", "-c", "ulimit -n 64; exec \"$0\" \"$@\""]`
+    /// (bash's `exec` keeps the pid, so [`Proxy::pid`] is the proxy's). With a
+    /// wrapper that stays (strace), [`Proxy::inner_pid`] finds the proxy, and
+    /// Drop kills the wrapper's children first.
+    pub fn start_wrapped(wrapper: &[&str], args: &[&str]) -> Proxy {
         let has_listen = args.iter().any(|a| *a == "-l" || *a == "--listen" || a.starts_with("--listen="));
         let mut full: Vec<&str> = Vec::new();
         if !has_listen {
             full.extend(["-l", "127.0.0.1:0"]);
         }
         full.extend_from_slice(args);
-        let mut child = Command::new(bin())
+        let mut cmd = match wrapper.split_first() {
+            None => Command::new(bin()),
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(bin());
+                c
+            }
+        };
+        let mut child = cmd
             .args(&full)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
@@ -90,7 +109,13 @@ impl Proxy {
             lock(&l2.0).eof = true;
             l2.1.notify_all();
         });
-        let mut p = Proxy { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), lines, reader: Some(reader) };
+        let mut p = Proxy {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            lines,
+            reader: Some(reader),
+            wrapped: !wrapper.is_empty(),
+        };
         let line = p
             .wait_for_line("listening on ", START_TIMEOUT)
             .unwrap_or_else(|| panic!("i2psocks {full:?} did not report `listening on` in time"));
@@ -106,6 +131,12 @@ impl Proxy {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The pid of the process doing the work: the first child of a wrapper
+    /// that stays (strace), else [`Proxy::pid`].
+    pub fn inner_pid(&self) -> u32 {
+        children(self.pid()).first().copied().unwrap_or_else(|| self.pid())
     }
 
     /// All stderr lines so far.
@@ -166,12 +197,82 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
+        if self.wrapped {
+            // strace detaches from its tracee when killed: kill the tracee too.
+            for pid in children(self.pid()) {
+                let _ = Command::new("kill").args(["-s", "KILL", &pid.to_string()]).status();
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         if let Some(h) = self.reader.take() {
             let _ = h.join();
         }
     }
+}
+
+/// The direct children of `pid` (from /proc; empty if it has none or is gone).
+pub fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect()
+}
+
+/// A `kB` field of /proc/PID/status (`VmRSS`, `VmHWM`, ...), in KiB.
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Resident memory now, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmRSS").unwrap_or_else(|| panic!("no VmRSS for pid {pid}"))
+}
+
+/// Peak resident memory so far, in KiB.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmHWM").unwrap_or_else(|| panic!("no VmHWM for pid {pid}"))
+}
+
+/// User + system CPU time used by `pid` so far (all its threads).
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // Fields after the `(comm)`, which may itself hold spaces: state is
+    // field 3, utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')').expect("comm in /proc/PID/stat") + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 1000 / clock_ticks())
+}
+
+/// sysconf(_SC_CLK_TCK), from getconf(1); 100 on every Linux we know.
+fn clock_ticks() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .filter(|&t| t > 0)
+        .unwrap_or(100)
+}
+
+/// How many file descriptors `pid` has open now.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// The soft RLIMIT_NOFILE of this process (from /proc/self/limits).
+pub fn nofile_soft_limit() -> u64 {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(1024)
 }
 
 /// What a run to completion produced.
