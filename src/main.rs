@@ -34,8 +34,8 @@ const EXIT_FAILURE: u8 = 1;
 /// After an accept error (EMFILE and the like) wait this long before the
 /// next accept instead of spinning.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
-/// At most one "too many clients" warning per this interval.
-const OVERLOAD_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// At most one "too many clients" or "accept failed" warning per this interval.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// After the grace period, how long stopped relays get to unwind.
 const STOP_WAIT: Duration = Duration::from_secs(1);
 /// Between attempts at the wake-up connection when it cannot be made yet
@@ -216,7 +216,8 @@ fn run(config: Config, files: Files) -> Result<(), Failure> {
     let worker_shared = Arc::clone(&shared);
     let pool = Pool::new(config.max_clients, move |s: TcpStream| server::serve(s, &worker_shared));
 
-    let mut last_overload_log: Option<Instant> = None;
+    let mut overload_log = RateLimit::default();
+    let mut accept_log = RateLimit::default();
     for conn in listener.incoming() {
         if stopping.load(Ordering::SeqCst) {
             break;
@@ -224,16 +225,22 @@ fn run(config: Config, files: Files) -> Result<(), Failure> {
         match conn {
             Ok(stream) => {
                 if let Err(stream) = pool.submit(stream) {
-                    if last_overload_log.map_or(true, |t| t.elapsed() >= OVERLOAD_LOG_INTERVAL) {
-                        warn!("too many clients (--max-clients {}): refusing new ones", config.max_clients);
-                        last_overload_log = Some(Instant::now());
+                    if let Some(more) = overload_log.due() {
+                        warn!(
+                            "too many clients (--max-clients {}): refusing new ones{more}",
+                            config.max_clients
+                        );
                     }
                     let _ = stream.shutdown(Shutdown::Both);
                 }
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => {
-                warn!("accept failed: {e}; pausing");
+                // EMFILE and the like last as long as the clients holding
+                // the descriptors: one line per interval, not one per pause.
+                if let Some(more) = accept_log.due() {
+                    warn!("accept failed: {e}; pausing{more}");
+                }
                 thread::sleep(ACCEPT_ERROR_PAUSE);
             }
         }
@@ -250,6 +257,27 @@ fn run(config: Config, files: Files) -> Result<(), Failure> {
     udp.close_all();
     info!("stopped");
     Ok(())
+}
+
+/// At most one log line per [`LOG_INTERVAL`]; the next line says how many
+/// were held back.
+#[derive(Default)]
+struct RateLimit {
+    last: Option<Instant>,
+    held_back: u64,
+}
+
+impl RateLimit {
+    /// `Some(suffix)` when a line may be logged now.
+    fn due(&mut self) -> Option<String> {
+        if self.last.is_some_and(|t| t.elapsed() < LOG_INTERVAL) {
+            self.held_back += 1;
+            return None;
+        }
+        self.last = Some(Instant::now());
+        let n = std::mem::take(&mut self.held_back);
+        Some(if n == 0 { String::new() } else { format!(" ({n} more since the last such line)") })
+    }
 }
 
 /// SIGTERM/SIGINT: flag the stop and wake the blocking accept with a

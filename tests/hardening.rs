@@ -554,8 +554,8 @@ fn emfile_pauses_accept() {
     );
     assert!(alive(&mut p), "the proxy exited on EMFILE");
     assert!(cpu < span / 5, "the proxy spins on EMFILE: {cpu:?} CPU in {span:?}");
-    // One line per pause of 100 ms at most (plus slack), not a flood.
-    assert!(lines1 - lines0 <= 45, "{} accept failure lines in {span:?}", lines1 - lines0);
+    // Rate-limited to one line per 10 s: at most one in this 3 s window.
+    assert!(lines1 - lines0 <= 1, "{} accept failure lines in {span:?}", lines1 - lines0);
     drop(held);
     served(addr, "after-emfile", Duration::from_secs(10));
     assert!(alive(&mut p));
