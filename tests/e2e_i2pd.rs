@@ -2,12 +2,15 @@
 //! tests/common/i2pd.rs). One `#[test]` on purpose: the router and its ~20 s session setups
 //! are shared by every case, run in sequence inside it. Needs `i2pd` and `curl`
 //! (tests/deps.sh). Baseline first: the fixture services through i2pd's own SOCKS proxy.
+//! Last, tests/e2e/faults.rs: concurrent streams, then the router restarted under the proxy.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod common;
 #[path = "e2e/compat.rs"]
 mod compat;
+#[path = "e2e/faults.rs"]
+mod faults;
 
 use common::http::{expected_sha256, sha256_hex, MARKER};
 use common::i2pd::{curl, Router};
@@ -30,10 +33,12 @@ fn real_router() {
     sam_basics(&router);
 
     // i2psocks on the same router: the proxy under test.
-    let proxy = start_i2psocks(&router);
+    let mut proxy = start_i2psocks(&router);
     through_i2psocks(&router, &proxy);
     identities_through_i2psocks(&router, &proxy);
     compat::run(&router, &proxy);
+    // Last: it restarts the router under the proxy.
+    faults::run(&mut router, &mut proxy);
     drop(proxy); // close its SAM sessions before stopping the router
 
     let stopped = router.stop();

@@ -10,7 +10,9 @@
 //! i2pd (SIGTERM, then SIGKILL after [`STOP_GRACE`]) and deletes the datadir; if the test is
 //! panicking it first prints the tail of i2pd's log. Drop your SAM clients (and stop the
 //! proxy) before the `Router`: i2pd 2.45 can hang on SIGTERM while a SAM session is open.
-//! [`Router::add_server_tunnel`] publishes further local services later (SIGHUP reload).
+//! [`Router::add_server_tunnel`] publishes further local services later (SIGHUP reload);
+//! [`Router::start_again`] (after [`Router::stop`]) and [`Router::restart`] bring the same
+//! router back on the same ports and datadir, for fault tests of its clients.
 //! Needs `i2pd` and `curl` (tests/deps.sh installs them). Never touches the internet.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
@@ -327,6 +329,35 @@ impl Router {
         self.process.stop().expect("router already stopped")
     }
 
+    /// Starts i2pd again after [`Router::stop`] on the same ports, datadir, keys and tunnels
+    /// (tunnels.conf as it is now), as a router restart does, and waits like [`Router::start`]
+    /// until the site and the echo service answer through i2pd's SOCKS again. Panics (with
+    /// i2pd's log) if it does not come back: the ports cannot change under clients that are
+    /// configured for them (the ports are below the ephemeral range, see [`PORT_RANGE`]).
+    pub fn start_again(&mut self) -> Timings {
+        assert!(self.process.child.is_none(), "start_again: i2pd is still running");
+        let t0 = Instant::now();
+        self.process.child = Some(spawn_child(&self.datadir));
+        if let Err(why) = wait_sam(&mut self.process, self.ports.sam) {
+            panic!("i2pd did not come back on its ports (sam {}): {why}", self.ports.sam);
+        }
+        let sam_up = t0.elapsed();
+        let t1 = Instant::now();
+        self.wait_site();
+        let site_up = t1.elapsed();
+        let t2 = Instant::now();
+        self.wait_echo();
+        let timings = Timings { sam_up, site_up, echo_up: t2.elapsed() };
+        eprintln!("i2pd ready again: {timings:?}");
+        timings
+    }
+
+    /// [`Router::stop`], then [`Router::start_again`]: the router restarted in place.
+    pub fn restart(&mut self) -> (Stopped, Timings) {
+        let stopped = self.stop();
+        (stopped, self.start_again())
+    }
+
     fn check_alive(&mut self, what: &str) {
         if !self.process.alive() {
             panic!("i2pd exited while waiting for {what}");
@@ -602,10 +633,19 @@ fn i2pd_binary() -> PathBuf {
 }
 
 fn spawn(dir: &Path) -> Process {
-    let out = std::fs::File::create(dir.join("stdout.log")).expect("create stdout.log");
+    Process { child: Some(spawn_child(dir)), datadir: dir.to_path_buf() }
+}
+
+/// Execs i2pd on the datadir `dir` (its stdout and stderr appended to `dir/stdout.log`).
+fn spawn_child(dir: &Path) -> Child {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("stdout.log"))
+        .expect("open stdout.log");
     let err = out.try_clone().expect("dup stdout.log");
     let d = dir.display();
-    let child = Command::new(i2pd_binary())
+    Command::new(i2pd_binary())
         .arg(format!("--datadir={d}"))
         .arg(format!("--conf={d}/i2pd.conf"))
         .arg(format!("--tunconf={d}/tunnels.conf"))
@@ -619,8 +659,7 @@ fn spawn(dir: &Path) -> Process {
         .unwrap_or_else(|e| {
             let _ = std::fs::remove_dir_all(dir);
             panic!("start i2pd ({e}); run tests/deps.sh as root to install it")
-        });
-    Process { child: Some(child), datadir: dir.to_path_buf() }
+        })
 }
 
 fn wait_sam(process: &mut Process, port: u16) -> Result<(), String> {
