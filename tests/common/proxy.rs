@@ -438,21 +438,27 @@ pub fn socks5_connect(
     creds: Option<(&str, &str)>,
 ) -> (TcpStream, [u8; 10]) {
     let mut s = connect(proxy);
-    match creds {
-        None => {
-            send(&mut s, &[5, 1, 0]);
-            expect_bytes(&mut s, &[5, 0], IO_TIMEOUT);
-        }
-        Some((u, p)) => {
-            send(&mut s, &[5, 1, 2]);
-            expect_bytes(&mut s, &[5, 2], IO_TIMEOUT);
-            send(&mut s, &socks5_auth(u, p));
-            expect_bytes(&mut s, &[1, 0], IO_TIMEOUT);
-        }
-    }
+    socks5_greet(&mut s, creds);
     send(&mut s, &socks5_request(1, host, port));
     let r = read_exact_by(&mut s, 10, IO_TIMEOUT);
     (s, r.try_into().unwrap())
+}
+
+/// SOCKS5 greeting offering one method (no-auth, or RFC 1929 with `creds`)
+/// and, with credentials, their successful sub-negotiation.
+pub fn socks5_greet(s: &mut TcpStream, creds: Option<(&str, &str)>) {
+    match creds {
+        None => {
+            send(s, &[5, 1, 0]);
+            expect_bytes(s, &[5, 0], IO_TIMEOUT);
+        }
+        Some((u, p)) => {
+            send(s, &[5, 1, 2]);
+            expect_bytes(s, &[5, 2], IO_TIMEOUT);
+            send(s, &socks5_auth(u, p));
+            expect_bytes(s, &[1, 0], IO_TIMEOUT);
+        }
+    }
 }
 
 /// RFC 1929 sub-negotiation bytes.

@@ -8,7 +8,7 @@
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use super::proxy::{connect, expect_bytes, read_exact_by, send, socks5_auth, IO_TIMEOUT};
+use super::proxy::{connect, read_exact_by, send, socks5_greet, IO_TIMEOUT};
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
@@ -58,18 +58,7 @@ pub fn associate_from(
 ) -> Result<UdpAssoc, u8> {
     let mut s = connect(proxy);
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    match creds {
-        None => {
-            send(&mut s, &[5, 1, 0]);
-            expect_bytes(&mut s, &[5, 0], IO_TIMEOUT);
-        }
-        Some((u, p)) => {
-            send(&mut s, &[5, 1, 2]);
-            expect_bytes(&mut s, &[5, 2], IO_TIMEOUT);
-            send(&mut s, &socks5_auth(u, p));
-            expect_bytes(&mut s, &[1, 0], IO_TIMEOUT);
-        }
-    }
+    socks5_greet(&mut s, creds);
     let req = match request {
         Some(SocketAddr::V4(a)) => associate_request(a.ip().octets(), a.port()),
         Some(SocketAddr::V6(_)) => panic!("IPv4 only"),
