@@ -133,64 +133,10 @@ python3 -m http.server --bind 127.0.0.1 --directory "$WORK/site" "$HTTP_PORT" \
 PID_HTTP=$!
 
 # ---- 4. the router
-read -r NTCP2_PORT SAM_PORT < <(free_ports 2 20000 32000)
+read -r NTCP2_PORT SAM_PORT SOCKS_PORT < <(free_ports 3 20000 32000)
 D=$WORK/i2pd
-cat >"$D/i2pd.conf" <<EOF
-# Offline, loopback-only router: no reseed, no peers, zero-hop tunnels. See
-# /work/shared/docs/i2pd-offline.md and tests/common/i2pd.rs.
-log = file
-logfile = $D/i2pd.log
-loglevel = error
-ipv4 = true
-ipv6 = false
-address4 = 127.0.0.1
-host = 127.0.0.1
-port = $NTCP2_PORT
-floodfill = true
-notransit = true
-ntcp2.enabled = true
-ntcp2.published = true
-ntcp2.port = $NTCP2_PORT
-ssu2.enabled = false
-upnp.enabled = false
-nettime.enabled = false
-persist.profiles = false
-
-[reseed]
-urls =
-yggurls =
-threshold = 0
-
-[exploratory]
-inbound.length = 0
-outbound.length = 0
-
-[http]
-enabled = false
-
-[httpproxy]
-enabled = false
-
-[socksproxy]
-enabled = false
-
-[sam]
-enabled = true
-address = 127.0.0.1
-port = $SAM_PORT
-
-[bob]
-enabled = false
-
-[i2cp]
-enabled = false
-
-[i2pcontrol]
-enabled = false
-
-[addressbook]
-enabled = false
-EOF
+sed -e "s|@DATADIR@|$D|g" -e "s|@NTCP2_PORT@|$NTCP2_PORT|g" -e "s|@SAM_PORT@|$SAM_PORT|g" \
+	-e "s|@SOCKS_PORT@|$SOCKS_PORT|g" "$ROOT/tests/fixtures/i2pd-offline.conf" >"$D/i2pd.conf"
 # i2pd creates site.dat (a new key) on start. The side being connected to must publish a
 # type-1 lease set with ElGamal (i2pd 2.45, offline).
 cat >"$D/tunnels.conf" <<EOF

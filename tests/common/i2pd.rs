@@ -511,6 +511,9 @@ fn make_datadir() -> PathBuf {
     dir
 }
 
+/// The offline router's configuration, shared with `make demo`.
+const I2PD_CONF: &str = include_str!("../fixtures/i2pd-offline.conf");
+
 fn write_config(
     dir: &Path,
     ports: &Ports,
@@ -521,68 +524,11 @@ fn write_config(
 ) {
     let d = dir.display();
     let Ports { ntcp2, sam, socks } = ports;
-    let conf = format!(
-        "log = file
-logfile = {d}/i2pd.log
-loglevel = error
-ipv4 = true
-ipv6 = false
-address4 = 127.0.0.1
-host = 127.0.0.1
-port = {ntcp2}
-floodfill = true
-notransit = true
-ntcp2.enabled = true
-ntcp2.published = true
-ntcp2.port = {ntcp2}
-ssu2.enabled = false
-upnp.enabled = false
-nettime.enabled = false
-persist.profiles = false
-
-[reseed]
-urls =
-yggurls =
-threshold = 0
-
-[exploratory]
-inbound.length = 0
-outbound.length = 0
-
-[http]
-enabled = false
-
-[httpproxy]
-enabled = false
-
-[socksproxy]
-enabled = true
-address = 127.0.0.1
-port = {socks}
-inbound.length = 0
-outbound.length = 0
-outproxy.enabled = false
-
-[sam]
-enabled = true
-address = 127.0.0.1
-port = {sam}
-
-[bob]
-enabled = false
-
-[i2cp]
-enabled = false
-
-[i2pcontrol]
-enabled = false
-
-[addressbook]
-enabled = true
-defaulturl =
-subscriptions =
-"
-    );
+    let conf = I2PD_CONF
+        .replace("@DATADIR@", &d.to_string())
+        .replace("@NTCP2_PORT@", &ntcp2.to_string())
+        .replace("@SAM_PORT@", &sam.to_string())
+        .replace("@SOCKS_PORT@", &socks.to_string());
     let tunnels = tunnel_section("site", "http", http.addr().port())
         + &tunnel_section("echo", "server", echo.addr().port());
     let hosts = format!(
