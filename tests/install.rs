@@ -13,29 +13,12 @@ mod common;
 
 use common::fake_sam::{FakeSam, Script};
 use common::proxy::bin;
+use common::TempDir;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 const MAN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/man/i2psocks.8");
-
-/// A scratch directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("i2psocks-install-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn make(args: &[&str]) -> Output {
     let out = Command::new("make")
@@ -61,7 +44,7 @@ fn mode(p: &Path) -> u32 {
 
 #[test]
 fn destdir_install_and_uninstall() {
-    let t = TempDir::new("destdir");
+    let t = TempDir::new("install-destdir");
     let dest = format!("DESTDIR={}", t.0.display());
     let binv = format!("BIN={}", bin());
     make(&["install", &dest, "PREFIX=/usr", &binv]);
@@ -276,7 +259,7 @@ fn check_exit_codes() {
     let bad = check(&["--hops", "9", "-s", &sam.addr_arg()]);
     assert_eq!(code(&bad), 64);
 
-    let t = TempDir::new("check");
+    let t = TempDir::new("install-check");
     let missing = t.0.join("no-such-auth-file");
     let cfg = check(&["-s", &sam.addr_arg(), "--auth-file", missing.to_str().unwrap()]);
     assert_eq!(code(&cfg), 78, "{}", String::from_utf8_lossy(&cfg.stderr));

@@ -52,16 +52,25 @@ pub fn expected_bytes(n: usize) -> Vec<u8> {
 /// SHA-256 of `expected_bytes(n)`, as lowercase hex (computed without holding it all).
 pub fn expected_sha256(n: usize) -> String {
     let mut h = Sha256::new();
+    let _ = for_each_pattern_chunk(n, |chunk| {
+        h.update(chunk);
+        Ok(())
+    });
+    hex(&h.finalize())
+}
+
+/// The first `n` pattern bytes in CHUNK-sized pieces, without holding them all.
+fn for_each_pattern_chunk(n: usize, mut f: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
     let mut buf = vec![0u8; CHUNK];
     let mut pos = 0usize;
     while pos < n {
         let len = CHUNK.min(n - pos);
         let chunk = &mut buf[..len];
         fill_pattern(chunk, pos);
-        h.update(&chunk[..]);
+        f(chunk)?;
         pos += len;
     }
-    hex(&h.finalize())
+    Ok(())
 }
 
 /// Lowercase hex of a digest (helper for comparing with [`expected_sha256`]).
@@ -293,15 +302,7 @@ fn send_bytes(out: &mut TcpStream, n: usize) -> io::Result<()> {
         "HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n"
     );
     out.write_all(head.as_bytes())?;
-    let mut buf = vec![0u8; CHUNK];
-    let mut pos = 0usize;
-    while pos < n {
-        let len = CHUNK.min(n - pos);
-        let chunk = &mut buf[..len];
-        fill_pattern(chunk, pos);
-        out.write_all(chunk)?;
-        pos += len;
-    }
+    for_each_pattern_chunk(n, |chunk| out.write_all(chunk))?;
     out.flush()?;
     let _ = out.shutdown(Shutdown::Write);
     Ok(())

@@ -20,6 +20,7 @@
 use crate::common::http::MARKER;
 use crate::common::i2pd::Router;
 use crate::common::proxy::Proxy;
+use crate::common::TempDir;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -104,7 +105,7 @@ impl Matrix {
 /// Runs every client; panics at the end if any row failed.
 pub fn run(router: &Router, proxy: &Proxy) {
     let t0 = Instant::now();
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("compat");
     let p = proxy.addr().to_string();
     let site = router.site_b32();
     let default_b32 = proxy
@@ -624,23 +625,5 @@ fn ssh_run(tmp: &Path, sshd: &Sshd, b32: &str, proxy_cmd: &str, added: Instant) 
             return Err(format!("{:?} {err}", out.status));
         }
         thread::sleep(Duration::from_secs(1));
-    }
-}
-
-/// A scratch directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let dir = std::env::temp_dir().join(format!("i2psocks-compat-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
