@@ -376,6 +376,12 @@ pub fn b32_of_dest(blob: &[u8]) -> Option<String> {
     Some(s)
 }
 
+/// [`b32_of_dest`] of a destination or private key given in I2P base64, as
+/// SAM sends them.
+pub fn b32_of_b64(s: &str) -> Option<String> {
+    b32_of_dest(&b64_decode(s)?)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
@@ -696,6 +702,8 @@ mod tests {
         let mut priv_blob = d.clone();
         priv_blob.extend_from_slice(&[0x55; 288]);
         assert_eq!(b32_of_dest(&priv_blob).unwrap(), expected);
+        assert_eq!(b32_of_b64(&b64_encode(&priv_blob)).unwrap(), expected);
+        assert_eq!(b32_of_b64("not base64!"), None);
         // And our own parser accepts what we produce.
         assert_eq!(parse_target(got.as_bytes()), Ok(Target::B32(got.clone())));
         assert_eq!(b32_of_dest(&d[..390]), None);

@@ -122,8 +122,7 @@ fn print_address(c: &Config) -> Result<(), Failure> {
             k
         }
     };
-    let b32 = i2psocks::i2p_addr::b64_decode(&key)
-        .and_then(|b| i2psocks::i2p_addr::b32_of_dest(&b))
+    let b32 = i2psocks::i2p_addr::b32_of_b64(&key)
         .ok_or((EXIT_CONFIG, format!("key file {}: unreadable", path.display())))?;
     println!("{b32}");
     Ok(())

@@ -139,14 +139,6 @@ impl Session {
         }
     }
 
-    /// The ready session now, if any.
-    pub fn ready(&self) -> Option<Arc<SessionInfo>> {
-        match &*self.lock_state() {
-            State::Ready(info) => Some(Arc::clone(info)),
-            _ => None,
-        }
-    }
-
     /// Close for good: the control socket is shut, which ends the session
     /// on the router; streams already open on it end too.
     pub fn close(&self) {
@@ -295,7 +287,7 @@ fn create(
     let reply = proto::parse_reply(&line).map_err(|_| CreateError::Protocol("unreadable SESSION reply"))?;
     // The reply carries our private key: log only its result.
     trace!("{}: < {}", spec.label, proto::redact_line(&line));
-    if reply.topic != "SESSION" || reply.kind != "STATUS" {
+    if !reply.is("SESSION", "STATUS") {
         return Err(CreateError::Protocol("unexpected reply to SESSION CREATE"));
     }
     match reply.result() {
@@ -306,8 +298,7 @@ fn create(
         .get("DESTINATION")
         .ok_or(CreateError::Protocol("SESSION STATUS without DESTINATION"))?
         .to_string();
-    let b32 = i2p_addr::b64_decode(&private_key)
-        .and_then(|blob| i2p_addr::b32_of_dest(&blob))
+    let b32 = i2p_addr::b32_of_b64(&private_key)
         .ok_or(CreateError::Protocol("SESSION STATUS with an unreadable DESTINATION"))?;
     s.set_read_timeout(None)?;
     Ok((s, lines, SessionInfo { id, minor, b32, private_key }))
@@ -321,7 +312,7 @@ pub(crate) fn hello(s: &mut TcpStream, lines: &mut LineBuf, deadline: Instant) -
     let line = read_line(s, lines, deadline)?;
     let reply = proto::parse_reply(&line).map_err(|_| CreateError::Protocol("unreadable HELLO reply"))?;
     trace!("< {}", proto::redact_line(&line));
-    if reply.topic != "HELLO" || reply.kind != "REPLY" {
+    if !reply.is("HELLO", "REPLY") {
         return Err(CreateError::Protocol("unexpected reply to HELLO"));
     }
     match reply.result() {
@@ -441,7 +432,7 @@ pub fn stream_connect(
     };
     let reply = proto::parse_reply(&line).map_err(|_| Error::SamUnreachable)?;
     trace!("< {}", proto::redact_line(&line));
-    if reply.topic != "STREAM" || reply.kind != "STATUS" {
+    if !reply.is("STREAM", "STATUS") {
         return Err(Error::SamUnreachable);
     }
     match reply.result() {
@@ -469,7 +460,7 @@ pub fn generate_key(sam: SocketAddr) -> Result<String, CreateError> {
     s.write_all(&proto::dest_generate())?;
     let line = read_line(&mut s, &mut lines, deadline)?;
     let reply = proto::parse_reply(&line).map_err(|_| CreateError::Protocol("unreadable DEST reply"))?;
-    if reply.topic != "DEST" || reply.kind != "REPLY" {
+    if !reply.is("DEST", "REPLY") {
         return Err(CreateError::Protocol("unexpected reply to DEST GENERATE"));
     }
     reply.get("PRIV").map(str::to_string).ok_or(CreateError::Protocol("DEST REPLY without PRIV"))

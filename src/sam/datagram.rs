@@ -133,9 +133,7 @@ pub fn parse_forwarded(buf: &[u8]) -> Result<Forwarded<'_>, ForwardError> {
     let header = std::str::from_utf8(header).map_err(|_| ForwardError::BadHeader)?;
     let mut words = header.split([' ', '\t']).filter(|w| !w.is_empty());
     let dest = words.next().ok_or(ForwardError::BadHeader)?;
-    let b32 = i2p_addr::b64_decode(dest)
-        .and_then(|b| i2p_addr::b32_of_dest(&b))
-        .ok_or(ForwardError::BadDestination)?;
+    let b32 = i2p_addr::b32_of_b64(dest).ok_or(ForwardError::BadDestination)?;
     let (mut from_port, mut to_port) = (None, None);
     for w in words {
         match w.split_once('=') {
@@ -167,7 +165,7 @@ pub fn naming_reply(line: &[u8], name: &str) -> Option<Result<Resolved, SamResul
     Some(match r.result() {
         SamResult::Ok => {
             let dest = r.get("VALUE").unwrap_or_default();
-            match i2p_addr::b64_decode(dest).and_then(|b| i2p_addr::b32_of_dest(&b)) {
+            match i2p_addr::b32_of_b64(dest) {
                 Some(b32) => Ok(Resolved { dest: dest.to_string(), b32 }),
                 None => Err(SamResult::Other("unreadable VALUE".into())),
             }
@@ -347,8 +345,7 @@ impl DatagramSession {
         // DESTINATION is our private key: used for the b32, never kept.
         let b32 = reply
             .get("DESTINATION")
-            .and_then(i2p_addr::b64_decode)
-            .and_then(|blob| i2p_addr::b32_of_dest(&blob))
+            .and_then(i2p_addr::b32_of_b64)
             .ok_or(CreateError::Protocol("SESSION STATUS without a usable DESTINATION"))?;
         control.set_read_timeout(None)?;
         info!("{label}: I2P datagram destination ready: {b32} (SAM 3.{minor})");
