@@ -3,8 +3,13 @@
 //!
 //! Every refusal in the proxy goes through [`Error::rep`]; nothing else picks
 //! a reply code. SOCKS4 collapses every failure to 0x5B in `socks::reply`.
+//! The SAM layer reports its own failures (`sam::stream::ConnectError`,
+//! `sam::ready::NotReady`); they become an [`Error`] here, so `sam` needs
+//! to know nothing of SOCKS.
 
 use crate::sam::proto::SamResult;
+use crate::sam::ready::NotReady;
+use crate::sam::stream::ConnectError;
 use crate::socks::Rep;
 use std::fmt;
 
@@ -73,6 +78,24 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+impl From<ConnectError> for Error {
+    fn from(e: ConnectError) -> Self {
+        match e {
+            ConnectError::SessionDown => Error::SessionDown,
+            ConnectError::Timeout => Error::ConnectTimeout,
+            ConnectError::Unreachable => Error::SamUnreachable,
+            ConnectError::Refused(r) => Error::Sam(r),
+            ConnectError::BadTarget => Error::TargetNotAllowed,
+        }
+    }
+}
+
+impl From<NotReady> for Error {
+    fn from(e: NotReady) -> Self {
+        ConnectError::from(e).into()
+    }
+}
 
 #[cfg(test)]
 mod tests {

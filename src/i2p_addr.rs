@@ -382,6 +382,17 @@ pub fn b32_of_b64(s: &str) -> Option<String> {
     b32_of_dest(&b64_decode(s)?)
 }
 
+/// A well-formed public destination for unit tests elsewhere: 384 key
+/// bytes made from `seed`, then a key certificate (sig type 7, crypto 0).
+/// Returns (I2P base64, `.b32.i2p`).
+#[cfg(test)]
+pub fn test_dest(seed: u8) -> (String, String) {
+    let mut blob: Vec<u8> = (0..384u32).map(|i| (i as u8).wrapping_mul(seed)).collect();
+    blob.extend_from_slice(&[5, 0, 4, 0, 7, 0, 0]);
+    let b32 = b32_of_dest(&blob).unwrap_or_default();
+    (b64_encode(&blob), b32)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]

@@ -1,30 +1,41 @@
-//! Which I2P identity serves a client, and the lifetime of the SAM
-//! sessions behind the identities.
+//! Which I2P identity serves a client, and the lifetime of the SAM sessions
+//! behind the identities: the one registry of them.
 //!
-//! An identity is one SAM session, hence one I2P destination. `--isolate`
-//! picks the key: `none` gives everybody the default identity; `auth`
-//! (the default) gives each distinct SOCKS5 username+password pair (or
-//! SOCKS4 USERID; or, with access control, each username) an identity of
-//! its own, as Tor's IsolateSOCKSAuth does; `client` gives every connection
-//! a fresh one. Sessions other than the default one are made on first use,
-//! kept while streams use them, closed after `--session-idle-timeout`, and
-//! capped by `--max-sessions`. `retire_transient` (SIGHUP) makes new
-//! streams get new destinations while open streams keep theirs.
+//! An identity is an I2P destination of ours: a STREAM session for its
+//! CONNECTs, and, once a client of it asks for UDP ASSOCIATE, a DATAGRAM
+//! session beside it (SAM 3.1 gives a datagram session an address of its
+//! own). `--isolate` picks the key: `none` gives everybody the default
+//! identity; `auth` (the default) gives each distinct SOCKS5
+//! username+password pair (or SOCKS4 USERID; or, with access control, each
+//! username) an identity of its own, as Tor's IsolateSOCKSAuth does;
+//! `client` gives every connection a fresh one. Identities other than the
+//! default one are made on first use, kept while streams or associations
+//! hold a [`Lease`] on them, closed after `--session-idle-timeout` without
+//! one, and capped by `--max-sessions` (an identity counts once, whatever
+//! sessions it has). A datagram session unused for the idle timeout closes
+//! on its own, the default identity's too. `retire_transient` (SIGHUP)
+//! makes new streams get new destinations while open streams keep theirs.
+//! The default identity's key file (`-k`) is written here, from the key the
+//! bridge made for its first session, when the file did not exist yet.
 //!
 //! Credentials are hashed into the key at once; no secret is kept here or
 //! logged.
 
 use crate::error::Error;
-use crate::sam::client::{Session, SessionSpec};
+use crate::keyfile;
+use crate::sam::datagram::{DatagramSession, DgSpec};
+use crate::sam::ready::{Readiness, State};
+use crate::sam::stream::{OnNewKey, Session, SessionSpec};
 use crate::socks::Credentials;
-use log::{debug, info};
+use log::{debug, error, info, warn};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-/// How often idle sessions are looked for.
+/// How often idle identities and datagram sessions are looked for.
 pub const REAP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The `--isolate` modes.
@@ -81,190 +92,338 @@ impl Key {
 /// The recipe for new sessions.
 #[derive(Debug, Clone)]
 pub struct Recipe {
-    /// Spec of the default identity (its destination may be persistent).
+    /// Spec of the default identity's stream session (its destination may
+    /// be a persistent key); the other identities' differ only in being
+    /// TRANSIENT.
     pub default: SessionSpec,
     /// Whether the default identity has a persistent key (SIGHUP keeps it).
     pub default_persistent: bool,
+    /// Where to keep the default identity's key once the bridge has made
+    /// it: `--keyfile` when that file does not exist yet.
+    pub new_keyfile: Option<PathBuf>,
+    /// How to build datagram sessions.
+    pub datagram: DgSpec,
     pub max_sessions: usize,
     /// Zero: never close idle sessions.
     pub idle_timeout: Duration,
 }
 
-struct Slot {
+/// A datagram session being built, ready or dead.
+type DatagramCell = Arc<Readiness<Arc<DatagramSession>>>;
+
+struct Identity {
     key: Key,
-    session: Arc<Session>,
+    label: String,
     persistent: bool,
+    /// Made on the first CONNECT (at once for the default identity).
+    stream: Mutex<Option<Arc<Session>>>,
+    /// Made on the first UDP ASSOCIATE; gone again after the idle timeout.
+    datagram: Mutex<Option<DatagramCell>>,
     use_: Mutex<Use>,
 }
 
 struct Use {
-    streams: usize,
+    /// Streams and associations holding a lease.
+    leases: usize,
     last_used: Instant,
     retired: bool,
+    closed: bool,
 }
 
-impl Slot {
-    fn lock(&self) -> MutexGuard<'_, Use> {
-        self.use_.lock().unwrap_or_else(|p| p.into_inner())
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Identity {
+    /// Close both sessions; a closed identity makes no new ones.
+    fn close(&self) {
+        lock(&self.use_).closed = true;
+        if let Some(s) = lock(&self.stream).take() {
+            s.close();
+        }
+        if let Some(cell) = lock(&self.datagram).take() {
+            if let Some(s) = cell.close() {
+                s.close();
+            }
+        }
+    }
+
+    /// Drop a dead datagram session, or one unused for `idle` (if not
+    /// zero), so the next association builds a new one.
+    fn reap_datagram(&self, now: Instant, idle: Duration) -> bool {
+        let mut slot = lock(&self.datagram);
+        let gone = match slot.as_ref().map(|c| c.get()) {
+            Some(State::Ready(s)) => {
+                !s.is_alive()
+                    || (!idle.is_zero()
+                        && s.idle_since().is_some_and(|t| now.saturating_duration_since(t) >= idle))
+            }
+            Some(State::Down | State::Closed) => true,
+            Some(State::Starting) | None => false,
+        };
+        if gone {
+            if let Some(s) = slot.take().and_then(|c| c.close()) {
+                s.close();
+            }
+        }
+        gone
     }
 }
 
-type Slots = Mutex<HashMap<Key, Arc<Slot>>>;
-
-fn lock_slots(m: &Slots) -> MutexGuard<'_, HashMap<Key, Arc<Slot>>> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+/// Failed, closed, or its session died: the next association builds anew.
+fn is_dead(cell: &DatagramCell) -> bool {
+    match cell.get() {
+        State::Starting => false,
+        State::Ready(s) => !s.is_alive(),
+        State::Down | State::Closed => true,
+    }
 }
 
 /// All live identities.
 pub struct Identities {
     recipe: Recipe,
-    /// Shared with the leases, so a connection's own identity (--isolate
-    /// client) can leave the registry when its stream ends.
-    slots: Arc<Slots>,
+    slots: Mutex<HashMap<Key, Arc<Identity>>>,
     seq: AtomicU64,
+    datagram_seq: AtomicU64,
 }
 
-/// A stream's hold on its identity: while any lease lives, the session is
-/// not closed for idleness or retirement.
+/// A stream's or an association's hold on its identity: while any lease
+/// lives, the identity is not closed for idleness or retirement.
 pub struct Lease {
-    slot: Arc<Slot>,
-    slots: Weak<Slots>,
+    identity: Arc<Identity>,
+    registry: Arc<Identities>,
 }
 
 impl Lease {
-    pub fn session(&self) -> &Arc<Session> {
-        &self.slot.session
+    /// The identity's stream session, started now if it has none yet.
+    pub fn stream(&self) -> Result<Arc<Session>, Error> {
+        if lock(&self.identity.use_).closed {
+            return Err(Error::SessionDown);
+        }
+        let mut slot = lock(&self.identity.stream);
+        if let Some(s) = slot.as_ref() {
+            return Ok(Arc::clone(s));
+        }
+        let s = self.registry.spawn_stream(&self.identity).map_err(|_| Error::Overloaded)?;
+        *slot = Some(Arc::clone(&s));
+        Ok(s)
+    }
+
+    /// The identity's datagram session: built now in this thread if it has
+    /// none (or a dead one), else the one being built is waited for, until
+    /// `deadline`.
+    pub fn datagram(&self, deadline: Instant) -> Result<Arc<DatagramSession>, Error> {
+        let id = &self.identity;
+        let (cell, build) = {
+            if lock(&id.use_).closed {
+                return Err(Error::SessionDown);
+            }
+            let mut slot = lock(&id.datagram);
+            match slot.as_ref() {
+                Some(c) if !is_dead(c) => (Arc::clone(c), false),
+                _ => {
+                    if let Some(old) = slot.take().and_then(|c| c.close()) {
+                        old.close();
+                    }
+                    let c: DatagramCell = Arc::new(Readiness::new());
+                    *slot = Some(Arc::clone(&c));
+                    (c, true)
+                }
+            }
+        };
+        if !build {
+            return Ok(cell.wait_ready(deadline)?);
+        }
+        let n = self.registry.datagram_seq.fetch_add(1, Ordering::Relaxed);
+        let label = format!("datagram session #{n}");
+        match DatagramSession::open(&self.registry.recipe.datagram, &label, deadline) {
+            Ok(s) => {
+                let s = Arc::new(s);
+                if !cell.set(State::Ready(Arc::clone(&s))) {
+                    // The identity was closed meanwhile.
+                    s.close();
+                    return Err(Error::SessionDown);
+                }
+                Ok(s)
+            }
+            Err(e) => {
+                warn!(
+                    "{label}: cannot create a SAM datagram session at {}: {e}",
+                    self.registry.recipe.datagram.sam
+                );
+                cell.set(State::Down);
+                let mut slot = lock(&id.datagram);
+                if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                    slot.take();
+                }
+                Err(if e.is_timeout() { Error::ConnectTimeout } else { Error::SamUnreachable })
+            }
+        }
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        let id = &self.identity;
         let close = {
-            let mut u = self.slot.lock();
-            u.streams = u.streams.saturating_sub(1);
+            let mut u = lock(&id.use_);
+            u.leases = u.leases.saturating_sub(1);
             u.last_used = Instant::now();
-            u.streams == 0 && (u.retired || matches!(self.slot.key, Key::Client(_)))
+            u.leases == 0 && (u.retired || matches!(id.key, Key::Client(_)))
         };
         if close {
-            debug!("closing a session whose last stream ended");
-            // The slot lock is released: taking the registry lock now keeps
-            // the registry-then-slot order of `acquire`. A retired slot has
-            // left already; a connection's own one leaves here.
-            if let (Key::Client(_), Some(slots)) = (&self.slot.key, self.slots.upgrade()) {
-                let mut map = lock_slots(&slots);
-                if map.get(&self.slot.key).is_some_and(|s| Arc::ptr_eq(s, &self.slot)) {
-                    map.remove(&self.slot.key);
+            debug!("closing an identity whose last user left");
+            // The identity's lock is released: taking the registry lock now
+            // keeps the registry-then-identity order of `acquire`. A retired
+            // identity has left already; a connection's own one leaves here.
+            if matches!(id.key, Key::Client(_)) {
+                let mut map = self.registry.lock();
+                if map.get(&id.key).is_some_and(|s| Arc::ptr_eq(s, id)) {
+                    map.remove(&id.key);
                 }
             }
-            self.slot.session.close();
+            id.close();
         }
     }
 }
 
 impl Identities {
-    /// The registry, with the default identity started at once (so its
-    /// address is logged at startup and the first client need not wait).
+    /// The registry, with the default identity's stream session started at
+    /// once (so its address is logged at startup and the first client need
+    /// not wait).
     pub fn start(recipe: Recipe) -> std::io::Result<Arc<Identities>> {
         let ids = Arc::new(Identities {
             recipe,
-            slots: Arc::new(Mutex::new(HashMap::new())),
+            slots: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(1),
+            datagram_seq: AtomicU64::new(1),
         });
-        {
-            let mut slots = ids.lock();
-            let slot = ids.make_slot(Key::Default)?;
-            slots.insert(Key::Default, slot);
-        }
+        let default = ids.make_default()?;
+        ids.lock().insert(Key::Default, default);
         Ok(ids)
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Key, Arc<Slot>>> {
-        lock_slots(&self.slots)
+    fn lock(&self) -> MutexGuard<'_, HashMap<Key, Arc<Identity>>> {
+        lock(&self.slots)
     }
 
-    fn lease(&self, slot: Arc<Slot>) -> Lease {
-        Lease { slot, slots: Arc::downgrade(&self.slots) }
-    }
-
-    fn make_slot(&self, key: Key) -> std::io::Result<Arc<Slot>> {
-        let mut spec = self.recipe.default.clone();
+    fn make(&self, key: Key) -> Arc<Identity> {
         let persistent = key == Key::Default && self.recipe.default_persistent;
-        if key != Key::Default {
-            spec.destination = "TRANSIENT".into();
-            spec.keyfile = None;
-            spec.label = format!("identity #{}", self.seq.fetch_add(1, Ordering::Relaxed));
-        }
-        let session = Session::spawn(spec)?;
-        Ok(Arc::new(Slot {
+        let label = if key == Key::Default {
+            self.recipe.default.label.clone()
+        } else {
+            format!("identity #{}", self.seq.fetch_add(1, Ordering::Relaxed))
+        };
+        Arc::new(Identity {
             key,
-            session,
+            label,
             persistent,
-            use_: Mutex::new(Use { streams: 0, last_used: Instant::now(), retired: false }),
-        }))
+            stream: Mutex::new(None),
+            datagram: Mutex::new(None),
+            use_: Mutex::new(Use { leases: 0, last_used: Instant::now(), retired: false, closed: false }),
+        })
+    }
+
+    /// A default identity with its stream session started.
+    fn make_default(&self) -> std::io::Result<Arc<Identity>> {
+        let id = self.make(Key::Default);
+        let s = self.spawn_stream(&id)?;
+        *lock(&id.stream) = Some(s);
+        Ok(id)
+    }
+
+    /// Start the stream session of `id`.
+    fn spawn_stream(&self, id: &Identity) -> std::io::Result<Arc<Session>> {
+        let mut spec = self.recipe.default.clone();
+        spec.label = id.label.clone();
+        if id.key != Key::Default {
+            spec.destination = "TRANSIENT".into();
+        }
+        let keep = match (&id.key, &self.recipe.new_keyfile) {
+            (Key::Default, Some(path)) => Some(keep_key(path.clone(), id.label.clone())),
+            _ => None,
+        };
+        Session::spawn(spec, keep)
+    }
+
+    fn lease(self: &Arc<Self>, identity: Arc<Identity>) -> Lease {
+        lock(&identity.use_).leases += 1;
+        Lease { identity, registry: Arc::clone(self) }
     }
 
     /// The identity for `key`, made now if needed. At `--max-sessions`, an
     /// idle identity is closed to make room; if none is idle: Overloaded.
-    pub fn acquire(&self, key: Key) -> Result<Lease, Error> {
+    pub fn acquire(self: &Arc<Self>, key: Key) -> Result<Lease, Error> {
         let mut slots = self.lock();
-        if let Some(slot) = slots.get(&key) {
-            let slot = Arc::clone(slot);
-            slot.lock().streams += 1;
-            return Ok(self.lease(slot));
+        if let Some(id) = slots.get(&key) {
+            let id = Arc::clone(id);
+            return Ok(self.lease(id));
         }
         if slots.len() >= self.recipe.max_sessions {
             let victim = slots
                 .values()
                 .filter(|s| s.key != Key::Default)
                 .filter_map(|s| {
-                    let u = s.lock();
-                    (u.streams == 0).then_some((u.last_used, s.key.clone()))
+                    let u = lock(&s.use_);
+                    (u.leases == 0).then_some((u.last_used, s.key.clone()))
                 })
                 .min_by_key(|(t, _)| *t)
                 .map(|(_, k)| k);
             match victim.and_then(|k| slots.remove(&k)) {
                 Some(old) => {
                     debug!("--max-sessions reached: closing the least recently used idle identity");
-                    old.session.close();
+                    old.close();
                 }
-                None => return Err(Error::Overloaded),
+                None => {
+                    warn!(
+                        "too many identities (--max-sessions {}): refusing a client",
+                        self.recipe.max_sessions
+                    );
+                    return Err(Error::Overloaded);
+                }
             }
         }
-        let slot = self.make_slot(key.clone()).map_err(|_| Error::Overloaded)?;
-        slot.lock().streams = 1;
-        slots.insert(key, Arc::clone(&slot));
-        Ok(self.lease(slot))
+        let id = self.make(key.clone());
+        slots.insert(key, Arc::clone(&id));
+        Ok(self.lease(id))
     }
 
-    /// Close identities idle for longer than the idle timeout (never the default one).
+    /// Close identities idle for longer than the idle timeout (never the
+    /// default one), and datagram sessions that died or went unused that
+    /// long. Returns how many identities were closed.
     pub fn reap(&self, now: Instant) -> usize {
         let limit = self.recipe.idle_timeout;
-        if limit.is_zero() {
-            return 0;
-        }
         let mut slots = self.lock();
-        let idle: Vec<Key> = slots
-            .values()
-            .filter(|s| s.key != Key::Default)
-            .filter(|s| {
-                let u = s.lock();
-                u.streams == 0 && now.saturating_duration_since(u.last_used) >= limit
-            })
-            .map(|s| s.key.clone())
-            .collect();
+        let idle: Vec<Key> = if limit.is_zero() {
+            Vec::new()
+        } else {
+            slots
+                .values()
+                .filter(|s| s.key != Key::Default)
+                .filter(|s| {
+                    let u = lock(&s.use_);
+                    u.leases == 0 && now.saturating_duration_since(u.last_used) >= limit
+                })
+                .map(|s| s.key.clone())
+                .collect()
+        };
         for k in &idle {
             if let Some(s) = slots.remove(k) {
-                s.session.close();
+                s.close();
             }
         }
         if !idle.is_empty() {
             debug!("closed {} idle identities", idle.len());
         }
+        let datagrams = slots.values().filter(|s| s.reap_datagram(now, limit)).count();
+        if datagrams > 0 {
+            debug!("closed {datagrams} idle or dead datagram sessions");
+        }
         idle.len()
     }
 
     /// New streams get new destinations: every transient identity leaves
-    /// the registry; each is closed once its last stream ends. A transient
+    /// the registry; each is closed once its last user leaves. A transient
     /// default identity is made again at once.
     pub fn retire_transient(&self) -> std::io::Result<usize> {
         let mut slots = self.lock();
@@ -272,17 +431,17 @@ impl Identities {
         for k in &keys {
             if let Some(s) = slots.remove(k) {
                 let idle = {
-                    let mut u = s.lock();
+                    let mut u = lock(&s.use_);
                     u.retired = true;
-                    u.streams == 0
+                    u.leases == 0
                 };
                 if idle {
-                    s.session.close();
+                    s.close();
                 }
             }
         }
         if let std::collections::hash_map::Entry::Vacant(e) = slots.entry(Key::Default) {
-            e.insert(self.make_slot(Key::Default)?);
+            e.insert(self.make_default()?);
         }
         info!("new identity: {} transient identities retired", keys.len());
         Ok(keys.len())
@@ -296,13 +455,13 @@ impl Identities {
     /// Close every session (shutdown).
     pub fn close_all(&self) {
         for (_, s) in self.lock().drain() {
-            s.session.close();
+            s.close();
         }
     }
 
     /// Run [`Identities::reap`] every [`REAP_INTERVAL`] in its own thread.
     pub fn spawn_reaper(self: &Arc<Self>) -> std::io::Result<()> {
-        let me = Arc::downgrade(self);
+        let me: Weak<Identities> = Arc::downgrade(self);
         std::thread::Builder::new().name("reaper".into()).spawn(move || loop {
             std::thread::sleep(REAP_INTERVAL);
             match me.upgrade() {
@@ -316,6 +475,20 @@ impl Identities {
     }
 }
 
+/// Write the key the bridge made for the default identity into `path`, so
+/// the next start reuses its address.
+fn keep_key(path: PathBuf, label: String) -> OnNewKey {
+    Box::new(move |info| match keyfile::create(&path, &info.private_key) {
+        Ok(()) => {
+            info!("{label}: created key file {}", path.display());
+            true
+        }
+        Err(e) => {
+            error!("{label}: {e}; this identity will not survive a restart");
+            false
+        }
+    })
+}
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -330,16 +503,18 @@ mod tests {
     }
 
     fn registry(max_sessions: usize, idle: u64, persistent: bool) -> Arc<Identities> {
+        let sam = dead_sam();
         let spec = SessionSpec {
-            sam: dead_sam(),
+            sam,
             destination: if persistent { "persistent-key".into() } else { "TRANSIENT".into() },
             options: Vec::new(),
             label: "test".into(),
-            keyfile: None,
         };
         Identities::start(Recipe {
             default: spec,
             default_persistent: persistent,
+            new_keyfile: None,
+            datagram: DgSpec { sam, sam_udp: sam, options: Vec::new() },
             max_sessions,
             idle_timeout: Duration::from_secs(idle),
         })
@@ -358,12 +533,14 @@ mod tests {
         let a2 = ids.acquire(named("a")).unwrap();
         let b = ids.acquire(named("b")).unwrap();
         let d = ids.acquire(Key::Default).unwrap();
-        assert!(Arc::ptr_eq(a1.session(), a2.session()));
-        assert!(!Arc::ptr_eq(a1.session(), b.session()));
-        assert!(!Arc::ptr_eq(a1.session(), d.session()));
+        assert!(Arc::ptr_eq(&a1.stream().unwrap(), &a2.stream().unwrap()));
+        assert!(!Arc::ptr_eq(&a1.stream().unwrap(), &b.stream().unwrap()));
+        assert!(!Arc::ptr_eq(&a1.stream().unwrap(), &d.stream().unwrap()));
         assert_eq!(ids.count(), 3);
+        let (a1_session, d_session) = (a1.stream().unwrap(), d.stream().unwrap());
         ids.close_all();
-        assert!(a1.session().is_closed() && d.session().is_closed());
+        assert!(a1_session.is_closed() && d_session.is_closed());
+        assert!(matches!(a1.stream(), Err(Error::SessionDown)), "a closed identity makes no new session");
     }
 
     #[test]
@@ -373,13 +550,13 @@ mod tests {
         let k2 = Key::for_client(Isolate::Client, &Credentials::None, false);
         let l1 = ids.acquire(k1).unwrap();
         let l2 = ids.acquire(k2).unwrap();
-        assert!(!Arc::ptr_eq(l1.session(), l2.session()));
+        assert!(!Arc::ptr_eq(&l1.stream().unwrap(), &l2.stream().unwrap()));
         assert_eq!(ids.count(), 3);
-        let s1 = Arc::clone(l1.session());
+        let s1 = l1.stream().unwrap();
         drop(l1);
         assert!(s1.is_closed());
         assert_eq!(ids.count(), 2, "a connection's identity leaves the registry with it");
-        assert!(!l2.session().is_closed());
+        assert!(!l2.stream().unwrap().is_closed());
         drop(l2);
         assert_eq!(ids.count(), 1);
     }
@@ -390,17 +567,17 @@ mod tests {
         let now = Instant::now();
         let busy = ids.acquire(named("busy")).unwrap();
         let idle = ids.acquire(named("idle")).unwrap();
-        let idle_session = Arc::clone(idle.session());
-        let default_session = Arc::clone(ids.acquire(Key::Default).unwrap().session());
+        let idle_session = idle.stream().unwrap();
+        let default_session = ids.acquire(Key::Default).unwrap().stream().unwrap();
         drop(idle);
         assert_eq!(ids.reap(now), 0, "not idle long enough");
         assert_eq!(ids.reap(now + Duration::from_secs(60)), 1);
         assert!(idle_session.is_closed());
-        assert!(!busy.session().is_closed());
+        assert!(!busy.stream().unwrap().is_closed());
         assert!(!default_session.is_closed(), "the default identity is never reaped");
         assert_eq!(ids.count(), 2);
         // Once the busy one's stream ends it goes too.
-        let busy_session = Arc::clone(busy.session());
+        let busy_session = busy.stream().unwrap();
         drop(busy);
         assert_eq!(ids.reap(Instant::now() + Duration::from_secs(60)), 1);
         assert!(busy_session.is_closed());
@@ -423,7 +600,7 @@ mod tests {
         assert!(matches!(ids.acquire(named("c")), Err(Error::Overloaded)));
         // A key already present is never refused.
         let a2 = ids.acquire(named("a")).unwrap();
-        let (a_session, b_session) = (Arc::clone(a.session()), Arc::clone(b.session()));
+        let (a_session, b_session) = (a.stream().unwrap(), b.stream().unwrap());
         drop(b);
         let c = ids.acquire(named("c")).unwrap();
         assert!(b_session.is_closed(), "the idle one was evicted");
@@ -433,7 +610,7 @@ mod tests {
         // The least recently used idle one goes first.
         std::thread::sleep(Duration::from_millis(5));
         drop(c);
-        let c_session = Arc::clone(ids.acquire(named("c")).unwrap().session());
+        let c_session = ids.acquire(named("c")).unwrap().stream().unwrap();
         let _d = ids.acquire(named("d")).unwrap();
         assert!(a_session.is_closed());
         assert!(!c_session.is_closed());
@@ -444,33 +621,32 @@ mod tests {
         let ids = registry(8, 0, false);
         let old_default = ids.acquire(Key::Default).unwrap();
         let busy = ids.acquire(named("a")).unwrap();
-        let idle_session = Arc::clone(ids.acquire(named("b")).unwrap().session());
+        let idle_session = ids.acquire(named("b")).unwrap().stream().unwrap();
         assert_eq!(ids.retire_transient().unwrap(), 3);
         assert!(idle_session.is_closed(), "an unused retired identity closes at once");
-        assert!(!busy.session().is_closed(), "an open stream keeps its identity");
-        assert!(!old_default.session().is_closed());
+        assert!(!busy.stream().unwrap().is_closed(), "an open stream keeps its identity");
+        assert!(!old_default.stream().unwrap().is_closed());
         assert_eq!(ids.count(), 1, "a fresh default identity");
         let new_default = ids.acquire(Key::Default).unwrap();
-        assert!(!Arc::ptr_eq(new_default.session(), old_default.session()));
+        assert!(!Arc::ptr_eq(&new_default.stream().unwrap(), &old_default.stream().unwrap()));
         let new_a = ids.acquire(named("a")).unwrap();
-        assert!(!Arc::ptr_eq(new_a.session(), busy.session()));
-        let (busy_session, old_default_session) =
-            (Arc::clone(busy.session()), Arc::clone(old_default.session()));
+        assert!(!Arc::ptr_eq(&new_a.stream().unwrap(), &busy.stream().unwrap()));
+        let (busy_session, old_default_session) = (busy.stream().unwrap(), old_default.stream().unwrap());
         drop(busy);
         drop(old_default);
         assert!(busy_session.is_closed() && old_default_session.is_closed());
-        assert!(!new_a.session().is_closed() && !new_default.session().is_closed());
+        assert!(!new_a.stream().unwrap().is_closed() && !new_default.stream().unwrap().is_closed());
     }
 
     #[test]
     fn retire_keeps_a_persistent_default() {
         let ids = registry(8, 0, true);
-        let d = Arc::clone(ids.acquire(Key::Default).unwrap().session());
-        let a = Arc::clone(ids.acquire(named("a")).unwrap().session());
+        let d = ids.acquire(Key::Default).unwrap().stream().unwrap();
+        let a = ids.acquire(named("a")).unwrap().stream().unwrap();
         assert_eq!(ids.retire_transient().unwrap(), 1);
         assert!(a.is_closed());
         assert!(!d.is_closed());
-        assert!(Arc::ptr_eq(ids.acquire(Key::Default).unwrap().session(), &d));
+        assert!(Arc::ptr_eq(&ids.acquire(Key::Default).unwrap().stream().unwrap(), &d));
     }
 
     fn up(u: &str, p: &str) -> Credentials {

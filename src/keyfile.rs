@@ -128,7 +128,7 @@ pub fn create(path: &Path, private_b64: &str) -> Result<(), KeyError> {
     // way nor ours to delete.
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
-    tmp_name.push(format!(".{}.tmp", crate::sam::client::random_id()));
+    tmp_name.push(format!(".{}.tmp", crate::rand::random_id()));
     let tmp = dir.join(tmp_name);
     let mut f = OpenOptions::new()
         .write(true)

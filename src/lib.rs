@@ -4,8 +4,11 @@
 //! The library holds every part of the proxy so that the binary (`main.rs`),
 //! the integration tests and the fuzz targets share one implementation.
 //! Sans-IO codecs (`socks`, `sam::proto`, `i2p_addr`) carry the protocol
-//! logic; `sam::client`, `relay`, `pool` and `server` do the I/O around them;
-//! `udp` and `sam::datagram` carry SOCKS5 UDP ASSOCIATE.
+//! logic; `sam` drives the bridge, `identity` keeps the sessions behind the
+//! identities, `proxy` serves one client per SOCKS command, and `relay` and
+//! `pool` move the bytes and bound the workers. Dependencies point one way:
+//! `proxy` → {`socks`, `identity`, `relay`} → `sam` → {`sam::proto`,
+//! `i2p_addr`, `rand`}.
 
 pub mod auth;
 pub mod cli;
@@ -14,8 +17,8 @@ pub mod i2p_addr;
 pub mod identity;
 pub mod keyfile;
 pub mod pool;
+pub mod proxy;
+pub mod rand;
 pub mod relay;
 pub mod sam;
-pub mod server;
 pub mod socks;
-pub mod udp;

@@ -10,10 +10,10 @@ use i2psocks::cli::{self, Command, Config};
 use i2psocks::identity::{Identities, Recipe};
 use i2psocks::keyfile;
 use i2psocks::pool::Pool;
-use i2psocks::sam::client;
-use i2psocks::sam::client::SessionSpec;
+use i2psocks::proxy::{self, Shared};
+use i2psocks::sam::conn;
 use i2psocks::sam::datagram::DgSpec;
-use i2psocks::server::{self, Shared};
+use i2psocks::sam::stream::SessionSpec;
 use log::{error, info, warn, LevelFilter};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::io::{ErrorKind, Write};
@@ -101,7 +101,7 @@ fn load_files(c: &Config) -> Result<Files, Failure> {
 /// `--check`: flags parsed already; files and the bridge now.
 fn check(c: &Config) -> Result<(), Failure> {
     load_files(c)?;
-    let minor = client::probe(c.sam)
+    let minor = conn::probe(c.sam)
         .map_err(|e| (EXIT_UNAVAILABLE, format!("SAM bridge at {} unavailable: {e}", c.sam)))?;
     println!("i2psocks: configuration ok; SAM bridge at {} speaks SAM 3.{minor}", c.sam);
     Ok(())
@@ -115,7 +115,7 @@ fn print_address(c: &Config) -> Result<(), Failure> {
     let key = match keyfile::load(path).map_err(|e| (EXIT_CONFIG, e.to_string()))? {
         Some(k) => k,
         None => {
-            let k = client::generate_key(c.sam).map_err(|e| {
+            let k = conn::generate_key(c.sam).map_err(|e| {
                 (EXIT_UNAVAILABLE, format!("cannot create a key: SAM bridge at {} unavailable: {e}", c.sam))
             })?;
             keyfile::create(path, &k).map_err(|e| (EXIT_CONFIG, e.to_string()))?;
@@ -178,23 +178,18 @@ fn run(config: Config, files: Files) -> Result<(), Failure> {
     info!("listening on {local}");
 
     let persistent = config.keyfile.is_some();
-    let spec = SessionSpec {
-        sam: config.sam,
-        // A missing key file is created from the first session's key.
-        keyfile: if files.key.is_none() { config.keyfile.clone() } else { None },
-        destination: files.key.unwrap_or_else(|| "TRANSIENT".into()),
-        options: session_options(&config),
-        label: "default identity".into(),
-    };
-    let udp = i2psocks::udp::Udp::start(
-        DgSpec { sam: config.sam, sam_udp: config.sam_udp_addr(), options: spec.options.clone() },
-        config.max_sessions,
-        config.session_idle_timeout,
-    )
-    .map_err(|e| fail(format!("cannot start a thread: {e}")))?;
+    let options = session_options(&config);
     let recipe = Recipe {
-        default: spec,
+        default: SessionSpec {
+            sam: config.sam,
+            destination: files.key.clone().unwrap_or_else(|| "TRANSIENT".into()),
+            options: options.clone(),
+            label: "default identity".into(),
+        },
         default_persistent: persistent,
+        // A missing key file is created from the first session's key.
+        new_keyfile: if files.key.is_none() { config.keyfile.clone() } else { None },
+        datagram: DgSpec { sam: config.sam, sam_udp: config.sam_udp_addr(), options },
         max_sessions: config.max_sessions,
         idle_timeout: config.session_idle_timeout,
     };
@@ -206,14 +201,13 @@ fn run(config: Config, files: Files) -> Result<(), Failure> {
         identities: Arc::clone(&identities),
         auth: files.auth,
         stop: AtomicBool::new(false),
-        udp: Arc::clone(&udp),
     });
 
     let stopping = Arc::new(AtomicBool::new(false));
     watch_signals(signals, Arc::clone(&stopping), local, Arc::clone(&identities)).map_err(fail)?;
 
     let worker_shared = Arc::clone(&shared);
-    let pool = Pool::new(config.max_clients, move |s: TcpStream| server::serve(s, &worker_shared));
+    let pool = Pool::new(config.max_clients, move |s: TcpStream| proxy::serve(s, &worker_shared));
 
     let mut overload_log = RateLimit::default();
     let mut accept_log = RateLimit::default();
@@ -253,7 +247,6 @@ fn run(config: Config, files: Files) -> Result<(), Failure> {
         }
     }
     identities.close_all();
-    udp.close_all();
     info!("stopped");
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! SAM v3 repliable datagrams (`STYLE=DATAGRAM`), the I2P side of SOCKS5
-//! UDP ASSOCIATE: the UDP framing both ways, NAMING LOOKUP replies and a
-//! bounded, expiring name cache as pure functions, then the blocking session
-//! that uses them.
+//! UDP ASSOCIATE: the UDP framing both ways and a bounded, expiring name
+//! cache as pure functions, then the blocking session that uses them and
+//! hands what arrives to the associations that joined it.
 //!
 //! A [`DatagramSession`] is one SAM session with its own transient
 //! destination. Its control socket carries SESSION CREATE (with `PORT=` and
@@ -10,26 +10,25 @@
 //! into the base64 destinations i2pd insists on when sending. Three threads
 //! serve it: one reads the control socket into lines, one owns every write
 //! to it and sends the queued datagrams (resolving names first), one reads
-//! the datagrams the router forwards and hands each to a sink.
+//! the datagrams the router forwards and routes each to the [`Member`]s
+//! that sent to its sender, or to all of them if none did.
 //!
 //! Not here: SOCKS (the UDP request header and the associations are
-//! `udp`'s), and which client gets an incoming datagram. Spec: SAM v3
-//! "Datagrams" and "NAMING LOOKUP" (docs/sam-v3.md); i2pd reads the
-//! destination on the send line up to the end of the line, so we never add
-//! FROM_PORT/TO_PORT there.
+//! `proxy::associate`'s, behind the [`Member`] interface), and which
+//! identity owns the session (`identity`). Spec: SAM v3 "Datagrams" and
+//! "NAMING LOOKUP"; i2pd reads the destination on the send line up to the
+//! end of the line, so we never add FROM_PORT/TO_PORT there.
 
 use crate::i2p_addr;
-use crate::sam::client::{
-    hello, random_id, read_line, CreateError, HELLO_TIMEOUT, SAM_CONNECT_TIMEOUT, SESSION_CREATE_TIMEOUT,
-};
-use crate::sam::proto::{self, BadValue, LineBuf, SamResult, Style};
+use crate::sam::conn::{self, Conn, CreateError, SESSION_CREATE_TIMEOUT};
+use crate::sam::proto::{self, BadValue, Resolved, Style};
 use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender, TrySendError};
 use log::{debug, info, trace, warn};
 use std::collections::HashMap;
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -60,8 +59,6 @@ pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
 pub const SEND_QUEUE: usize = 256;
 /// Control lines waiting for the writer thread.
 const CONTROL_LINES: usize = 16;
-/// Size of each control socket read.
-const READ_CHUNK: usize = 1024;
 /// How often the receiving thread looks at the closed flag.
 const RECV_POLL: Duration = Duration::from_millis(250);
 /// Pause after an unexpected receive error, so it can't spin.
@@ -143,35 +140,6 @@ pub fn parse_forwarded(buf: &[u8]) -> Result<Forwarded<'_>, ForwardError> {
         }
     }
     Ok(Forwarded { dest, b32, from_port, to_port, payload })
-}
-
-/// A name resolved by NAMING LOOKUP.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resolved {
-    /// Base64 public destination, for the send line.
-    pub dest: String,
-    /// Its `.b32.i2p`, to recognise the replies.
-    pub b32: String,
-}
-
-/// If `line` is the NAMING REPLY for `name`: the destination, or the
-/// RESULT that refused it (a VALUE that is no destination counts as
-/// `Other`). None for any other line (a late reply to an earlier lookup).
-pub fn naming_reply(line: &[u8], name: &str) -> Option<Result<Resolved, SamResult>> {
-    let r = proto::parse_reply(line).ok()?;
-    if !r.is("NAMING", "REPLY") || r.get("NAME").is_some_and(|n| n != name) {
-        return None;
-    }
-    Some(match r.result() {
-        SamResult::Ok => {
-            let dest = r.get("VALUE").unwrap_or_default();
-            match i2p_addr::b32_of_b64(dest) {
-                Some(b32) => Ok(Resolved { dest: dest.to_string(), b32 }),
-                None => Err(SamResult::Other("unreadable VALUE".into())),
-            }
-        }
-        other => Err(other),
-    })
 }
 
 /// What the cache knows about a name.
@@ -266,13 +234,18 @@ pub enum Dropped {
     SendFailed,
 }
 
-/// Who queued a datagram: told what becomes of it.
-pub trait Origin: Send + Sync {
+/// One user of a session (a SOCKS UDP association): told what becomes of
+/// what it queued, and offered what arrives from I2P.
+pub trait Member: Send + Sync {
     /// About to go to the destination whose address is `b32`. Called
     /// before the send, so that a reply racing back finds the peer known.
     fn sending(&self, b32: &str);
     /// Not sent; after `sending` if the send itself failed.
     fn dropped(&self, why: Dropped);
+    /// Whether this member sent to `b32` (replies go to those that did).
+    fn knows(&self, b32: &str) -> bool;
+    /// A datagram from I2P for this member.
+    fn deliver(&self, datagram: &Forwarded<'_>);
 }
 
 /// Why [`DatagramSession::send`] refused a datagram.
@@ -282,13 +255,43 @@ pub enum SendError {
     Closed,
 }
 
-/// Receives every datagram the router forwards to this session.
-pub type Sink = Box<dyn Fn(Forwarded<'_>) + Send + Sync>;
-
 struct Outgoing {
     name: String,
     payload: Vec<u8>,
-    origin: Arc<dyn Origin>,
+    from: Arc<dyn Member>,
+}
+
+/// The members of a session, shared with its receiving thread.
+struct Members {
+    list: Mutex<MemberList>,
+    /// Datagrams from I2P that no member could take.
+    undelivered: AtomicU64,
+}
+
+struct MemberList {
+    members: Vec<Arc<dyn Member>>,
+    /// When the last member left (or the session was made).
+    idle_since: Instant,
+}
+
+impl Members {
+    fn lock(&self) -> MutexGuard<'_, MemberList> {
+        self.list.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A datagram from I2P: to the members that sent to its sender, else to
+    /// all of them.
+    fn route(&self, f: &Forwarded<'_>) {
+        let members: Vec<Arc<dyn Member>> = self.lock().members.clone();
+        let asked: Vec<&Arc<dyn Member>> = members.iter().filter(|m| m.knows(&f.b32)).collect();
+        let targets: Vec<&Arc<dyn Member>> = if asked.is_empty() { members.iter().collect() } else { asked };
+        if targets.is_empty() {
+            self.undelivered.fetch_add(1, Ordering::Relaxed);
+        }
+        for m in targets {
+            m.deliver(f);
+        }
+    }
 }
 
 /// One live DATAGRAM session. Dropping it closes it.
@@ -297,6 +300,7 @@ pub struct DatagramSession {
     out: Sender<Outgoing>,
     alive: Arc<AtomicBool>,
     control: TcpStream,
+    members: Arc<Members>,
 }
 
 impl DatagramSession {
@@ -304,53 +308,32 @@ impl DatagramSession {
     /// local address, SESSION CREATE STYLE=DATAGRAM, then start the threads.
     /// `label` names the session in logs. Blocks until the router answers
     /// (tunnels are built first) or `deadline`.
-    pub fn open(
-        spec: &DgSpec,
-        label: &str,
-        sink: Sink,
-        deadline: Instant,
-    ) -> Result<DatagramSession, CreateError> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(CreateError::Io(io::Error::new(ErrorKind::TimedOut, "deadline")));
-        }
-        let mut control = TcpStream::connect_timeout(&spec.sam, SAM_CONNECT_TIMEOUT.min(left))?;
-        let _ = control.set_nodelay(true);
-        let mut lines = LineBuf::new();
-        let minor = hello(&mut control, &mut lines, deadline.min(Instant::now() + HELLO_TIMEOUT))?;
+    pub fn open(spec: &DgSpec, label: &str, deadline: Instant) -> Result<DatagramSession, CreateError> {
+        let mut conn = Conn::open(spec.sam, deadline, &|_| {})?;
         // The router forwards to HOST:PORT; our side of the control
         // connection is an address the bridge can reach.
-        let IpAddr::V4(host) = control.local_addr()?.ip() else {
-            return Err(CreateError::Protocol("datagrams need an IPv4 address for the SAM bridge"));
+        let IpAddr::V4(host) = conn.socket.local_addr()?.ip() else {
+            return Err(CreateError::Protocol("datagrams need an IPv4 address for the SAM bridge".into()));
         };
         let udp = UdpSocket::bind((host, 0))?;
         let port = udp.local_addr()?.port();
-        let id = random_id();
+        let id = crate::rand::random_id();
         let cmd = proto::session_create(Style::Datagram { host, port }, &id, "TRANSIENT", &spec.options)
-            .map_err(|_| CreateError::Protocol("an option cannot be sent to SAM"))?;
+            .map_err(|e| CreateError::Protocol(e.to_string()))?;
         trace!("{label}: > SESSION CREATE STYLE=DATAGRAM ID={id} ... PORT={port} HOST={host}");
-        control.write_all(&cmd)?;
-        let line =
-            read_line(&mut control, &mut lines, deadline.min(Instant::now() + SESSION_CREATE_TIMEOUT))?;
-        let reply =
-            proto::parse_reply(&line).map_err(|_| CreateError::Protocol("unreadable SESSION reply"))?;
+        let line = conn.command(&cmd, deadline.min(Instant::now() + SESSION_CREATE_TIMEOUT))?;
         trace!("{label}: < {}", proto::redact_line(&line));
-        if !reply.is("SESSION", "STATUS") {
-            return Err(CreateError::Protocol("unexpected reply to SESSION CREATE"));
-        }
-        match reply.result() {
-            SamResult::Ok => {}
-            other => return Err(CreateError::Refused(other)),
-        }
-        // DESTINATION is our private key: used for the b32, never kept.
-        let b32 = reply
-            .get("DESTINATION")
-            .and_then(i2p_addr::b32_of_b64)
-            .ok_or(CreateError::Protocol("SESSION STATUS without a usable DESTINATION"))?;
-        control.set_read_timeout(None)?;
+        // The reply's DESTINATION is our private key: used for the b32, never kept.
+        let (_, b32) = proto::session_status(&line)?;
+        let minor = conn.minor;
+        let (control, lines) = conn.into_parts()?;
         info!("{label}: I2P datagram destination ready: {b32} (SAM 3.{minor})");
 
         let alive = Arc::new(AtomicBool::new(true));
+        let members = Arc::new(Members {
+            list: Mutex::new(MemberList { members: Vec::new(), idle_since: Instant::now() }),
+            undelivered: AtomicU64::new(0),
+        });
         let (out_tx, out_rx) = bounded::<Outgoing>(SEND_QUEUE);
         let (line_tx, line_rx) = bounded::<Vec<u8>>(CONTROL_LINES);
         let udp = Arc::new(udp);
@@ -358,9 +341,15 @@ impl DatagramSession {
         let writer = control.try_clone()?;
         let a = Arc::clone(&alive);
         let l = label.to_string();
-        thread::Builder::new()
-            .name("udp-sam-read".into())
-            .spawn(move || read_control(reader, lines, line_tx, &a, &l))?;
+        thread::Builder::new().name("udp-sam-read".into()).spawn(move || {
+            let why = conn::read_control(&reader, lines, |line| {
+                line_tx.send(line).map_err(|_| "writer gone".to_string())
+            });
+            if a.swap(false, Ordering::SeqCst) {
+                warn!("{l}: datagram session lost ({why})");
+            }
+            let _ = reader.shutdown(Shutdown::Both);
+        })?;
         let ctl = Controller {
             control: writer,
             lines: line_rx,
@@ -376,24 +365,45 @@ impl DatagramSession {
             a.store(false, Ordering::SeqCst);
         })?;
         let a = Arc::clone(&alive);
+        let m = Arc::clone(&members);
         let (bridge_ip, l) = (spec.sam_udp.ip(), label.to_string());
         thread::Builder::new()
             .name("udp-sam-recv".into())
-            .spawn(move || receive(&udp, bridge_ip, &sink, &a, &l))?;
-        Ok(DatagramSession { b32, out: out_tx, alive, control })
+            .spawn(move || receive(&udp, bridge_ip, &m, &a, &l))?;
+        Ok(DatagramSession { b32, out: out_tx, alive, control, members })
     }
 
-    /// Queue `payload` for `name` (a validated `.i2p`/`.b32.i2p` name).
-    /// Never blocks.
-    pub fn send(&self, name: &str, payload: Vec<u8>, origin: Arc<dyn Origin>) -> Result<(), SendError> {
+    /// Queue `payload` for `name` (a validated `.i2p`/`.b32.i2p` name) on
+    /// behalf of `from`. Never blocks.
+    pub fn send(&self, name: &str, payload: Vec<u8>, from: Arc<dyn Member>) -> Result<(), SendError> {
         if !self.is_alive() {
             return Err(SendError::Closed);
         }
-        match self.out.try_send(Outgoing { name: name.to_string(), payload, origin }) {
+        match self.out.try_send(Outgoing { name: name.to_string(), payload, from }) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(SendError::QueueFull),
             Err(TrySendError::Disconnected(_)) => Err(SendError::Closed),
         }
+    }
+
+    /// Start offering `m` what arrives.
+    pub fn join(&self, m: Arc<dyn Member>) {
+        self.members.lock().members.push(m);
+    }
+
+    /// Stop offering `m` anything.
+    pub fn leave(&self, m: &Arc<dyn Member>) {
+        let mut list = self.members.lock();
+        list.members.retain(|x| !Arc::ptr_eq(x, m));
+        if list.members.is_empty() {
+            list.idle_since = Instant::now();
+        }
+    }
+
+    /// Since when nobody uses the session; None while somebody does.
+    pub fn idle_since(&self) -> Option<Instant> {
+        let list = self.members.lock();
+        list.members.is_empty().then_some(list.idle_since)
     }
 
     /// False once the control socket died or [`close`](Self::close) ran.
@@ -418,34 +428,6 @@ impl Drop for DatagramSession {
     fn drop(&mut self) {
         self.close();
     }
-}
-
-/// Control socket → lines for the writer thread, until EOF or error.
-fn read_control(mut s: TcpStream, mut lines: LineBuf, tx: Sender<Vec<u8>>, alive: &AtomicBool, label: &str) {
-    let mut chunk = [0u8; READ_CHUNK];
-    let why = 'outer: loop {
-        loop {
-            match lines.take_line() {
-                Ok(Some(line)) => {
-                    if tx.send(line).is_err() {
-                        break 'outer "writer gone";
-                    }
-                }
-                Ok(None) => break,
-                Err(proto::LineTooLong) => break 'outer "control line too long",
-            }
-        }
-        match s.read(&mut chunk) {
-            Ok(0) => break "the bridge closed the control socket",
-            Ok(n) => lines.push(chunk.get(..n).unwrap_or_default()),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => break "control socket read failed",
-        }
-    };
-    if alive.swap(false, Ordering::SeqCst) {
-        warn!("{label}: datagram session lost ({why})");
-    }
-    let _ = s.shutdown(Shutdown::Both);
 }
 
 /// Owns the control socket's write side: sends queued datagrams, looking
@@ -506,18 +488,18 @@ impl Controller {
             }
         };
         let Some(r) = resolved else {
-            o.origin.dropped(Dropped::Unresolved);
+            o.from.dropped(Dropped::Unresolved);
             return Ok(());
         };
         // Cannot fail for a destination `naming_reply` accepted.
         let Ok(frame) = send_frame(&self.id, &r.dest, &o.payload) else {
-            o.origin.dropped(Dropped::Unresolved);
+            o.from.dropped(Dropped::Unresolved);
             return Ok(());
         };
-        o.origin.sending(&r.b32);
+        o.from.sending(&r.b32);
         if let Err(e) = self.udp.send_to(&frame, self.bridge) {
             debug!("{}: datagram send to the bridge failed: {e}", self.label);
-            o.origin.dropped(Dropped::SendFailed);
+            o.from.dropped(Dropped::SendFailed);
         }
         Ok(())
     }
@@ -541,7 +523,7 @@ impl Controller {
                 }
                 Err(RecvTimeoutError::Disconnected) => return Err(Dead),
             };
-            match naming_reply(&line, name) {
+            match proto::naming_reply(&line, name) {
                 Some(Ok(r)) => return Ok(Some(r)),
                 Some(Err(result)) => {
                     debug!("{}: NAMING LOOKUP refused: {result:?}", self.label);
@@ -553,9 +535,9 @@ impl Controller {
     }
 }
 
-/// Datagrams the router forwards → `sink`, while `alive`. Only the
+/// Datagrams the router forwards → the members, while `alive`. Only the
 /// bridge's address may send here: anything else is dropped.
-fn receive(udp: &UdpSocket, bridge: IpAddr, sink: &Sink, alive: &AtomicBool, label: &str) {
+fn receive(udp: &UdpSocket, bridge: IpAddr, members: &Members, alive: &AtomicBool, label: &str) {
     let mut buf = vec![0u8; UDP_BUF];
     let foreign = AtomicU64::new(0);
     let malformed = AtomicU64::new(0);
@@ -571,7 +553,7 @@ fn receive(udp: &UdpSocket, bridge: IpAddr, sink: &Sink, alive: &AtomicBool, lab
                     continue;
                 }
                 match parse_forwarded(buf.get(..n).unwrap_or_default()) {
-                    Ok(f) => sink(f),
+                    Ok(f) => members.route(&f),
                     Err(e) => {
                         malformed.fetch_add(1, Ordering::Relaxed);
                         debug!("{label}: unreadable datagram from the bridge: {e:?}");
@@ -590,7 +572,11 @@ fn receive(udp: &UdpSocket, bridge: IpAddr, sink: &Sink, alive: &AtomicBool, lab
         }
     }
     let (f, m) = (foreign.load(Ordering::Relaxed), malformed.load(Ordering::Relaxed));
-    debug!("{label}: datagram session closed ({f} from foreign sources and {m} unreadable dropped)");
+    let u = members.undelivered.load(Ordering::Relaxed);
+    debug!(
+        "{label}: datagram session closed ({f} from foreign sources and {m} unreadable dropped, \
+         {u} with no association to take them)"
+    );
 }
 
 #[cfg(test)]
@@ -598,14 +584,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
     use super::*;
 
-    /// A well-formed public destination: 384 key bytes, key certificate
-    /// (type 5, length 4, sig type 7, crypto 0).
-    fn dest(seed: u8) -> (String, String) {
-        let mut blob: Vec<u8> = (0..384u32).map(|i| (i as u8).wrapping_mul(seed)).collect();
-        blob.extend_from_slice(&[5, 0, 4, 0, 7, 0, 0]);
-        let b32 = i2p_addr::b32_of_dest(&blob).unwrap();
-        (i2p_addr::b64_encode(&blob), b32)
-    }
+    use crate::i2p_addr::test_dest as dest;
 
     #[test]
     fn send_frame_bytes() {
@@ -683,37 +662,6 @@ mod tests {
         longer.push(b'\n');
         assert_eq!(parse_forwarded(&longer), Err(ForwardError::HeaderTooLong));
         assert_eq!(parse_forwarded(&[b'A'; 70_000]), Err(ForwardError::HeaderTooLong));
-    }
-
-    #[test]
-    fn naming_replies() {
-        let (d, b32) = dest(9);
-        let ok = format!("NAMING REPLY RESULT=OK NAME=echo.i2p VALUE={d}");
-        assert_eq!(
-            naming_reply(ok.as_bytes(), "echo.i2p"),
-            Some(Ok(Resolved { dest: d.clone(), b32: b32.clone() }))
-        );
-        // Another name's (late) reply, or another kind of line: not ours.
-        assert_eq!(naming_reply(ok.as_bytes(), "other.i2p"), None);
-        assert_eq!(naming_reply(b"PING 123", "echo.i2p"), None);
-        assert_eq!(naming_reply(b"SESSION STATUS RESULT=OK", "echo.i2p"), None);
-        assert_eq!(naming_reply(b"", "echo.i2p"), None);
-        // Both routers' "not found".
-        assert_eq!(
-            naming_reply(b"NAMING REPLY RESULT=INVALID_KEY NAME=x.i2p", "x.i2p"),
-            Some(Err(SamResult::InvalidKey))
-        );
-        assert_eq!(
-            naming_reply(b"NAMING REPLY RESULT=KEY_NOT_FOUND NAME=x.i2p MESSAGE=\"no\"", "x.i2p"),
-            Some(Err(SamResult::KeyNotFound))
-        );
-        // OK without a usable VALUE.
-        for line in ["NAMING REPLY RESULT=OK NAME=x.i2p", "NAMING REPLY RESULT=OK NAME=x.i2p VALUE=AAAA"] {
-            assert_eq!(
-                naming_reply(line.as_bytes(), "x.i2p"),
-                Some(Err(SamResult::Other("unreadable VALUE".into())))
-            );
-        }
     }
 
     fn res(seed: u8) -> Resolved {

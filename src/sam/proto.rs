@@ -7,16 +7,22 @@
 //! SOCKS client nor a flag can inject SAM syntax; anything else is `BadValue`.
 //! `parse_reply` splits a reply line into topic, kind and `KEY=VALUE` pairs,
 //! accepting both Java's quoting (`"..."` with `\"` and `\\` escapes) and
-//! i2pd's raw text in quotes. `LineBuf` cuts reply lines out of a byte stream
+//! i2pd's raw text in quotes; `hello_reply`, `session_status`,
+//! `stream_status`, `dest_reply` and `naming_reply` decode each reply the
+//! drivers wait for into a typed result, so no driver compares topic or
+//! RESULT strings itself. `LineBuf` cuts reply lines out of a byte stream
 //! without read-ahead loss: once `STREAM STATUS RESULT=OK` arrives, what
 //! follows it is payload and comes back from `into_surplus`.
 //!
-//! Not here: socket I/O, timeouts, session supervision (`sam::client`), and
-//! the SAM-result to SOCKS-reply table (`error`). We never build PING, QUIT,
-//! HELP or AUTH: i2pd closes the socket on them (see docs/sam-v3.md).
+//! Not here: socket I/O and timeouts (`sam::conn`), session supervision
+//! (`sam::stream`, `sam::datagram`), and the SAM-result to SOCKS-reply table
+//! (`error`). We never build PING, QUIT, HELP or AUTH: i2pd closes the
+//! socket on them.
 //!
 //! Spec: geti2p.net SAM v3 (api/samv3), checked against i2pd's SAM.cpp and
-//! Java I2P's SAMv3Handler; /work/shared/docs/sam-v3.md has the facts used.
+//! Java I2P's SAMv3Handler.
+
+use crate::i2p_addr;
 
 /// Longest reply line we accept (bytes, excluding the newline).
 pub const MAX_LINE: usize = 16 * 1024;
@@ -366,6 +372,105 @@ pub fn version_minor(v: &str) -> Option<u32> {
     minor.parse().ok()
 }
 
+/// Why a reply line is not the success its command asked for. The string
+/// names the command, for the log line; no variant holds a value from the
+/// line (it may be a private key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyError {
+    /// Not a SAM line at all.
+    Unreadable(&'static str),
+    /// A SAM line, but not this command's reply.
+    Unexpected(&'static str),
+    /// This command's reply, with a RESULT other than OK.
+    Refused(SamResult),
+    /// RESULT=OK without a field the caller needs, or with an unusable one.
+    Missing(&'static str, &'static str),
+}
+
+impl std::fmt::Display for ReplyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReplyError::Unreadable(cmd) => write!(f, "unreadable reply to {cmd}"),
+            ReplyError::Unexpected(cmd) => write!(f, "unexpected reply to {cmd}"),
+            ReplyError::Refused(r) => write!(f, "the bridge answered {r:?}"),
+            ReplyError::Missing(cmd, field) => write!(f, "reply to {cmd} without a usable {field}"),
+        }
+    }
+}
+
+/// `line` as the reply `topic kind` to `cmd`, with RESULT=OK.
+fn expect_ok(line: &[u8], cmd: &'static str, topic: &str, kind: &str) -> Result<Reply, ReplyError> {
+    let r = parse_reply(line).map_err(|_| ReplyError::Unreadable(cmd))?;
+    if !r.is(topic, kind) {
+        return Err(ReplyError::Unexpected(cmd));
+    }
+    match r.result() {
+        SamResult::Ok => Ok(r),
+        other => Err(ReplyError::Refused(other)),
+    }
+}
+
+/// `HELLO REPLY RESULT=OK VERSION=3.x` → the negotiated minor version.
+pub fn hello_reply(line: &[u8]) -> Result<u32, ReplyError> {
+    let r = expect_ok(line, "HELLO", "HELLO", "REPLY")?;
+    r.get("VERSION").and_then(version_minor).ok_or(ReplyError::Missing("HELLO", "VERSION"))
+}
+
+/// `SESSION STATUS RESULT=OK DESTINATION=<private key>` → that private key
+/// (I2P base64; never to be logged) and its public `.b32.i2p` address.
+pub fn session_status(line: &[u8]) -> Result<(String, String), ReplyError> {
+    const CMD: &str = "SESSION CREATE";
+    let r = expect_ok(line, CMD, "SESSION", "STATUS")?;
+    let key = r.get("DESTINATION").ok_or(ReplyError::Missing(CMD, "DESTINATION"))?;
+    let b32 = i2p_addr::b32_of_b64(key).ok_or(ReplyError::Missing(CMD, "DESTINATION"))?;
+    Ok((key.to_string(), b32))
+}
+
+/// `STREAM STATUS RESULT=OK`: the stream is open.
+pub fn stream_status(line: &[u8]) -> Result<(), ReplyError> {
+    expect_ok(line, "STREAM CONNECT", "STREAM", "STATUS").map(drop)
+}
+
+/// `DEST REPLY PUB=.. PRIV=..` → the private key (I2P base64).
+pub fn dest_reply(line: &[u8]) -> Result<String, ReplyError> {
+    // DEST REPLY carries no RESULT on either router: only its shape counts.
+    const CMD: &str = "DEST GENERATE";
+    let r = parse_reply(line).map_err(|_| ReplyError::Unreadable(CMD))?;
+    if !r.is("DEST", "REPLY") {
+        return Err(ReplyError::Unexpected(CMD));
+    }
+    r.get("PRIV").map(str::to_string).ok_or(ReplyError::Missing(CMD, "PRIV"))
+}
+
+/// A name resolved by NAMING LOOKUP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// Base64 public destination.
+    pub dest: String,
+    /// Its `.b32.i2p`.
+    pub b32: String,
+}
+
+/// If `line` is the NAMING REPLY for `name`: the destination, or the
+/// RESULT that refused it (a VALUE that is no destination counts as
+/// `Other`). None for any other line (a late reply to an earlier lookup).
+pub fn naming_reply(line: &[u8], name: &str) -> Option<Result<Resolved, SamResult>> {
+    let r = parse_reply(line).ok()?;
+    if !r.is("NAMING", "REPLY") || r.get("NAME").is_some_and(|n| n != name) {
+        return None;
+    }
+    Some(match r.result() {
+        SamResult::Ok => {
+            let dest = r.get("VALUE").unwrap_or_default();
+            match i2p_addr::b32_of_b64(dest) {
+                Some(b32) => Ok(Resolved { dest: dest.to_string(), b32 }),
+                None => Err(SamResult::Other("unreadable VALUE".into())),
+            }
+        }
+        other => Err(other),
+    })
+}
+
 /// Keys whose values are secrets in some line we send or receive: the private
 /// key in SESSION CREATE / SESSION STATUS, PRIV in DEST REPLY, the HELLO
 /// password.
@@ -681,6 +786,37 @@ mod tests {
         ];
         for (line, want) in cases {
             assert_eq!(reply(line).result(), want, "{:?}", String::from_utf8_lossy(line));
+        }
+    }
+
+    #[test]
+    fn naming_replies() {
+        let (d, b32) = crate::i2p_addr::test_dest(9);
+        let ok = format!("NAMING REPLY RESULT=OK NAME=echo.i2p VALUE={d}");
+        assert_eq!(
+            naming_reply(ok.as_bytes(), "echo.i2p"),
+            Some(Ok(Resolved { dest: d.clone(), b32: b32.clone() }))
+        );
+        // Another name's (late) reply, or another kind of line: not ours.
+        assert_eq!(naming_reply(ok.as_bytes(), "other.i2p"), None);
+        assert_eq!(naming_reply(b"PING 123", "echo.i2p"), None);
+        assert_eq!(naming_reply(b"SESSION STATUS RESULT=OK", "echo.i2p"), None);
+        assert_eq!(naming_reply(b"", "echo.i2p"), None);
+        // Both routers' "not found".
+        assert_eq!(
+            naming_reply(b"NAMING REPLY RESULT=INVALID_KEY NAME=x.i2p", "x.i2p"),
+            Some(Err(SamResult::InvalidKey))
+        );
+        assert_eq!(
+            naming_reply(b"NAMING REPLY RESULT=KEY_NOT_FOUND NAME=x.i2p MESSAGE=\"no\"", "x.i2p"),
+            Some(Err(SamResult::KeyNotFound))
+        );
+        // OK without a usable VALUE.
+        for line in ["NAMING REPLY RESULT=OK NAME=x.i2p", "NAMING REPLY RESULT=OK NAME=x.i2p VALUE=AAAA"] {
+            assert_eq!(
+                naming_reply(line.as_bytes(), "x.i2p"),
+                Some(Err(SamResult::Other("unreadable VALUE".into())))
+            );
         }
     }
 

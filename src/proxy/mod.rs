@@ -1,18 +1,19 @@
 //! One client, start to finish: the SOCKS handshake under one overall
-//! deadline, target validation, the SAM stream, the reply, the relay.
+//! deadline, then the command: CONNECT (`connect`) or UDP ASSOCIATE
+//! (`associate`); BIND is refused.
 //!
 //! Everything a client can do wrong ends here in a reply in its own SOCKS
 //! version (or a close, where the protocol has no reply) and a graceful
 //! close. The reply code always comes from `Error::rep`.
 
+pub mod associate;
+pub mod connect;
+
 use crate::auth::AuthFile;
 use crate::cli::Config;
 use crate::error::Error;
-use crate::i2p_addr;
-use crate::identity::{Identities, Key, Lease};
-use crate::relay;
-use crate::sam::client;
-use crate::socks::{self, Action, Addr, Command, Handshake, Policy, Rep, Request};
+use crate::identity::{Identities, Key};
+use crate::socks::{self, Action, Command, Handshake, Policy, Request};
 use log::debug;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -27,6 +28,9 @@ const HANDSHAKE_CHUNK: usize = 512;
 pub const DRAIN_TIME: Duration = Duration::from_millis(200);
 /// At most this much is drained before closing.
 pub const DRAIN_MAX: usize = 64 * 1024;
+/// Deadline for writing a reply to a client once its request is decided:
+/// generous, for a reply of at most 22 bytes.
+pub const REPLY_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What every worker shares.
 pub struct Shared {
@@ -36,8 +40,13 @@ pub struct Shared {
     pub auth: Option<AuthFile>,
     /// Set at the end of the shutdown grace: running relays stop.
     pub stop: AtomicBool,
-    /// Datagram sessions for UDP ASSOCIATE (`udp`).
-    pub udp: Arc<crate::udp::Udp>,
+}
+
+impl Shared {
+    /// The identity a client with this request's credentials gets.
+    pub fn key_for(&self, req: &Request) -> Key {
+        Key::for_client(self.config.isolate, &req.credentials, self.auth.is_some())
+    }
 }
 
 /// How a handshake ended without a request.
@@ -66,39 +75,24 @@ pub fn serve(mut client: TcpStream, shared: &Shared) {
             return;
         }
     };
-    if request.command == Command::UdpAssociate {
+    match request.command {
+        Command::Connect => connect::serve(client, &request, &payload, &peer, shared),
         // RFC 1928 §7: the connection stays open as the association's lifeline.
-        crate::udp::serve(client, &request, shared);
-        return;
-    }
-    let version = request.version;
-    match open(&request, shared) {
-        Ok((sam, surplus, _lease)) => {
-            if write_by(&mut client, &socks::reply(version, Rep::Succeeded), deadline_far()).is_err() {
-                return;
-            }
-            debug!("{peer}: stream open");
-            let _ = client.set_write_timeout(None);
-            let _ = client.set_read_timeout(None);
-            match relay::relay(client, sam, &payload, &surplus, shared.config.idle_timeout, &shared.stop) {
-                Ok((end, stats)) => debug!(
-                    "{peer}: relay ended ({end:?}): {} bytes out, {} bytes in",
-                    stats.to_server, stats.to_client
-                ),
-                Err(e) => debug!("{peer}: relay failed: {e}"),
-            }
-        }
-        Err(e) => {
-            debug!("{peer}: refused: {e}");
-            let _ = write_by(&mut client, &socks::reply(version, e.rep()), deadline_far());
-            graceful_close(client);
-        }
+        Command::UdpAssociate => associate::serve(client, &request, shared),
+        Command::Bind => refuse(client, &request, Error::CommandNotSupported, &peer),
     }
 }
 
-/// A generous bound for writing a short reply to a client.
-fn deadline_far() -> Instant {
-    Instant::now() + Duration::from_secs(10)
+/// Answer `req` with the reply for `e` and close gracefully.
+pub fn refuse(mut client: TcpStream, req: &Request, e: Error, peer: &str) {
+    debug!("{peer}: refused: {e}");
+    let _ = write_reply(&mut client, &socks::reply(req.version, e.rep()));
+    graceful_close(client);
+}
+
+/// Write a reply by [`REPLY_WRITE_TIMEOUT`].
+pub fn write_reply(client: &mut TcpStream, reply: &[u8]) -> io::Result<()> {
+    write_by(client, reply, Instant::now() + REPLY_WRITE_TIMEOUT)
 }
 
 /// Run the codec over the client's bytes until a request or a refusal.
@@ -163,35 +157,8 @@ fn check_credentials(shared: &Shared, user: &[u8], pass: &[u8]) -> bool {
     }
 }
 
-/// Validate the request and open its I2P stream on the client's identity.
-/// The lease keeps that identity alive while the stream lasts.
-fn open(req: &Request, shared: &Shared) -> Result<(TcpStream, Vec<u8>, Lease), Error> {
-    match req.command {
-        Command::Connect => {}
-        Command::Bind | Command::UdpAssociate => return Err(Error::CommandNotSupported),
-    }
-    let target = match &req.addr {
-        Addr::Domain(name) => i2p_addr::parse_target(name).map_err(|e| {
-            debug!("target refused: {e:?}");
-            Error::TargetNotAllowed
-        })?,
-        Addr::Ipv4(_) | Addr::Ipv6(_) => return Err(Error::TargetNotAllowed),
-    };
-    if req.port == 0 {
-        return Err(Error::TargetNotAllowed);
-    }
-    let deadline = Instant::now() + shared.config.connect_timeout;
-    let key = Key::for_client(shared.config.isolate, &req.credentials, shared.auth.is_some());
-    let lease = shared.identities.acquire(key)?;
-    let info = lease.session().wait_ready(deadline)?;
-    debug!("connecting to {}:{}", target.as_str(), req.port);
-    let (sam, surplus) =
-        client::stream_connect(shared.config.sam, &info, target.as_str(), req.port, deadline)?;
-    Ok((sam, surplus, lease))
-}
-
 /// Write all of `data` by `deadline`.
-fn write_by(s: &mut TcpStream, data: &[u8], deadline: Instant) -> io::Result<()> {
+pub fn write_by(s: &mut TcpStream, data: &[u8], deadline: Instant) -> io::Result<()> {
     let now = Instant::now();
     if now >= deadline {
         return Err(io::Error::new(ErrorKind::TimedOut, "deadline"));

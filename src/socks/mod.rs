@@ -8,11 +8,16 @@
 //! deadline). It does not decide what a valid target is: [`Addr::Domain`]
 //! carries the client's raw bytes to `i2p_addr`, and IP targets, BIND and UDP
 //! ASSOCIATE are returned so the server can refuse them with the right reply.
+//! Every reply to a request, in either version, is encoded by
+//! [`reply_bound`]. The UDP ASSOCIATE datagram header is in `udp`.
 //! Specs: RFC 1928 (SOCKS5), RFC 1929 (username/password), the SOCKS4 and
-//! SOCKS4a protocol notes, and the project rules in `docs/socks.md`.
+//! SOCKS4a protocol notes.
+
+pub mod udp;
 
 use std::fmt;
 use std::mem;
+use std::net::{IpAddr, SocketAddr};
 
 /// Most bytes a whole handshake (every message up to and including the
 /// request) may take; a client still talking past this is failed.
@@ -45,9 +50,10 @@ const AUTH_FAILURE: u8 = 1;
 const CMD_CONNECT: u8 = 1;
 const CMD_BIND: u8 = 2;
 const CMD_UDP_ASSOCIATE: u8 = 3;
-const ATYP_IPV4: u8 = 1;
-const ATYP_DOMAIN: u8 = 3;
-const ATYP_IPV6: u8 = 4;
+// Shared with the UDP request header (`udp`), which uses the same three.
+pub(crate) const ATYP_IPV4: u8 = 1;
+pub(crate) const ATYP_DOMAIN: u8 = 3;
+pub(crate) const ATYP_IPV6: u8 = 4;
 
 /// Body of the answer to a browser that mistook us for an HTTP proxy.
 const HTTP_501_BODY: &str = "This is i2psocks, a SOCKS proxy to the I2P network, not an HTTP proxy.\n\
@@ -312,11 +318,32 @@ impl Handshake {
     }
 }
 
-/// Reply bytes for a request outcome in the client's version. SOCKS5 replies
-/// carry BND `ATYP=1 0.0.0.0:0`; SOCKS4 replies are `00 5A|5B 00 00 00 00 00 00`.
+/// Reply bytes for a request outcome in the client's version, with BND
+/// `0.0.0.0:0` (OpenBSD nc rejects a domain there); see [`reply_bound`].
 pub fn reply(version: Version, rep: Rep) -> Vec<u8> {
+    reply_bound(version, rep, SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+/// Every reply to a request is encoded here. SOCKS5: `05 REP 00 ATYP BND.ADDR
+/// BND.PORT` with BND = `bnd` (UDP ASSOCIATE's relay address; `0.0.0.0:0`
+/// otherwise). SOCKS4 has no bound address: `00 5A|5B 00 00 00 00 00 00`.
+pub fn reply_bound(version: Version, rep: Rep, bnd: SocketAddr) -> Vec<u8> {
     match version {
-        Version::V5 => vec![5, rep as u8, 0, 1, 0, 0, 0, 0, 0, 0],
+        Version::V5 => {
+            let mut out = vec![SOCKS5_VERSION, rep as u8, 0];
+            match bnd.ip() {
+                IpAddr::V4(ip) => {
+                    out.push(ATYP_IPV4);
+                    out.extend_from_slice(&ip.octets());
+                }
+                IpAddr::V6(ip) => {
+                    out.push(ATYP_IPV6);
+                    out.extend_from_slice(&ip.octets());
+                }
+            }
+            out.extend_from_slice(&bnd.port().to_be_bytes());
+            out
+        }
         Version::V4 => {
             let code = if rep == Rep::Succeeded { 0x5a } else { 0x5b };
             vec![0, code, 0, 0, 0, 0, 0, 0]
@@ -631,6 +658,18 @@ mod tests {
             let v4 = if rep == Rep::Succeeded { V4_GRANTED } else { V4_REJECTED };
             assert_eq!(reply(Version::V4, rep), v4);
         }
+    }
+
+    #[test]
+    fn reply_bytes() {
+        assert_eq!(
+            reply_bound(Version::V5, Rep::Succeeded, "127.0.0.1:4660".parse().unwrap()),
+            b"\x05\x00\x00\x01\x7f\x00\x00\x01\x12\x34"
+        );
+        let mut v6 = b"\x05\x00\x00\x04".to_vec();
+        v6.extend_from_slice(&[0; 15]);
+        v6.extend_from_slice(b"\x01\x00\x35");
+        assert_eq!(reply_bound(Version::V5, Rep::Succeeded, "[::1]:53".parse().unwrap()), v6);
     }
 
     // ---- Tor test_socks.c: 4_unsupported_commands ----

@@ -1,0 +1,278 @@
+//! SAM v3 STREAM sessions: one supervised control session per identity, and
+//! one fresh socket per client stream (STREAM CONNECT).
+//!
+//! A [`Session`] owns its control socket in its own thread. That thread
+//! creates the session, answers `PING` with `PONG`, and when the socket
+//! dies (EOF, error, router restart) marks the session down and rebuilds it
+//! with exponential backoff. Clients ask [`Session::wait_ready`]: a session
+//! being built makes them wait (within their own deadline); a session known
+//! to be down refuses them at once, so nobody hangs on a dead router.
+//!
+//! Not here: which identity a client gets and what becomes of a new key
+//! (`identity`), and the command/reply syntax (`proto`).
+
+use crate::sam::conn::{self, Conn, CreateError, SESSION_CREATE_TIMEOUT};
+use crate::sam::proto::{self, SamResult, Style};
+use crate::sam::ready::{NotReady, Readiness, State};
+use log::{debug, info, trace, warn};
+use std::io::{self, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// First and last wait between rebuild attempts.
+pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// How to build a session: everything but the nickname.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSpec {
+    pub sam: SocketAddr,
+    /// `TRANSIENT` or a private key in I2P base64 (never logged).
+    pub destination: String,
+    /// SESSION CREATE options after SIGNATURE_TYPE, in order.
+    pub options: Vec<(String, String)>,
+    /// A label for log lines (never a credential).
+    pub label: String,
+}
+
+/// What clients need of a ready session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub id: String,
+    /// Negotiated SAM minor version (3.x).
+    pub minor: u32,
+    /// Our own address, `<52>.b32.i2p`.
+    pub b32: String,
+    /// The private key the bridge returned (for key files), never logged.
+    pub private_key: String,
+}
+
+impl SessionInfo {
+    /// TO_PORT is understood from SAM 3.2 on.
+    pub fn supports_ports(&self) -> bool {
+        self.minor >= 2
+    }
+}
+
+/// Called once a session made from a TRANSIENT destination is ready; true
+/// means the key was kept, so rebuilds must reuse it rather than make a new
+/// address.
+pub type OnNewKey = Box<dyn FnMut(&SessionInfo) -> bool + Send>;
+
+/// Why a stream could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectError {
+    /// The session is down (being rebuilt) or closed.
+    SessionDown,
+    /// Our deadline passed first.
+    Timeout,
+    /// The bridge could not be reached, or broke the protocol.
+    Unreachable,
+    /// The bridge answered with this RESULT.
+    Refused(SamResult),
+    /// The target cannot be put on a SAM line (validation lets none through).
+    BadTarget,
+}
+
+impl From<NotReady> for ConnectError {
+    fn from(e: NotReady) -> Self {
+        match e {
+            NotReady::Down => ConnectError::SessionDown,
+            NotReady::TimedOut => ConnectError::Timeout,
+        }
+    }
+}
+
+/// A supervised SAM session.
+pub struct Session {
+    spec: SessionSpec,
+    state: Readiness<Arc<SessionInfo>>,
+    /// A clone of the live control socket, so `close` can wake its reader.
+    control: Mutex<Option<TcpStream>>,
+}
+
+impl Session {
+    /// Start the supervisor thread; the session begins in the Starting
+    /// state. `on_new_key` is told when a TRANSIENT destination got its key.
+    pub fn spawn(spec: SessionSpec, on_new_key: Option<OnNewKey>) -> io::Result<Arc<Session>> {
+        let s = Arc::new(Session { spec, state: Readiness::new(), control: Mutex::new(None) });
+        let me = Arc::clone(&s);
+        thread::Builder::new().name("sam-session".into()).spawn(move || me.supervise(on_new_key))?;
+        Ok(s)
+    }
+
+    /// The ready session, waiting while one is being built, until `deadline`.
+    pub fn wait_ready(&self, deadline: Instant) -> Result<Arc<SessionInfo>, ConnectError> {
+        Ok(self.state.wait_ready(deadline)?)
+    }
+
+    /// Close for good: the control socket is shut, which ends the session
+    /// on the router; streams already open on it end too.
+    pub fn close(&self) {
+        self.state.close();
+        if let Some(c) = self.lock_control().take() {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.state.is_closed()
+    }
+
+    fn lock_control(&self) -> std::sync::MutexGuard<'_, Option<TcpStream>> {
+        self.control.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keep a handle on the control socket for `close`; if the session
+    /// was closed meanwhile, cut the socket at once.
+    fn register_control(&self, s: &TcpStream) {
+        let Ok(clone) = s.try_clone() else { return };
+        let mut slot = self.lock_control();
+        if self.is_closed() {
+            let _ = clone.shutdown(Shutdown::Both);
+        } else {
+            *slot = Some(clone);
+        }
+    }
+
+    fn supervise(self: Arc<Self>, mut on_new_key: Option<OnNewKey>) {
+        let mut backoff = BACKOFF_MIN;
+        let mut spec = self.spec.clone();
+        loop {
+            if !self.state.set(State::Starting) {
+                return;
+            }
+            let result = create(&spec, &|s| self.register_control(s));
+            if result.is_err() {
+                self.lock_control().take();
+            }
+            match result {
+                Ok((conn, info)) => {
+                    backoff = BACKOFF_MIN;
+                    if spec.destination == "TRANSIENT" {
+                        if let Some(mut keep) = on_new_key.take() {
+                            if keep(&info) {
+                                // Rebuilds reuse the kept identity.
+                                spec.destination = info.private_key.clone();
+                            }
+                        }
+                    }
+                    let b32 = info.b32.clone();
+                    if !self.state.set(State::Ready(Arc::new(info))) {
+                        let _ = conn.socket.shutdown(Shutdown::Both);
+                        return;
+                    }
+                    info!("{}: I2P destination ready: {b32}", spec.label);
+                    let why = watch(conn);
+                    self.lock_control().take();
+                    if !self.state.set(State::Down) {
+                        debug!("{}: session closed", spec.label);
+                        return;
+                    }
+                    warn!("{}: SAM session lost ({why}); rebuilding", spec.label);
+                }
+                Err(e) => {
+                    if !self.state.set(State::Down) {
+                        return;
+                    }
+                    warn!(
+                        "{}: cannot create a SAM session at {}: {e}; retrying in {} s \
+                         (is the I2P router running with SAM enabled?)",
+                        spec.label,
+                        spec.sam,
+                        backoff.as_secs()
+                    );
+                }
+            }
+            if !self.state.sleep_unless_closed(backoff) {
+                return;
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+}
+
+/// Connect, HELLO, SESSION CREATE. Returns the control connection and the
+/// session's facts. `register` sees the socket as soon as it is connected,
+/// so that a close during the (long) SESSION CREATE can cut it.
+fn create(spec: &SessionSpec, register: &dyn Fn(&TcpStream)) -> Result<(Conn, SessionInfo), CreateError> {
+    let deadline = Instant::now() + SESSION_CREATE_TIMEOUT;
+    let mut conn = Conn::open(spec.sam, deadline, register)?;
+    let id = crate::rand::random_id();
+    let cmd = proto::session_create(Style::Stream, &id, &spec.destination, &spec.options)
+        .map_err(|e| CreateError::Protocol(e.to_string()))?;
+    trace!("{}: > {}", spec.label, proto::redact_line(&cmd));
+    let line = conn.command(&cmd, deadline)?;
+    // The reply carries our private key: the trace shows it redacted.
+    trace!("{}: < {}", spec.label, proto::redact_line(&line));
+    let (private_key, b32) = proto::session_status(&line)?;
+    let minor = conn.minor;
+    Ok((conn, SessionInfo { id, minor, b32, private_key }))
+}
+
+/// Hold the control socket: answer PING, return when it dies.
+fn watch(conn: Conn) -> String {
+    let Ok((s, lines)) = conn.into_parts() else {
+        return "control socket unusable".into();
+    };
+    let why = conn::read_control(&s, lines, |line| {
+        if let Some(pong) = proto::pong_for(&line) {
+            trace!("< PING; > PONG");
+            (&s).write_all(&pong).map_err(|e| format!("write: {e}"))
+        } else {
+            trace!("< {} (ignored)", proto::redact_line(&line));
+            Ok(())
+        }
+    });
+    let _ = s.shutdown(Shutdown::Both);
+    why
+}
+
+/// Open a stream to `target` on a ready session: a fresh socket, HELLO,
+/// STREAM CONNECT. On success the socket carries payload; the returned
+/// bytes arrived after the status line and belong to the client.
+pub fn connect(
+    sam: SocketAddr,
+    info: &SessionInfo,
+    target: &str,
+    port: u16,
+    deadline: Instant,
+) -> Result<(TcpStream, Vec<u8>), ConnectError> {
+    if Instant::now() >= deadline {
+        return Err(ConnectError::Timeout);
+    }
+    let mut conn = match Conn::open(sam, deadline, &|_| {}) {
+        Ok(c) => c,
+        Err(CreateError::Refused(r)) => return Err(ConnectError::Refused(r)),
+        Err(e) if e.is_timeout() && Instant::now() >= deadline => return Err(ConnectError::Timeout),
+        Err(e) => {
+            debug!("SAM connect or HELLO failed: {e}");
+            return Err(ConnectError::Unreachable);
+        }
+    };
+    let to_port = info.supports_ports().then_some(port);
+    let cmd = proto::stream_connect(&info.id, target, to_port).map_err(|_| ConnectError::BadTarget)?;
+    trace!("> {}", proto::redact_line(&cmd));
+    let line = match conn.command(&cmd, deadline) {
+        Ok(l) => l,
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(ConnectError::Timeout),
+        Err(e) => {
+            debug!("SAM STREAM CONNECT failed: {e}");
+            return Err(ConnectError::Unreachable);
+        }
+    };
+    trace!("< {}", proto::redact_line(&line));
+    match proto::stream_status(&line) {
+        Ok(()) => {
+            let (s, lines) = conn.into_parts().map_err(|_| ConnectError::Unreachable)?;
+            Ok((s, lines.into_surplus()))
+        }
+        Err(proto::ReplyError::Refused(r)) => Err(ConnectError::Refused(r)),
+        Err(e) => {
+            debug!("SAM STREAM CONNECT failed: {e}");
+            Err(ConnectError::Unreachable)
+        }
+    }
+}
