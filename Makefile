@@ -61,7 +61,7 @@ check:
 # is no sanitizer, which runs about five times as many inputs per second;
 # FUZZ_SANITIZER=address turns ASan back on.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= socks_chunks sam_reply target
+FUZZ_TARGETS ?= socks_chunks sam_reply target udp_header forwarded
 FUZZ_SANITIZER ?= none
 FUZZ_CARGO ?= $(if $(shell rustup toolchain list 2>/dev/null | grep '^nightly'),$(CARGO) +nightly,RUSTC_BOOTSTRAP=1 $(CARGO))
 

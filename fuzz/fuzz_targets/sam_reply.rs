@@ -3,9 +3,11 @@
 //! plus the PING answer and the log redactor that see the same lines.
 //!
 //! The first byte picks a mode (its value mod 3):
-//! 0. `parse_reply`, `pong_for`, `redact_line` and `version_minor` on the
-//!    rest: no panic; topic and kind are single non-empty words; keys hold
-//!    no blank or `=`; a PONG is one line; no secret value survives redaction.
+//! 0. `parse_reply`, the typed reply decoders, `pong_for`, `redact_line`
+//!    and `version_minor` on the rest: no panic; topic and kind are single
+//!    non-empty words; keys hold no blank or `=`; a decoded success has the
+//!    right topic, kind and RESULT; a PONG is one line; no secret value
+//!    survives redaction.
 //! 1. `LineBuf`: a repeat byte (the body is repeated 1..=16 times, or with
 //!    0xff until the stream passes `MAX_LINE`), a read-size header, then the
 //!    body. Lines never
@@ -19,9 +21,10 @@
 
 #![no_main]
 
+use i2psocks::i2p_addr::b32_of_b64;
 use i2psocks::sam::proto::{
-    is_safe_key, is_safe_value, parse_reply, pong_for, redact_line, version_minor, LineBuf, LineTooLong,
-    Reply, MAX_LINE,
+    dest_reply, hello_reply, is_safe_key, is_safe_value, naming_reply, parse_reply, pong_for, redact_line,
+    session_status, stream_status, version_minor, LineBuf, LineTooLong, Reply, SamResult, MAX_LINE,
 };
 use i2psocks_fuzz::{reads, split_reads};
 use libfuzzer_sys::fuzz_target;
@@ -49,9 +52,41 @@ fn parse_mode(line: &[u8]) {
         assert!(line.starts_with(b"PING"));
     }
     check_redaction(line);
+    check_typed(line);
     if let Ok(s) = std::str::from_utf8(line) {
         if let Some(minor) = version_minor(s) {
             assert!(minor <= 999);
+        }
+    }
+}
+
+/// The typed decoders agree with `parse_reply`: a success is the right
+/// topic and kind with RESULT=OK and a usable field; a refusal carries the
+/// line's RESULT.
+fn check_typed(line: &[u8]) {
+    let parsed = parse_reply(line).ok();
+    let shape = |topic: &str, kind: &str| parsed.as_ref().is_some_and(|r| r.is(topic, kind));
+    let ok = parsed.as_ref().is_some_and(|r| r.result() == SamResult::Ok);
+    if let Ok(minor) = hello_reply(line) {
+        assert!(shape("HELLO", "REPLY") && ok);
+        let v = parsed.as_ref().and_then(|r| r.get("VERSION")).and_then(version_minor);
+        assert_eq!(v, Some(minor));
+    }
+    if let Ok((key, b32)) = session_status(line) {
+        assert!(shape("SESSION", "STATUS") && ok);
+        assert_eq!(b32_of_b64(&key).as_deref(), Some(b32.as_str()));
+    }
+    if stream_status(line).is_ok() {
+        assert!(shape("STREAM", "STATUS") && ok);
+    }
+    if dest_reply(line).is_ok() {
+        assert!(shape("DEST", "REPLY"));
+    }
+    if let Some(r) = parsed.as_ref() {
+        let name = r.get("NAME").unwrap_or("x.i2p");
+        if let Some(Ok(res)) = naming_reply(line, name) {
+            assert!(shape("NAMING", "REPLY") && ok);
+            assert_eq!(b32_of_b64(&res.dest).as_deref(), Some(res.b32.as_str()));
         }
     }
 }
@@ -76,7 +111,7 @@ fn check_redaction(line: &[u8]) {
     }
 }
 
-/// Feeds `reads` to a `LineBuf` the way `sam::client` does (take lines after
+/// Feeds `reads` to a `LineBuf` the way `sam::conn` does (take lines after
 /// every read). Returns the lines, whether it failed, and the surplus.
 fn drive_linebuf(stream: &[u8], input: &[&[u8]]) -> (Vec<Vec<u8>>, bool, Vec<u8>) {
     let mut lb = LineBuf::new();

@@ -22,7 +22,7 @@
 
 use crate::error::Error;
 use crate::i2p_addr;
-use crate::proxy::{self, Shared};
+use crate::proxy::context::{self, Shared};
 use crate::sam::datagram::{DatagramSession, Dropped, Forwarded, Member, SendError};
 use crate::socks::udp::{decode, encode_domain, Dst, HeaderError};
 use crate::socks::{self, Addr, Rep, Request};
@@ -191,7 +191,7 @@ pub fn serve(mut client: TcpStream, req: &Request, shared: &Shared) {
         return;
     };
     let tag = peer.to_string();
-    let refuse = |c: TcpStream, e: Error| proxy::refuse(c, req, e, &format!("{tag}: UDP ASSOCIATE"));
+    let refuse = |c: TcpStream, e: Error| context::refuse(c, req, e, &format!("{tag}: UDP ASSOCIATE"));
     let deadline = Instant::now() + shared.config.connect_timeout;
     let lease = match shared.identities.acquire(shared.key_for(req)) {
         Ok(l) => l,
@@ -228,7 +228,7 @@ pub fn serve(mut client: TcpStream, req: &Request, shared: &Shared) {
     });
     let member: Arc<dyn Member> = Arc::clone(&link) as Arc<dyn Member>;
     session.join(Arc::clone(&member));
-    if proxy::write_reply(&mut client, &socks::reply_bound(req.version, Rep::Succeeded, bnd)).is_err() {
+    if context::write_reply(&mut client, &socks::reply_bound(req.version, Rep::Succeeded, bnd)).is_err() {
         session.leave(&member);
         return;
     }

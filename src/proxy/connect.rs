@@ -8,7 +8,7 @@
 use crate::error::Error;
 use crate::i2p_addr;
 use crate::identity::Lease;
-use crate::proxy::{self, Shared};
+use crate::proxy::context::{self, Shared};
 use crate::relay;
 use crate::sam::stream;
 use crate::socks::{self, Addr, Rep, Request};
@@ -21,7 +21,7 @@ use std::time::Instant;
 pub fn serve(mut client: TcpStream, req: &Request, payload: &[u8], peer: &str, shared: &Shared) {
     match open(req, shared) {
         Ok((sam, surplus, _lease)) => {
-            if proxy::write_reply(&mut client, &socks::reply(req.version, Rep::Succeeded)).is_err() {
+            if context::write_reply(&mut client, &socks::reply(req.version, Rep::Succeeded)).is_err() {
                 return;
             }
             debug!("{peer}: stream open");
@@ -35,7 +35,7 @@ pub fn serve(mut client: TcpStream, req: &Request, payload: &[u8], peer: &str, s
                 Err(e) => debug!("{peer}: relay failed: {e}"),
             }
         }
-        Err(e) => proxy::refuse(client, req, e, peer),
+        Err(e) => context::refuse(client, req, e, peer),
     }
 }
 

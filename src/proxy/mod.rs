@@ -8,46 +8,20 @@
 
 pub mod associate;
 pub mod connect;
+pub mod context;
 
-use crate::auth::AuthFile;
-use crate::cli::Config;
+pub use context::Shared;
+
 use crate::error::Error;
-use crate::identity::{Identities, Key};
-use crate::socks::{self, Action, Command, Handshake, Policy, Request};
+use crate::proxy::context::{graceful_close, refuse, write_by};
+use crate::socks::{Action, Command, Handshake, Policy, Request};
 use log::debug;
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Size of each handshake read (the codec bounds the whole handshake).
 const HANDSHAKE_CHUNK: usize = 512;
-/// After a failure reply, how long we read what the client already sent so
-/// that our close is a FIN, not a reset that would discard the reply.
-pub const DRAIN_TIME: Duration = Duration::from_millis(200);
-/// At most this much is drained before closing.
-pub const DRAIN_MAX: usize = 64 * 1024;
-/// Deadline for writing a reply to a client once its request is decided:
-/// generous, for a reply of at most 22 bytes.
-pub const REPLY_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What every worker shares.
-pub struct Shared {
-    pub config: Config,
-    pub identities: Arc<Identities>,
-    /// Access control (`--auth-file`).
-    pub auth: Option<AuthFile>,
-    /// Set at the end of the shutdown grace: running relays stop.
-    pub stop: AtomicBool,
-}
-
-impl Shared {
-    /// The identity a client with this request's credentials gets.
-    pub fn key_for(&self, req: &Request) -> Key {
-        Key::for_client(self.config.isolate, &req.credentials, self.auth.is_some())
-    }
-}
 
 /// How a handshake ended without a request.
 enum Abort {
@@ -81,18 +55,6 @@ pub fn serve(mut client: TcpStream, shared: &Shared) {
         Command::UdpAssociate => associate::serve(client, &request, shared),
         Command::Bind => refuse(client, &request, Error::CommandNotSupported, &peer),
     }
-}
-
-/// Answer `req` with the reply for `e` and close gracefully.
-pub fn refuse(mut client: TcpStream, req: &Request, e: Error, peer: &str) {
-    debug!("{peer}: refused: {e}");
-    let _ = write_reply(&mut client, &socks::reply(req.version, e.rep()));
-    graceful_close(client);
-}
-
-/// Write a reply by [`REPLY_WRITE_TIMEOUT`].
-pub fn write_reply(client: &mut TcpStream, reply: &[u8]) -> io::Result<()> {
-    write_by(client, reply, Instant::now() + REPLY_WRITE_TIMEOUT)
 }
 
 /// Run the codec over the client's bytes until a request or a refusal.
@@ -154,34 +116,5 @@ fn check_credentials(shared: &Shared, user: &[u8], pass: &[u8]) -> bool {
     match &shared.auth {
         Some(a) => a.check(user, pass),
         None => true,
-    }
-}
-
-/// Write all of `data` by `deadline`.
-pub fn write_by(s: &mut TcpStream, data: &[u8], deadline: Instant) -> io::Result<()> {
-    let now = Instant::now();
-    if now >= deadline {
-        return Err(io::Error::new(ErrorKind::TimedOut, "deadline"));
-    }
-    s.set_write_timeout(Some(deadline - now))?;
-    s.write_all(data)
-}
-
-/// Close after a failure reply: FIN first, then read briefly what the
-/// client already sent so the kernel does not answer it with a reset.
-pub fn graceful_close(mut s: TcpStream) {
-    let _ = s.shutdown(Shutdown::Write);
-    let end = Instant::now() + DRAIN_TIME;
-    let mut sink = [0u8; 4096];
-    let mut drained = 0;
-    while drained < DRAIN_MAX {
-        let now = Instant::now();
-        if now >= end || s.set_read_timeout(Some(end - now)).is_err() {
-            break;
-        }
-        match s.read(&mut sink) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => drained += n,
-        }
     }
 }
