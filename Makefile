@@ -6,6 +6,10 @@
 #   make test               test dependencies (tests/deps.sh), then every test
 #   make check              rustfmt, clippy and the man page lint
 #   make install            binary and man page under $(DESTDIR)$(PREFIX)
+#   make uninstall          removes what install put there (same PREFIX/DESTDIR)
+#   make clean              cargo clean
+#   make bench              bench/run.sh: benches/proxy.rs against its peers
+#   make fuzz               the cargo-fuzz targets in fuzz/, FUZZ_SECONDS each
 #
 # install does not build: run `make` first (as the user who owns the tree),
 # then `make install` (as root, or with DESTDIR for a staged install).

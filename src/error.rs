@@ -1,5 +1,6 @@
 //! Why a client's request failed, and the one table that turns each cause
-//! into the SOCKS reply the client sees (socks.md, "Reply mapping").
+//! into the SOCKS reply the client sees (the table is in README, "What the
+//! client sees", and in the man page).
 //!
 //! Every refusal in the proxy goes through [`Error::rep`]; nothing else picks
 //! a reply code. SOCKS4 collapses every failure to 0x5B in `socks::reply`.
@@ -101,7 +102,7 @@ impl From<NotReady> for Error {
 mod tests {
     use super::*;
 
-    /// Each row of socks.md's table, in order.
+    /// Each row of the reply table, in order.
     #[test]
     fn reply_table() {
         let rows: &[(Error, u8)] = &[

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 /// routers take `3.0` whatever version the control socket negotiated.
 pub const SEND_VERSION: &str = "3.0";
 /// Largest payload we send or deliver. I2P datagrams carry ~31 KiB at most;
-/// ~11 KiB and below survive the network far better (docs/sam-v3.md).
+/// ~11 KiB and below survive the network far better (SAM v3 "Datagrams").
 pub const MAX_PAYLOAD: usize = 31 * 1024;
 /// Payload size we recommend to users (documented, not enforced).
 pub const RECOMMENDED_PAYLOAD: usize = 11 * 1024;
