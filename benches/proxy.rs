@@ -294,7 +294,7 @@ impl Mode {
 
     /// The (well-formed, fake) I2P name the fake bridge maps to this mode.
     fn b32(self) -> String {
-        common::fake_sam::b32_name(&format!("i2psocks bench {self:?}"))
+        common::i2p::b32_name(&format!("i2psocks bench {self:?}"))
     }
 }
 
@@ -449,7 +449,7 @@ struct FakeSam {
 
 impl FakeSam {
     fn start(target: &Target) -> FakeSam {
-        let (key, _) = common::fake_sam::make_key(5);
+        let (key, _) = common::i2p::make_key(5);
         let names: Arc<Vec<(String, Mode)>> = Arc::new(MODES.iter().map(|m| (m.b32(), *m)).collect());
         let addr = serve(
             "fake-sam",
@@ -489,7 +489,7 @@ fn sam_conn(mut s: TcpStream, key: &str, names: &[(String, Mode)]) -> io::Result
             while s.read(&mut chunk)? > 0 {}
             return Ok(());
         } else if line.starts_with("STREAM CONNECT") {
-            let dest = common::fake_sam::param(&line, "DESTINATION").unwrap_or_default();
+            let dest = common::i2p::param(&line, "DESTINATION").unwrap_or_default();
             let Some((_, mode)) = names.iter().find(|(n, _)| n == dest) else {
                 return s.write_all(b"STREAM STATUS RESULT=CANT_REACH_PEER\n");
             };

@@ -13,9 +13,10 @@ mod compat;
 mod faults;
 
 use common::http::{expected_sha256, sha256_hex, MARKER};
+use common::i2p::{b64_decode, b64_encode, public_len};
 use common::i2pd::{curl, Router};
 use common::proxy::Proxy;
-use common::sam_client::{b64_decode, b64_encode, public_dest_len, Sam};
+use common::sam_client::Sam;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
@@ -95,7 +96,7 @@ fn sam_basics(router: &Router) {
     assert!(sam.naming_lookup("no-such-site.i2p").is_err());
     let (public, private) = sam.dest_generate().expect("DEST GENERATE");
     let key = b64_decode(&private).expect("PRIV is I2P base64");
-    assert_eq!(b64_encode(&key[..public_dest_len(&key)]), public);
+    assert_eq!(b64_encode(&key[..public_len(&key).expect("a whole public destination")]), public);
 }
 
 /// How long a fresh SAM session may take on i2pd 2.45 (it answers after ~20 s).

@@ -13,7 +13,8 @@
 
 mod common;
 
-use common::fake_sam::{self, b32_name, FakeSam, Fault, Outcome, Peer, Script, WAIT};
+use common::fake_sam::{self, FakeSam, Fault, Outcome, Peer, Script, WAIT};
+use common::i2p::{b32_name, b32_of, b64_decode, param, params};
 use common::proxy::{self, *};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
@@ -41,38 +42,6 @@ fn setup(script: Script, args: &[&str]) -> (FakeSam, Proxy) {
 
 fn target(seed: &str) -> String {
     b32_name(seed)
-}
-
-/// `KEY=VALUE` words of a SAM line after its first two words.
-fn params(line: &str) -> Vec<(String, String)> {
-    line.split(' ')
-        .skip(2)
-        .map(|w| {
-            let (k, v) = w.split_once('=').unwrap_or((w, ""));
-            (k.to_string(), v.to_string())
-        })
-        .collect()
-}
-
-fn get<'a>(p: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    p.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-}
-
-fn b64_decode(s: &str) -> Vec<u8> {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-~";
-    let mut bits = 0u32;
-    let mut n = 0;
-    let mut out = Vec::new();
-    for c in s.bytes().filter(|&c| c != b'=') {
-        let v = A.iter().position(|&a| a == c).expect("I2P base64") as u32;
-        bits = (bits << 6) | v;
-        n += 6;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-        }
-    }
-    out
 }
 
 // ------------------------------------------------------------ the fake itself
@@ -111,7 +80,7 @@ fn fake_sam_self_test() {
     ctl.write_all(format!("{create}\n").as_bytes()).unwrap();
     let reply = sam_line(&mut ctl);
     let key = reply.strip_prefix("SESSION STATUS RESULT=OK DESTINATION=").expect(&reply);
-    let blob = b64_decode(key);
+    let blob = b64_decode(key).expect("I2P base64");
     assert_eq!(blob.len(), 391 + 256 + 32);
     assert_eq!(&blob[384..391], &[5, 0, 4, 0, 7, 0, 0]);
     assert!(fake.wait_sessions(1, WAIT));
@@ -119,10 +88,7 @@ fn fake_sam_self_test() {
     assert_eq!(rec.line, create);
     assert_eq!(rec.id, "abcDEF0123456789");
     assert_eq!(rec.private_key, key);
-    let digest = Sha256::digest(&blob[..391]);
-    let want =
-        format!("{}.b32.i2p", base32::encode(base32::Alphabet::Rfc4648Lower { padding: false }, &digest));
-    assert_eq!(rec.b32, want);
+    assert_eq!(rec.b32, b32_of(&blob[..391]));
     assert_eq!(rec.b32.len(), 52 + ".b32.i2p".len());
 
     // A second session gets another key.
@@ -283,7 +249,7 @@ fn hostname_passed_through() {
     assert_eq!(reply, S5_OK);
     assert_eq!(echo_roundtrip(&mut s, b"hi", IO_TIMEOUT), b"hi");
     let line = &fake.stream_lines()[0];
-    assert_eq!(get(&params(line), "DESTINATION"), Some("stats.i2p"), "{line}");
+    assert_eq!(param(line, "DESTINATION"), Some("stats.i2p"), "{line}");
 }
 
 /// Server → client and client → server, byte-exact, in separate streams.
@@ -327,11 +293,8 @@ fn to_port_with_sam_33() {
     assert!(line.starts_with(&format!("STREAM CONNECT ID={id} DESTINATION={dest} SILENT=false")), "{line}");
     let mut got = params(&line);
     got.sort();
-    let mut want: Vec<(String, String)> =
-        [("ID", id.as_str()), ("DESTINATION", dest.as_str()), ("SILENT", "false"), ("TO_PORT", "8080")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+    let mut want =
+        vec![("ID", id.as_str()), ("DESTINATION", dest.as_str()), ("SILENT", "false"), ("TO_PORT", "8080")];
     want.sort();
     assert_eq!(got, want, "{line}");
 }
@@ -345,20 +308,19 @@ fn session_create_line_and_ready_log() {
     let received = String::from_utf8(fake.received(rec.conn)).unwrap();
     assert!(received.starts_with(&format!("{HELLO}\n{}\n", rec.line)), "{received:?}");
     assert!(rec.line.starts_with("SESSION CREATE "), "{}", rec.line);
-    let ps = params(&rec.line);
-    assert_eq!(get(&ps, "STYLE"), Some("STREAM"));
-    let id = get(&ps, "ID").unwrap();
+    assert_eq!(param(&rec.line, "STYLE"), Some("STREAM"));
+    let id = param(&rec.line, "ID").unwrap();
     assert_eq!(id.len(), 16, "{id}");
     assert!(id.bytes().all(|c| c.is_ascii_alphanumeric()), "{id}");
-    assert_eq!(get(&ps, "DESTINATION"), Some("TRANSIENT"));
-    assert_eq!(get(&ps, "SIGNATURE_TYPE"), Some("7"));
-    assert_eq!(get(&ps, "inbound.length"), Some("0"));
-    assert_eq!(get(&ps, "outbound.length"), Some("0"));
-    assert_eq!(get(&ps, "inbound.quantity"), Some("1"));
-    assert_eq!(get(&ps, "outbound.quantity"), Some("1"));
-    assert_eq!(get(&ps, "i2cp.leaseSetEncType"), Some("4,0"));
-    assert_eq!(get(&ps, "inbound.lengthVariance"), Some("0"));
-    let mut keys: Vec<&str> = ps.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(param(&rec.line, "DESTINATION"), Some("TRANSIENT"));
+    assert_eq!(param(&rec.line, "SIGNATURE_TYPE"), Some("7"));
+    assert_eq!(param(&rec.line, "inbound.length"), Some("0"));
+    assert_eq!(param(&rec.line, "outbound.length"), Some("0"));
+    assert_eq!(param(&rec.line, "inbound.quantity"), Some("1"));
+    assert_eq!(param(&rec.line, "outbound.quantity"), Some("1"));
+    assert_eq!(param(&rec.line, "i2cp.leaseSetEncType"), Some("4,0"));
+    assert_eq!(param(&rec.line, "inbound.lengthVariance"), Some("0"));
+    let mut keys: Vec<&str> = params(&rec.line).iter().map(|(k, _)| *k).collect();
     keys.sort_unstable();
     let before = keys.len();
     keys.dedup();
@@ -383,7 +345,7 @@ fn credentials_get_their_own_session() {
     let ids: Vec<String> = fake.sessions().iter().map(|r| r.id.clone()).collect();
     assert_ne!(ids[0], ids[1]);
     let line = &fake.stream_lines()[0];
-    assert_eq!(get(&params(line), "ID"), Some(ids[1].as_str()), "{line}");
+    assert_eq!(param(line, "ID"), Some(ids[1].as_str()), "{line}");
 }
 
 // ---------------------------------------------------------------- reply table
@@ -587,7 +549,7 @@ fn session_rebuilt_after_control_socket_closes() {
     assert_eq!(reply, S5_OK);
     assert_eq!(echo_roundtrip(&mut s, b"again", IO_TIMEOUT), b"again");
     let line = fake.stream_lines().last().cloned().unwrap();
-    assert_eq!(get(&params(&line), "ID"), Some(second.id.as_str()), "{line}");
+    assert_eq!(param(&line, "ID"), Some(second.id.as_str()), "{line}");
 }
 
 /// The bridge goes away mid-run and comes back: refusals meanwhile, service after.

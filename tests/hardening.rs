@@ -18,7 +18,8 @@
 
 mod common;
 
-use common::fake_sam::{self, b32_name, FakeSam, Fault, Outcome, Peer, Script, WAIT};
+use common::fake_sam::{self, FakeSam, Fault, Outcome, Peer, Script, WAIT};
+use common::i2p::{b32_name, param};
 use common::proxy::*;
 use sha2::{Digest, Sha256};
 use std::io::{ErrorKind, Read, Write};
@@ -781,7 +782,7 @@ fn no_leaks_under_strace() {
 
     // The bridge got exactly the four served targets, and no marker byte.
     let mut dests: Vec<String> =
-        fake.stream_lines().iter().map(|l| fake_sam::param(l, "DESTINATION").unwrap().to_string()).collect();
+        fake.stream_lines().iter().map(|l| param(l, "DESTINATION").unwrap().to_string()).collect();
     dests.sort();
     let mut want = vec![good_b32.clone(), good_4a.clone(), good_auth.clone(), "forum.i2p".to_string()];
     want.sort();

@@ -13,9 +13,8 @@
 
 mod common;
 
-use common::fake_sam::{
-    b32_name, i2p_b64_decode, make_key, param, FakeSam, Fault, Script, SessionRecord, WAIT,
-};
+use common::fake_sam::{FakeSam, Fault, Script, SessionRecord, WAIT};
+use common::i2p::{b32_name, b64_decode, make_key, param};
 use common::proxy::{self, *};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -562,7 +561,7 @@ fn keyfile_created_then_reused() {
     assert!(p.wait_for_line("created key file", WAIT).is_some());
     assert_eq!(mode_of(&key), 0o600);
     let saved = fs::read(&key).unwrap();
-    assert_eq!(saved, i2p_b64_decode(&first.private_key).unwrap(), "the file holds the returned key");
+    assert_eq!(saved, b64_decode(&first.private_key).unwrap(), "the file holds the returned key");
     let ready = p.wait_for_line(READY, WAIT).unwrap();
     assert!(ready.ends_with(&first.b32), "{ready}");
     assert_no_key_logged(&p, std::slice::from_ref(&first.private_key));
@@ -610,7 +609,7 @@ fn keyfile_appearing_meanwhile_not_overwritten() {
     let fake = FakeSam::start(Script::default().session_delay(Duration::from_millis(800)));
     let sam = fake.addr_arg();
     let p = Proxy::start(&["-s", &sam, "--hops", "0", "--tunnels", "1", "-k", key.to_str().unwrap()]);
-    let theirs = i2p_b64_decode(&make_key(9).0).unwrap();
+    let theirs = b64_decode(&make_key(9).0).unwrap();
     write_mode(&key, &theirs, 0o600);
     assert!(p.wait_for_line(READY, WAIT).is_some());
     assert!(p.wait_for_line("not overwritten", WAIT).is_some(), "no word about the key file");
@@ -629,7 +628,7 @@ fn keyfile_refused() {
     let sam = fake.addr_arg();
     let key = dir.join("key.dat");
     let k = key.to_str().unwrap();
-    let good = i2p_b64_decode(&make_key(1).0).unwrap();
+    let good = b64_decode(&make_key(1).0).unwrap();
     let junk: Vec<u8> = random_bytes(679, 3);
     let cases: Vec<(&str, Vec<u8>, u32, &str)> = vec![
         ("group-readable", good.clone(), 0o640, "chmod 600"),
@@ -666,7 +665,7 @@ fn print_address() {
     let key = dir.join("key.dat");
     let k = key.to_str().unwrap();
     let (priv_b64, b32) = make_key(42);
-    write_mode(&key, &i2p_b64_decode(&priv_b64).unwrap(), 0o600);
+    write_mode(&key, &b64_decode(&priv_b64).unwrap(), 0o600);
     let down = down_bridge();
     let f = run(&["-s", &down.addr_arg(), "-k", k, "--print-address"]);
     assert_eq!(f.status.code(), Some(0), "{f:?}");
@@ -692,7 +691,7 @@ fn print_address() {
     assert_eq!(dests[0].line, "DEST GENERATE SIGNATURE_TYPE=7");
     assert_eq!(f.stdout, format!("{}\n", dests[0].b32));
     assert_eq!(mode_of(&new), 0o600);
-    assert_eq!(fs::read(&new).unwrap(), i2p_b64_decode(&dests[0].private_key).unwrap());
+    assert_eq!(fs::read(&new).unwrap(), b64_decode(&dests[0].private_key).unwrap());
     assert_eq!(up.sessions().len(), 0, "no session needed");
     // Again: the same address, no new key.
     let f = run(&["-s", &up.addr_arg(), "-k", n, "--print-address"]);

@@ -10,7 +10,8 @@
 
 mod common;
 
-use common::fake_sam::{make_dest, FakeSam, Script, WAIT};
+use common::fake_sam::{FakeSam, Script, WAIT};
+use common::i2p::make_dest;
 use common::proxy::Proxy;
 use common::udp_client::{associate, associate_from, datagram, echo_on, udp_echo_roundtrip, Echo, UdpAssoc};
 use std::io::ErrorKind;

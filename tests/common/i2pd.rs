@@ -18,7 +18,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use super::http::{EchoServer, HttpServer, MARKER};
-use super::sam_client::{b32_of, b64_encode, public_dest_len, Sam};
+use super::i2p::{b32_of_blob, b64_encode, public_len};
+use super::sam_client::Sam;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read, Write};
@@ -219,8 +220,8 @@ impl Router {
         let mut router = Router {
             process,
             ports,
-            site_b64: b64_encode(&site_key[..public_dest_len(&site_key)]),
-            echo_b64: b64_encode(&echo_key[..public_dest_len(&echo_key)]),
+            site_b64: public_b64(&site_key),
+            echo_b64: public_b64(&echo_key),
             datadir,
             http,
             echo,
@@ -314,8 +315,8 @@ impl Router {
             // i2pd writes the key file in one go; a short read means it is not there yet.
             if let Ok(k) = std::fs::read(&key) {
                 // Public destination, 256-byte ElGamal and 32-byte Ed25519 private keys.
-                if k.len() >= 387 && k.len() >= public_dest_len(&k) + 256 + 32 {
-                    return b32_of(&k);
+                if public_len(&k).is_some_and(|n| k.len() >= n + 256 + 32) {
+                    return b32_of_blob(&k).expect("a whole public destination");
                 }
             }
             assert!(Instant::now() < deadline, "i2pd made no {} after SIGHUP", key.display());
@@ -460,7 +461,12 @@ fn echo_once(proxy: SocketAddr, host: &str) -> io::Result<()> {
 fn read_fixture(name: &str, b32: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
     let key = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    assert_eq!(b32_of(&key), b32, "{} does not match tests/fixtures/README", path.display());
+    assert_eq!(
+        b32_of_blob(&key).as_deref(),
+        Some(b32),
+        "{} does not match tests/fixtures/README",
+        path.display()
+    );
     key
 }
 
@@ -511,6 +517,12 @@ fn make_datadir() -> PathBuf {
     dir
 }
 
+/// The public destination a key blob starts with, in I2P base64.
+fn public_b64(key: &[u8]) -> String {
+    let n = public_len(key).expect("a key with a whole public destination");
+    b64_encode(&key[..n])
+}
+
 /// The offline router's configuration, shared with `make demo`.
 const I2PD_CONF: &str = include_str!("../fixtures/i2pd-offline.conf");
 
@@ -531,11 +543,7 @@ fn write_config(
         .replace("@SOCKS_PORT@", &socks.to_string());
     let tunnels = tunnel_section("site", "http", http.addr().port())
         + &tunnel_section("echo", "server", echo.addr().port());
-    let hosts = format!(
-        "{SITE_NAME}={}\n{ECHO_NAME}={}\n",
-        b64_encode(&site_key[..public_dest_len(site_key)]),
-        b64_encode(&echo_key[..public_dest_len(echo_key)])
-    );
+    let hosts = format!("{SITE_NAME}={}\n{ECHO_NAME}={}\n", public_b64(site_key), public_b64(echo_key));
     for (name, data) in [
         ("i2pd.conf", conf.as_bytes()),
         ("tunnels.conf", tunnels.as_bytes()),

@@ -5,6 +5,7 @@
 
 pub mod fake_sam;
 pub mod http;
+pub mod i2p;
 pub mod i2pd;
 pub mod proxy;
 pub mod sam_client;
