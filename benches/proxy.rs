@@ -301,9 +301,10 @@ impl Mode {
 /// How many bytes a Source sends and a Sink expects; set once the config is known.
 static BULK_BYTES: AtomicU64 = AtomicU64::new(0);
 
+/// One chunk of bytes, made once, that uploads and Sources send over and over.
 fn payload() -> &'static [u8] {
     static P: OnceLock<Vec<u8>> = OnceLock::new();
-    P.get_or_init(|| (0..CHUNK).map(|i| (i.wrapping_mul(31) ^ (i >> 9)) as u8).collect())
+    P.get_or_init(|| common::rng::pattern(CHUNK))
 }
 
 type Job = Box<dyn FnOnce() + Send>;

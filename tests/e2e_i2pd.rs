@@ -16,6 +16,7 @@ use common::http::{expected_sha256, sha256_hex, MARKER};
 use common::i2p::{b64_decode, b64_encode, public_len};
 use common::i2pd::{curl, Router};
 use common::proxy::Proxy;
+use common::rng::random_bytes;
 use common::sam_client::Sam;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -79,7 +80,7 @@ fn baseline_echo(router: &Router) {
     let mut s = common::i2pd::socks5_connect(router.socks_addr(), router.echo_name(), 7)
         .expect("SOCKS5 CONNECT echo.i2p via i2pd");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let msg: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+    let msg = random_bytes(50_000, 251);
     s.write_all(&msg).unwrap();
     let mut back = vec![0u8; msg.len()];
     s.read_exact(&mut back).unwrap();
@@ -169,7 +170,7 @@ fn through_i2psocks(router: &Router, proxy: &Proxy) {
     // Raw bytes both ways through the echo service (no half-close: i2pd 2.45 drops data).
     let mut s = common::i2pd::socks5_connect(proxy.addr(), router.echo_name(), 7).expect("echo via i2psocks");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let msg: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    let msg = random_bytes(200_000, 253);
     let writer = {
         let mut w = s.try_clone().unwrap();
         let msg = msg.clone();

@@ -13,9 +13,10 @@
 
 mod common;
 
-use common::fake_sam::{self, FakeSam, Fault, Outcome, Peer, Script, WAIT};
+use common::fake_sam::{FakeSam, Fault, Outcome, Peer, Script, WAIT};
 use common::i2p::{b32_name, b32_of, b64_decode, param, params};
 use common::proxy::{self, *};
+use common::rng::{pattern, random_bytes};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -135,7 +136,7 @@ fn fake_sam_self_test() {
     assert_eq!(sam_line(&mut st), "STREAM STATUS RESULT=OK");
     let mut got = Vec::new();
     st.read_to_end(&mut got).unwrap();
-    assert_eq!(got, fake_sam::pattern(100_000));
+    assert_eq!(got, pattern(100_000));
     let mut st = raw_sam(&fake);
     st.write_all(b"HELLO VERSION MIN=3.1 MAX=3.3\nSTREAM CONNECT ID=x DESTINATION=sink.i2p SILENT=false\n")
         .unwrap();
@@ -265,7 +266,7 @@ fn source_and_sink_exact() {
     let (mut s, reply) = socks5_connect(p.addr(), &src, 80, None);
     assert_eq!(reply, S5_OK);
     let got = read_to_eof(&mut s, Duration::from_secs(20));
-    assert!(got == fake_sam::pattern(700_000), "source bytes differ ({} bytes)", got.len());
+    assert!(got == pattern(700_000), "source bytes differ ({} bytes)", got.len());
 
     let (mut s, reply) = socks4a_connect(p.addr(), &sink, 80, "");
     assert_eq!(reply, S4_OK);

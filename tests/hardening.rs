@@ -18,9 +18,10 @@
 
 mod common;
 
-use common::fake_sam::{self, FakeSam, Fault, Outcome, Peer, Script, WAIT};
+use common::fake_sam::{FakeSam, Fault, Outcome, Peer, Script, WAIT};
 use common::i2p::{b32_name, param};
 use common::proxy::*;
+use common::rng::{pattern, random_bytes, Rng};
 use sha2::{Digest, Sha256};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -133,18 +134,6 @@ fn served(addr: SocketAddr, tag: &str, within: Duration) {
         let data = random_bytes(64 * 1024, 99);
         assert!(echo_roundtrip(&mut s, &data, IO_TIMEOUT) == data, "{tag}: echo differs");
         return;
-    }
-}
-
-/// Small xorshift for chunk sizes.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
     }
 }
 
@@ -863,7 +852,7 @@ fn no_private_key_at_trace_level() {
 
 /// Send `data` at about `rate` bytes/s in chunks of random size.
 fn paced_write(s: &mut TcpStream, data: &[u8], rate: f64, seed: u64) {
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let t = Instant::now();
     let mut sent = 0;
     while sent < data.len() {
@@ -916,7 +905,7 @@ fn sigterm_lets_running_transfers_finish() {
     let (fake, mut p) = setup(script, &["--shutdown-grace", "10"]);
     fake.set_log_limit(64 * 1024);
     let addr = p.addr();
-    let want_src = sha(&fake_sam::pattern(SIZE));
+    let want_src = sha(&pattern(SIZE));
     let ready = Arc::new(Barrier::new(6));
     let mut jobs: Vec<thread::JoinHandle<(String, Instant)>> = Vec::new();
     for i in 0..2 {
@@ -1070,14 +1059,14 @@ fn integrity_100_streams_of_10_mib() {
     let addr = p.addr();
     // One random base; stream i sends the slice starting at i * 617.
     let base = Arc::new(random_bytes(STREAM_SIZE + STREAMS * 617, 4242));
-    let source = Arc::new(fake_sam::pattern(STREAM_SIZE));
+    let source = Arc::new(pattern(STREAM_SIZE));
     let started = Instant::now();
     let barrier = Arc::new(Barrier::new(STREAMS));
     let jobs: Vec<_> = (0..STREAMS)
         .map(|i| {
             let (base, source, barrier) = (Arc::clone(&base), Arc::clone(&source), Arc::clone(&barrier));
             thread::spawn(move || {
-                let mut rng = Rng(i as u64 * 7919 + 1);
+                let mut rng = Rng::new(i as u64 * 7919 + 1);
                 let (mut s, r) = socks5_connect(addr, &target(&format!("int-{i}")), 80, None);
                 assert_eq!(r, S5_OK, "stream {i}");
                 s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
@@ -1101,7 +1090,7 @@ fn integrity_100_streams_of_10_mib() {
                         let half_close = k < 12;
                         let mut w = s.try_clone().unwrap();
                         let b2 = Arc::clone(&base);
-                        let mut wrng = Rng(i as u64 * 31 + 3);
+                        let mut wrng = Rng::new(i as u64 * 31 + 3);
                         let writer = thread::spawn(move || {
                             write_random_chunks(&mut w, &b2[i * 617..i * 617 + STREAM_SIZE], &mut wrng);
                             if half_close {

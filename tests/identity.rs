@@ -16,6 +16,7 @@ mod common;
 use common::fake_sam::{FakeSam, Fault, Script, SessionRecord, WAIT};
 use common::i2p::{b32_name, b64_decode, make_key, param};
 use common::proxy::{self, *};
+use common::rng::random_bytes;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -31,6 +31,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use super::i2p::{b32_of_blob, b64_decode, b64_encode, make_key, param, PUBLIC_LEN};
+use super::rng::pattern;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
@@ -62,7 +63,7 @@ pub enum Peer {
     Echo,
     /// Read everything until EOF; record the count and SHA-256.
     Sink,
-    /// Send n bytes of [`pattern`], then close.
+    /// Send n bytes of [`pattern`] (tests/common/rng.rs), then close.
     Source(usize),
     /// Read and discard, never answer, never close.
     Hang,
@@ -1018,9 +1019,4 @@ fn udp_loop(inner: &Inner) {
             let _ = inner.udp.send_to(&out, to);
         }
     }
-}
-
-/// The deterministic bytes a `Source(n)` peer sends.
-pub fn pattern(n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i.wrapping_mul(31) ^ (i >> 8) ^ (i >> 16)) as u8).collect()
 }

@@ -8,6 +8,7 @@ pub mod http;
 pub mod i2p;
 pub mod i2pd;
 pub mod proxy;
+pub mod rng;
 pub mod sam_client;
 pub mod udp_client;
 

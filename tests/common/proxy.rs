@@ -515,16 +515,3 @@ pub fn echo_roundtrip(s: &mut TcpStream, data: &[u8], timeout: Duration) -> Vec<
     assert_eq!(end, ReadEnd::Full, "echo: got {} of {} bytes ({end:?})", got.len(), data.len());
     got
 }
-
-/// Deterministic pseudo-random bytes (xorshift), for payloads.
-pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}

@@ -20,6 +20,7 @@
 use crate::common::http::MARKER;
 use crate::common::i2pd::Router;
 use crate::common::proxy::Proxy;
+use crate::common::rng::random_bytes;
 use crate::common::TempDir;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
@@ -417,7 +418,7 @@ fn nc_echo(proxy: &str, target: &str) -> Result<String, String> {
             .spawn()
             .map_err(|e| format!("spawn nc: {e}"))?,
     );
-    let msg: Vec<u8> = (0..ECHO_BYTES).map(|i| b'a' + (i % 26) as u8).collect();
+    let msg = random_bytes(ECHO_BYTES, 26);
     let mut stdin = child.0.stdin.take().unwrap();
     let mut stdout = child.0.stdout.take().unwrap();
     let m2 = msg.clone();
