@@ -20,6 +20,7 @@ mod common;
 
 use common::fake_sam::{FakeSam, Fault, Outcome, Peer, Script, WAIT};
 use common::i2p::{b32_name, param};
+use common::process::{cpu_time, fds_below, nofile_soft_limit, peak_rss_kib};
 use common::proxy::*;
 use common::rng::{pattern, random_bytes, Rng};
 use sha2::{Digest, Sha256};
@@ -66,18 +67,6 @@ fn setup(script: Script, args: &[&str]) -> (FakeSam, Proxy) {
 /// (if the hard limit is lower, bash says so on the proxy's stderr).
 fn ulimit_wrapper(n: u32) -> Vec<String> {
     vec!["bash".into(), "-c".into(), format!("ulimit -n {n}; exec \"$0\" \"$@\"")]
-}
-
-/// How many of `pid`'s fds are below `limit` (an fd inherited from the
-/// test harness may sit above the limit and does not block new ones).
-fn fds_below(pid: u32, limit: usize) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<usize>().ok())
-                .filter(|&fd| fd < limit)
-                .count()
-        })
-        .unwrap_or(0)
 }
 
 fn target(seed: &str) -> String {

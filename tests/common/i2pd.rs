@@ -19,13 +19,14 @@
 
 use super::http::{EchoServer, HttpServer, MARKER};
 use super::i2p::{b32_of_blob, b64_encode, public_len};
+use super::process::{terminate, Stopped};
 use super::sam_client::Sam;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -71,15 +72,6 @@ pub struct Timings {
     pub echo_up: Duration,
 }
 
-/// How [`Router::stop`] went.
-#[derive(Debug)]
-pub struct Stopped {
-    pub status: Option<ExitStatus>,
-    /// Exited on SIGTERM within [`STOP_GRACE`] (false: needed SIGKILL).
-    pub graceful: bool,
-    pub took: Duration,
-}
-
 struct Ports {
     ntcp2: u16,
     sam: u16,
@@ -102,21 +94,7 @@ impl Process {
 
     fn stop(&mut self) -> Option<Stopped> {
         let mut child = self.child.take()?;
-        let t0 = Instant::now();
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(Stopped { status: Some(status), graceful: false, took: Duration::ZERO });
-        }
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        while t0.elapsed() < STOP_GRACE {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(Stopped { status: Some(status), graceful: true, took: t0.elapsed() });
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        eprintln!("i2pd did not exit within {STOP_GRACE:?} of SIGTERM: SIGKILL");
-        let _ = child.kill();
-        let status = child.wait().ok();
-        Some(Stopped { status, graceful: false, took: t0.elapsed() })
+        Some(terminate(&mut child, STOP_GRACE, "i2pd"))
     }
 
     fn log_tail(&self) -> String {

@@ -7,6 +7,7 @@ pub mod fake_sam;
 pub mod http;
 pub mod i2p;
 pub mod i2pd;
+pub mod process;
 pub mod proxy;
 pub mod rng;
 pub mod sam_client;

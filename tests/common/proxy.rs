@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+use super::process::children;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -197,7 +198,8 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        if self.wrapped {
+        // Only while the wrapper runs: once reaped, its pid may be another process's.
+        if self.wrapped && matches!(self.child.try_wait(), Ok(None)) {
             // strace detaches from its tracee when killed: kill the tracee too.
             for pid in children(self.pid()) {
                 let _ = Command::new("kill").args(["-s", "KILL", &pid.to_string()]).status();
@@ -209,70 +211,6 @@ impl Drop for Proxy {
             let _ = h.join();
         }
     }
-}
-
-/// The direct children of `pid` (from /proc; empty if it has none or is gone).
-pub fn children(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|w| w.parse().ok())
-        .collect()
-}
-
-/// A `kB` field of /proc/PID/status (`VmRSS`, `VmHWM`, ...), in KiB.
-pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Resident memory now, in KiB.
-pub fn rss_kib(pid: u32) -> u64 {
-    proc_status_kib(pid, "VmRSS").unwrap_or_else(|| panic!("no VmRSS for pid {pid}"))
-}
-
-/// Peak resident memory so far, in KiB.
-pub fn peak_rss_kib(pid: u32) -> u64 {
-    proc_status_kib(pid, "VmHWM").unwrap_or_else(|| panic!("no VmHWM for pid {pid}"))
-}
-
-/// User + system CPU time used by `pid` so far (all its threads).
-pub fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
-    // Fields after the `(comm)`, which may itself hold spaces: state is
-    // field 3, utime and stime are fields 14 and 15.
-    let rest = &stat[stat.rfind(')').expect("comm in /proc/PID/stat") + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-    Duration::from_millis(ticks * 1000 / clock_ticks())
-}
-
-/// sysconf(_SC_CLK_TCK), from getconf(1); 100 on every Linux we know.
-fn clock_ticks() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .filter(|&t| t > 0)
-        .unwrap_or(100)
-}
-
-/// How many file descriptors `pid` has open now.
-pub fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
-}
-
-/// The soft RLIMIT_NOFILE of this process (from /proc/self/limits).
-pub fn nofile_soft_limit() -> u64 {
-    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
-    limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|w| w.parse().ok())
-        .unwrap_or(1024)
 }
 
 /// What a run to completion produced.
