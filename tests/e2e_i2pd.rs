@@ -15,7 +15,7 @@ mod faults;
 use common::http::{expected_sha256, sha256_hex, MARKER};
 use common::i2p::{b64_decode, b64_encode, public_len};
 use common::i2pd::{curl, Router};
-use common::proxy::Proxy;
+use common::proxy::{bridge_args, Proxy, READY};
 use common::rng::random_bytes;
 use common::sam_client::Sam;
 use std::io::{Read, Write};
@@ -105,19 +105,11 @@ const SESSION_WAIT: Duration = Duration::from_secs(90);
 
 fn start_i2psocks(router: &Router) -> Proxy {
     let sam = router.sam_addr().to_string();
-    let proxy = Proxy::start(&["-s", &sam, "--hops", "0", "--tunnels", "1"]);
+    let proxy = Proxy::start(&bridge_args(&sam, &[]));
     let t = Instant::now();
-    proxy
-        .wait_for_line("I2P destination ready: ", SESSION_WAIT)
-        .expect("i2psocks' default session on the real router");
+    proxy.wait_for_line(READY, SESSION_WAIT).expect("i2psocks' default session on the real router");
     eprintln!("i2psocks session ready in {:?}", t.elapsed());
     proxy
-}
-
-/// The b32 i2psocks logged for its default identity.
-fn default_b32(proxy: &Proxy) -> String {
-    let line = proxy.wait_for_line("I2P destination ready: ", Duration::ZERO).unwrap();
-    line.rsplit(' ').next().unwrap().trim().to_string()
 }
 
 fn curl_ok(args: &[&str]) -> Vec<u8> {
@@ -152,7 +144,10 @@ fn through_i2psocks(router: &Router, proxy: &Proxy) {
     assert!(String::from_utf8_lossy(&body).contains(MARKER), "socks4a");
 
     // The default identity is what the site sees, and it is the address we logged.
-    assert_eq!(source_b32(router, &s5), default_b32(proxy));
+    assert_eq!(
+        source_b32(router, &s5),
+        proxy.ready_b32(1, Duration::ZERO).expect("the proxy's default identity")
+    );
 
     const TEN_MIB: usize = 10 << 20;
     let t = Instant::now();
@@ -215,7 +210,7 @@ fn identities_through_i2psocks(router: &Router, proxy: &Proxy) {
     let (a, b) = (a.join().unwrap(), b.join().unwrap());
     eprintln!("two new identities in {:?}", t.elapsed());
     assert_ne!(a, b, "different credentials must get different destinations");
-    let default = default_b32(proxy);
+    let default = proxy.ready_b32(1, Duration::ZERO).expect("the proxy's default identity");
     assert_ne!(a, default);
     assert_ne!(b, default);
     let again = source_b32(router, &["--socks5-hostname", &p, "--proxy-user", "app1:x"]);

@@ -11,7 +11,7 @@ mod common;
 
 use common::i2p::{b32_of_blob, b64_decode};
 use common::i2pd::Router;
-use common::proxy::Proxy;
+use common::proxy::{bridge_args, Proxy, READY};
 use common::sam_client::{datagram_parse, datagram_send, Sam, LS1};
 use common::udp_client::{udp_echo_roundtrip, Echo};
 use std::net::UdpSocket;
@@ -34,9 +34,9 @@ fn real_router_udp() {
 
     // The proxy's default session and the echo's session are built at the same time.
     let sam = router.sam_addr().to_string();
-    let proxy = Proxy::start(&["-s", &sam, "--hops", "0", "--tunnels", "1", "-v"]);
+    let proxy = Proxy::start(&bridge_args(&sam, &["-v"]));
     let (echo_b32, echo) = start_echo(&router);
-    proxy.wait_for_line("I2P destination ready: ", SESSION_WAIT).expect("i2psocks' session");
+    proxy.wait_for_line(READY, SESSION_WAIT).expect("i2psocks' session");
     eprintln!("sessions ready at {:?}", t0.elapsed());
 
     let t = Instant::now();

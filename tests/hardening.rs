@@ -18,11 +18,12 @@
 
 mod common;
 
-use common::fake_sam::{FakeSam, Fault, Outcome, Peer, Script, WAIT};
+use common::fake_sam::{Fault, Outcome, Peer, Script, WAIT};
 use common::i2p::{b32_name, param};
 use common::process::{cpu_time, fds_below, nofile_soft_limit, peak_rss_kib};
 use common::proxy::*;
 use common::rng::{pattern, random_bytes, Rng};
+use common::setup::{setup, setup_wrapped};
 use sha2::{Digest, Sha256};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -32,8 +33,6 @@ use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Logged once the session is up (CLI contract).
-const READY: &str = "I2P destination ready: ";
 /// Ceiling on the proxy's peak resident memory in the load and fault tests.
 /// An idle debug build holds ~3 MiB; buffering one of the fake's 8 MiB lines
 /// per client, or a buffer per refused client, would pass it at once.
@@ -46,31 +45,10 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A fake with `script` and a proxy on it (`--hops 0 --tunnels 1` plus
-/// `args`, run through `wrapper`), once the session is up.
-fn setup_with(wrapper: &[&str], script: Script, args: &[&str]) -> (FakeSam, Proxy) {
-    let fake = FakeSam::start(script);
-    let sam = fake.addr_arg();
-    let mut all = vec!["-s", sam.as_str(), "--hops", "0", "--tunnels", "1"];
-    all.extend_from_slice(args);
-    let p = Proxy::start_wrapped(wrapper, &all);
-    assert!(p.wait_for_line(READY, WAIT).is_some(), "no `{READY}` line");
-    assert!(fake.wait_live_session(WAIT), "no live session on the fake");
-    (fake, p)
-}
-
-fn setup(script: Script, args: &[&str]) -> (FakeSam, Proxy) {
-    setup_with(&[], script, args)
-}
-
 /// `bash -c 'ulimit -n N; exec BIN ARGS'`: the proxy with its own fd limit
 /// (if the hard limit is lower, bash says so on the proxy's stderr).
 fn ulimit_wrapper(n: u32) -> Vec<String> {
     vec!["bash".into(), "-c".into(), format!("ulimit -n {n}; exec \"$0\" \"$@\"")]
-}
-
-fn target(seed: &str) -> String {
-    b32_name(seed)
 }
 
 /// The process is still running.
@@ -112,7 +90,7 @@ fn socks5_admitted(addr: SocketAddr, host: &str, port: u16, within: Duration) ->
 fn served(addr: SocketAddr, tag: &str, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
-        let (mut s, reply) = socks5_admitted(addr, &target(tag), 80, within);
+        let (mut s, reply) = socks5_admitted(addr, &b32_name(tag), 80, within);
         // Right after a fault the session or an fd may still be missing:
         // a clean failure reply is allowed while the deadline lasts.
         if reply != S5_OK {
@@ -149,7 +127,7 @@ fn mib(kib: u64) -> f64 {
 fn bridge_killed_mid_transfer() {
     let _g = serial();
     let (fake, mut p) = setup(Script::default(), &["--connect-timeout", "5"]);
-    let (mut s, reply) = socks5_connect(p.addr(), &target("killed"), 80, None);
+    let (mut s, reply) = socks5_connect(p.addr(), &b32_name("killed"), 80, None);
     assert_eq!(reply, S5_OK);
     let block = random_bytes(64 * 1024, 11);
     let mut w = s.try_clone().unwrap();
@@ -246,7 +224,7 @@ fn hung_bridge_does_not_exhaust_pool() {
 fn hung_wave(addr: SocketAddr, tag: &str) -> Vec<thread::JoinHandle<([u8; 10], bool)>> {
     (0..4)
         .map(|i| {
-            let dest = target(&format!("hang-{tag}-{i}"));
+            let dest = b32_name(&format!("hang-{tag}-{i}"));
             thread::spawn(move || {
                 let (mut s, reply) = socks5_admitted(addr, &dest, 80, Duration::from_secs(3));
                 // The reply came; the connection must end too.
@@ -287,7 +265,7 @@ fn garbage_and_huge_lines_bounded_memory() {
         }
         let clients: Vec<_> = (0..12)
             .map(|i| {
-                let (addr, dest) = (p.addr(), target(&format!("{case}-{i}")));
+                let (addr, dest) = (p.addr(), b32_name(&format!("{case}-{i}")));
                 thread::spawn(move || {
                     let t = Instant::now();
                     let (_, reply) = socks5_connect(addr, &dest, 80, None);
@@ -345,7 +323,7 @@ fn overload_ten_times_max_clients() {
                     return Err(verdict);
                 }
                 assert_eq!(got, [5, 0], "client {i}: neither served nor refused ({end:?})");
-                send(&mut s, &socks5_request(1, &target(&format!("over-{i}")), 80));
+                send(&mut s, &socks5_request(1, &b32_name(&format!("over-{i}")), 80));
                 expect_bytes(&mut s, &S5_OK, IO_TIMEOUT);
                 // Keep the slot until every client has been admitted or refused.
                 let hold = Instant::now() + Duration::from_secs(20);
@@ -403,7 +381,7 @@ fn slowloris_closed_at_handshake_deadline() {
     let wrapper = ulimit_wrapper(4096);
     let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
     let (_fake, mut p) =
-        setup_with(&wrapper, Script::default(), &["--max-clients", "1100", "--handshake-timeout", "2"]);
+        setup_wrapped(&wrapper, Script::default(), &["--max-clients", "1100", "--handshake-timeout", "2"]);
     let addr = p.addr();
     let t0 = Instant::now();
     // The opener hands each socket to a watcher, which notes when it
@@ -511,7 +489,7 @@ fn emfile_pauses_accept() {
     let _g = serial();
     let wrapper = ulimit_wrapper(64);
     let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
-    let (_fake, mut p) = setup_with(&wrapper, Script::default(), &["--handshake-timeout", "60"]);
+    let (_fake, mut p) = setup_wrapped(&wrapper, Script::default(), &["--handshake-timeout", "60"]);
     let addr = p.addr();
     let pid = p.pid();
     let mut held = Vec::new();
@@ -551,7 +529,7 @@ fn sigterm_with_fd_table_full() {
     let wrapper = ulimit_wrapper(LIMIT as u32);
     let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
     let (_fake, mut p) =
-        setup_with(&wrapper, Script::default(), &["--handshake-timeout", "60", "--shutdown-grace", "1"]);
+        setup_wrapped(&wrapper, Script::default(), &["--handshake-timeout", "60", "--shutdown-grace", "1"]);
     let (addr, pid) = (p.addr(), p.pid());
     let mut held = Vec::new();
     // One client at a time, each accepted before the next, until every fd
@@ -653,14 +631,14 @@ fn no_leaks_under_strace() {
     let trace_file = temp_path("strace");
     let trace_arg = trace_file.to_string_lossy().into_owned();
     let wrapper = ["strace", "-f", "-e", "trace=network,openat", "-o", trace_arg.as_str()];
-    let (fake, mut p) = setup_with(&wrapper, Script::default(), &[]);
+    let (fake, mut p) = setup_wrapped(&wrapper, Script::default(), &[]);
     let addr = p.addr();
     let sam_port = fake.addr().port();
 
     // Served: these four reach the bridge.
-    let good_b32 = target("leak-b32");
-    let good_4a = target("leak-4a");
-    let good_auth = target("leak-auth");
+    let good_b32 = b32_name("leak-b32");
+    let good_4a = b32_name("leak-4a");
+    let good_auth = b32_name("leak-auth");
     let (mut s, r) = socks5_connect(addr, &good_b32, 80, None);
     assert_eq!(r, S5_OK);
     assert_eq!(echo_roundtrip(&mut s, b"one", IO_TIMEOUT), b"one");
@@ -812,10 +790,10 @@ fn no_private_key_at_trace_level() {
     assert!(fake.wait_live_session(WAIT));
     let first_key = fake.sessions()[0].private_key.clone();
     assert!(fake.sessions()[1].line.contains(&first_key), "the rebuild did not send the saved key");
-    let (mut s, r) = socks5_admitted(p.addr(), &target("trace-1"), 80, Duration::from_secs(3));
+    let (mut s, r) = socks5_admitted(p.addr(), &b32_name("trace-1"), 80, Duration::from_secs(3));
     assert_eq!(r, S5_OK);
     assert_eq!(echo_roundtrip(&mut s, b"a", IO_TIMEOUT), b"a");
-    let (mut s, r) = socks5_connect(p.addr(), &target("trace-2"), 80, Some(("bob", "bobs-secret-pass")));
+    let (mut s, r) = socks5_connect(p.addr(), &b32_name("trace-2"), 80, Some(("bob", "bobs-secret-pass")));
     assert_eq!(r, S5_OK);
     assert_eq!(echo_roundtrip(&mut s, b"b", IO_TIMEOUT), b"b");
     let (_, r) = socks5_connect(p.addr(), "example.com", 80, None);
@@ -887,10 +865,10 @@ fn sigterm_lets_running_transfers_finish() {
     const SIZE: usize = 4 << 20;
     const RATE: f64 = 2.0 * 1024.0 * 1024.0;
     let script = Script::default()
-        .outcome(&target("src-0"), Outcome::Ok(Peer::Source(SIZE)))
-        .outcome(&target("src-1"), Outcome::Ok(Peer::Source(SIZE)))
-        .outcome(&target("sink-0"), Outcome::Ok(Peer::Sink))
-        .outcome(&target("sink-1"), Outcome::Ok(Peer::Sink));
+        .outcome(&b32_name("src-0"), Outcome::Ok(Peer::Source(SIZE)))
+        .outcome(&b32_name("src-1"), Outcome::Ok(Peer::Source(SIZE)))
+        .outcome(&b32_name("sink-0"), Outcome::Ok(Peer::Sink))
+        .outcome(&b32_name("sink-1"), Outcome::Ok(Peer::Sink));
     let (fake, mut p) = setup(script, &["--shutdown-grace", "10"]);
     fake.set_log_limit(64 * 1024);
     let addr = p.addr();
@@ -900,7 +878,7 @@ fn sigterm_lets_running_transfers_finish() {
     for i in 0..2 {
         let ready = Arc::clone(&ready);
         jobs.push(thread::spawn(move || {
-            let (mut s, r) = socks5_connect(addr, &target(&format!("src-{i}")), 80, None);
+            let (mut s, r) = socks5_connect(addr, &b32_name(&format!("src-{i}")), 80, None);
             assert_eq!(r, S5_OK);
             ready.wait();
             let got = paced_read(&mut s, RATE, Duration::from_secs(20));
@@ -915,7 +893,7 @@ fn sigterm_lets_running_transfers_finish() {
         let data = random_bytes(SIZE, 100 + i);
         uploads.push(sha(&data));
         jobs.push(thread::spawn(move || {
-            let (mut s, r) = socks5_connect(addr, &target(&format!("sink-{i}")), 80, None);
+            let (mut s, r) = socks5_connect(addr, &b32_name(&format!("sink-{i}")), 80, None);
             assert_eq!(r, S5_OK);
             ready.wait();
             paced_write(&mut s, &data, RATE, i);
@@ -929,7 +907,7 @@ fn sigterm_lets_running_transfers_finish() {
         let ready = Arc::clone(&ready);
         let data = random_bytes(SIZE, 200);
         jobs.push(thread::spawn(move || {
-            let (mut s, r) = socks5_connect(addr, &target("echo"), 80, None);
+            let (mut s, r) = socks5_connect(addr, &b32_name("echo"), 80, None);
             assert_eq!(r, S5_OK);
             ready.wait();
             let mut w = s.try_clone().unwrap();
@@ -991,7 +969,7 @@ fn sigterm_lets_running_transfers_finish() {
 fn sigterm_cuts_transfers_at_the_grace() {
     let _g = serial();
     let (_fake, mut p) = setup(Script::default(), &["--shutdown-grace", "2"]);
-    let (mut s, r) = socks5_connect(p.addr(), &target("endless"), 80, None);
+    let (mut s, r) = socks5_connect(p.addr(), &b32_name("endless"), 80, None);
     assert_eq!(r, S5_OK);
     let mut w = s.try_clone().unwrap();
     let writer = thread::spawn(move || {
@@ -1037,9 +1015,10 @@ fn integrity_100_streams_of_10_mib() {
     for i in 0..STREAMS {
         match i % 20 {
             14..=16 => {
-                script = script.outcome(&target(&format!("int-{i}")), Outcome::Ok(Peer::Source(STREAM_SIZE)))
+                script =
+                    script.outcome(&b32_name(&format!("int-{i}")), Outcome::Ok(Peer::Source(STREAM_SIZE)))
             }
-            17..=19 => script = script.outcome(&target(&format!("int-{i}")), Outcome::Ok(Peer::Sink)),
+            17..=19 => script = script.outcome(&b32_name(&format!("int-{i}")), Outcome::Ok(Peer::Sink)),
             _ => {}
         }
     }
@@ -1056,7 +1035,7 @@ fn integrity_100_streams_of_10_mib() {
             let (base, source, barrier) = (Arc::clone(&base), Arc::clone(&source), Arc::clone(&barrier));
             thread::spawn(move || {
                 let mut rng = Rng::new(i as u64 * 7919 + 1);
-                let (mut s, r) = socks5_connect(addr, &target(&format!("int-{i}")), 80, None);
+                let (mut s, r) = socks5_connect(addr, &b32_name(&format!("int-{i}")), 80, None);
                 assert_eq!(r, S5_OK, "stream {i}");
                 s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
                 s.set_write_timeout(Some(Duration::from_secs(60))).unwrap();

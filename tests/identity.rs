@@ -17,14 +17,13 @@ use common::fake_sam::{FakeSam, Fault, Script, SessionRecord, WAIT};
 use common::i2p::{b32_name, b64_decode, make_key, param};
 use common::proxy::{self, *};
 use common::rng::random_bytes;
+use common::setup::start_on;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Logged once a session is up (CLI contract).
-const READY: &str = "I2P destination ready: ";
 /// sysexits(3) codes of the CLI contract.
 const EXIT_UNAVAILABLE: i32 = 69;
 const EXIT_CONFIG: i32 = 78;
@@ -34,27 +33,22 @@ const EXIT_WAIT: Duration = Duration::from_secs(10);
 /// dropped right after the proxy closes both sockets).
 const SETTLE: Duration = Duration::from_millis(300);
 
-/// A fake with `script` and a proxy on it (`--hops 0 --tunnels 1` plus
-/// `args`), once the proxy reports its default destination.
+/// A fake with `script` and a proxy on it, as [`start_proxy`] starts one.
 fn setup(script: Script, args: &[&str]) -> (FakeSam, Proxy) {
     let fake = FakeSam::start(script);
     let p = start_proxy(&fake, args);
     (fake, p)
 }
 
+/// The shared start on `fake` (tests/common/setup.rs), with `--connect-timeout 5` unless
+/// `args` sets one: a client waiting for a bridge that is down gets its answer in seconds,
+/// not after the default two minutes.
 fn start_proxy(fake: &FakeSam, args: &[&str]) -> Proxy {
-    let sam = fake.addr_arg();
-    let mut all = vec!["-s", sam.as_str(), "--hops", "0", "--tunnels", "1"];
+    let mut all = args.to_vec();
     if !args.contains(&"--connect-timeout") {
         all.extend(["--connect-timeout", "5"]);
     }
-    all.extend_from_slice(args);
-    let before = fake.sessions().len();
-    let p = Proxy::start(&all);
-    assert!(p.wait_for_line(READY, WAIT).is_some(), "no `{READY}` line");
-    // The fake records a session just after answering it.
-    assert!(fake.wait_sessions(before + 1, WAIT), "no session recorded by the fake");
-    p
+    start_on(fake, &[], &all)
 }
 
 /// The ID= of every STREAM CONNECT, in order.
@@ -609,7 +603,7 @@ fn keyfile_appearing_meanwhile_not_overwritten() {
     let key = dir.join("key.dat");
     let fake = FakeSam::start(Script::default().session_delay(Duration::from_millis(800)));
     let sam = fake.addr_arg();
-    let p = Proxy::start(&["-s", &sam, "--hops", "0", "--tunnels", "1", "-k", key.to_str().unwrap()]);
+    let p = Proxy::start(&bridge_args(&sam, &["-k", key.to_str().unwrap()]));
     let theirs = b64_decode(&make_key(9).0).unwrap();
     write_mode(&key, &theirs, 0o600);
     assert!(p.wait_for_line(READY, WAIT).is_some());
@@ -753,7 +747,7 @@ fn retiring_a_session_being_built_cuts_its_socket() {
     let fake = FakeSam::start(Script::default().session_delay(Duration::from_secs(4)));
     let sam = fake.addr_arg();
     let port = fake.addr().port();
-    let p = Proxy::start(&["-s", sam.as_str(), "--hops", "0", "--tunnels", "1"]);
+    let p = Proxy::start(&bridge_args(&sam, &[]));
     assert!(fake.wait_connections(1, WAIT), "no control connection");
     thread::sleep(SETTLE);
     assert_eq!(established_to(port), 1);

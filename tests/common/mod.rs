@@ -11,6 +11,7 @@ pub mod process;
 pub mod proxy;
 pub mod rng;
 pub mod sam_client;
+pub mod setup;
 pub mod udp_client;
 
 /// A scratch directory under the system temp dir, unique to this process and

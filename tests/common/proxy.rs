@@ -24,6 +24,16 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most stderr lines kept (a runaway logger must not eat the test's memory).
 const MAX_LINES: usize = 100_000;
+/// Logged once a SAM session is up, followed by its `.b32.i2p` (CLI contract).
+pub const READY: &str = "I2P destination ready: ";
+
+/// `-s <sam> --hops 0 --tunnels 1 <args>`: the proxy on a bridge, with the zero-hop,
+/// one-tunnel sessions every test and the bench use (quick to build on a real router).
+pub fn bridge_args<'a>(sam: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["-s", sam, "--hops", "0", "--tunnels", "1"];
+    all.extend_from_slice(args);
+    all
+}
 
 /// The binary under test.
 pub fn bin() -> &'static str {
@@ -172,6 +182,14 @@ impl Proxy {
     /// Wait for a stderr line containing `substr` (any so far counts).
     pub fn wait_for_line(&self, substr: &str, timeout: Duration) -> Option<String> {
         self.wait_for_nth_line(substr, 1, timeout)
+    }
+
+    /// The address of the `n`-th [`READY`] line (the first is the default identity's),
+    /// waiting for it up to `timeout`.
+    pub fn ready_b32(&self, n: usize, timeout: Duration) -> Option<String> {
+        let line = self.wait_for_nth_line(READY, n, timeout)?;
+        let rest = &line[line.find(READY)? + READY.len()..];
+        rest.split_whitespace().next().map(str::to_owned)
     }
 
     /// Send a signal by name (`TERM`, `INT`, `HUP`, `KILL`) with kill(1).
