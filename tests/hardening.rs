@@ -24,10 +24,10 @@ use common::process::{cpu_time, fds_below, nofile_soft_limit, peak_rss_kib};
 use common::proxy::*;
 use common::rng::{pattern, random_bytes, Rng};
 use common::setup::{setup, setup_wrapped};
+use common::TempDir;
 use sha2::{Digest, Sha256};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::thread;
@@ -106,12 +106,6 @@ fn served(addr: SocketAddr, tag: &str, within: Duration) {
 
 fn sha(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
-}
-
-/// A fresh path under the temp dir (not created).
-fn temp_path(tag: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    std::env::temp_dir().join(format!("i2psocks-hardening-{tag}-{}-{nanos}", std::process::id()))
 }
 
 fn mib(kib: u64) -> f64 {
@@ -628,7 +622,8 @@ fn no_leaks_under_strace() {
         "strace is missing: this test needs it to prove that no DNS or clearnet traffic leaves \
          the proxy. Install it (apt-get install strace; tests/deps.sh should do it)."
     );
-    let trace_file = temp_path("strace");
+    let trace_dir = TempDir::new("hardening-strace");
+    let trace_file = trace_dir.0.join("strace.out");
     let trace_arg = trace_file.to_string_lossy().into_owned();
     let wrapper = ["strace", "-f", "-e", "trace=network,openat", "-o", trace_arg.as_str()];
     let (fake, mut p) = setup_wrapped(&wrapper, Script::default(), &[]);
@@ -681,7 +676,6 @@ fn no_leaks_under_strace() {
     let st = p.wait_exit(Duration::from_secs(10)).expect("the traced proxy did not exit on SIGTERM");
     assert_eq!(st.code(), Some(0), "{st:?}");
     let trace = std::fs::read_to_string(&trace_file).expect("read the strace output");
-    let _ = std::fs::remove_file(&trace_file);
 
     // The syscalls.
     let sam_to = format!("sin_port=htons({sam_port}), sin_addr=inet_addr(\"127.0.0.1\")");
@@ -778,9 +772,8 @@ fn no_leaks_under_strace() {
 #[test]
 fn no_private_key_at_trace_level() {
     let _g = serial();
-    let dir = temp_path("keydir");
-    std::fs::create_dir(&dir).unwrap();
-    let keyfile = dir.join("key.dat");
+    let dir = TempDir::new("hardening-keydir");
+    let keyfile = dir.0.join("key.dat");
     let kf = keyfile.to_string_lossy().into_owned();
     let (fake, p) = setup(Script::default(), &["-vv", "-k", &kf]);
     assert!(p.wait_for_line("created key file", WAIT).is_some(), "no key file created");
@@ -812,7 +805,6 @@ fn no_private_key_at_trace_level() {
     assert!(!log.contains("bobs-secret-pass"), "a password is in the -vv log");
     eprintln!("-vv log: {} lines, {} keys checked", p.lines().len(), keys.len());
     drop(p);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // ------------------------------------------------------ graceful shutdown

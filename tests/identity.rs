@@ -18,6 +18,7 @@ use common::i2p::{b32_name, b64_decode, make_key, param};
 use common::proxy::{self, *};
 use common::rng::random_bytes;
 use common::setup::start_on;
+use common::TempDir;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -120,13 +121,6 @@ fn assert_no_key_logged(p: &Proxy, keys: &[String]) {
 /// connection before HELLO.
 fn down_bridge() -> FakeSam {
     FakeSam::start(Script::default().fault(Fault::CloseOnAccept))
-}
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("i2psocks-identity-{tag}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&d);
-    fs::create_dir_all(&d).unwrap();
-    d
 }
 
 fn write_mode(path: &Path, data: &[u8], mode: u32) {
@@ -434,8 +428,9 @@ fn auth_file(dir: &Path, text: &str) -> PathBuf {
 /// username: two users, two sessions.
 #[test]
 fn auth_file_access_control() {
-    let dir = tmpdir("auth");
-    let users = auth_file(&dir, "# test users\napp1:secret\napp2:pa:ss\n");
+    let tmp = TempDir::new("identity-auth");
+    let dir = &tmp.0;
+    let users = auth_file(dir, "# test users\napp1:secret\napp2:pa:ss\n");
     let (fake, p) = setup(Script::default(), &["--auth-file", users.to_str().unwrap()]);
 
     let mut ok = s5(&p, "ok", Some(("app1", "secret")));
@@ -482,14 +477,14 @@ fn auth_file_access_control() {
         finish(s);
     }
     assert!(p.lines().iter().all(|l| !l.contains("secret") && !l.contains("pa:ss")), "password logged");
-    fs::remove_dir_all(&dir).unwrap();
 }
 
 /// An auth file that others can read, or that is missing or malformed,
 /// stops the proxy before it listens: exit 78 and one line.
 #[test]
 fn auth_file_refused() {
-    let dir = tmpdir("authbad");
+    let tmp = TempDir::new("identity-authbad");
+    let dir = &tmp.0;
     let fake = FakeSam::start(Script::default());
     let sam = fake.addr_arg();
     let users = dir.join("users");
@@ -504,7 +499,6 @@ fn auth_file_refused() {
     let missing = dir.join("missing");
     assert_fails(&run(&["-s", &sam, "--auth-file", missing.to_str().unwrap()]), EXIT_CONFIG, "missing");
     assert_eq!(fake.connections(), 0, "the bridge was contacted");
-    fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Without access control a client offering 00 and 02 gets 02 (so its
@@ -545,7 +539,8 @@ fn method_selection() {
 /// while credentialed identities stay transient. No key in the -vv log.
 #[test]
 fn keyfile_created_then_reused() {
-    let dir = tmpdir("keyfile");
+    let tmp = TempDir::new("identity-keyfile");
+    let dir = &tmp.0;
     let key = dir.join("i2psocks.dat");
     let k = key.to_str().unwrap();
     let fake = FakeSam::start(Script::default().keep_given_keys());
@@ -590,16 +585,16 @@ fn keyfile_created_then_reused() {
 
     assert_eq!(fs::read(&key).unwrap(), saved);
     assert_eq!(fs::metadata(&key).unwrap().modified().unwrap(), mtime, "key file rewritten");
-    let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names.len(), 1, "stray files: {names:?}");
-    fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A key file that appears while the first session is being built (another
 /// instance, the admin) is left alone: the proxy says so and runs on.
 #[test]
 fn keyfile_appearing_meanwhile_not_overwritten() {
-    let dir = tmpdir("keyrace");
+    let tmp = TempDir::new("identity-keyrace");
+    let dir = &tmp.0;
     let key = dir.join("key.dat");
     let fake = FakeSam::start(Script::default().session_delay(Duration::from_millis(800)));
     let sam = fake.addr_arg();
@@ -609,8 +604,7 @@ fn keyfile_appearing_meanwhile_not_overwritten() {
     assert!(p.wait_for_line(READY, WAIT).is_some());
     assert!(p.wait_for_line("not overwritten", WAIT).is_some(), "no word about the key file");
     assert_eq!(fs::read(&key).unwrap(), theirs, "key file overwritten");
-    assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "stray temporary file");
-    fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(fs::read_dir(dir).unwrap().count(), 1, "stray temporary file");
 }
 
 /// A key file that others can read, or that is not a private key, stops
@@ -618,7 +612,8 @@ fn keyfile_appearing_meanwhile_not_overwritten() {
 /// before anything reaches the bridge; the file is left as it was.
 #[test]
 fn keyfile_refused() {
-    let dir = tmpdir("keybad");
+    let tmp = TempDir::new("identity-keybad");
+    let dir = &tmp.0;
     let fake = FakeSam::start(Script::default());
     let sam = fake.addr_arg();
     let key = dir.join("key.dat");
@@ -648,7 +643,6 @@ fn keyfile_refused() {
         assert_eq!(mode_of(&key), mode, "{what}: mode changed");
     }
     assert_eq!(fake.connections(), 0, "the bridge was contacted");
-    fs::remove_dir_all(&dir).unwrap();
 }
 
 /// `--print-address`: with a key file, its b32 without contacting the
@@ -656,7 +650,8 @@ fn keyfile_refused() {
 /// the key, saved 0600; with neither file nor bridge, exit 69 and no file.
 #[test]
 fn print_address() {
-    let dir = tmpdir("print");
+    let tmp = TempDir::new("identity-print");
+    let dir = &tmp.0;
     let key = dir.join("key.dat");
     let k = key.to_str().unwrap();
     let (priv_b64, b32) = make_key(42);
@@ -697,13 +692,13 @@ fn print_address() {
     let p = start_proxy(&up2, &["-k", n]);
     assert_eq!(param(&up2.sessions()[0].line, "DESTINATION"), Some(dests[0].private_key.as_str()));
     assert!(p.wait_for_line(&format!("{READY}{}", dests[0].b32), WAIT).is_some());
-    fs::remove_dir_all(&dir).unwrap();
 }
 
 /// `--check`: 0 with a bridge, 69 without, 78 with a bad key file.
 #[test]
 fn check_exit_codes() {
-    let dir = tmpdir("check");
+    let tmp = TempDir::new("identity-check");
+    let dir = &tmp.0;
     let up = FakeSam::start(Script::default());
     let down = down_bridge();
     let f = run(&["-s", &up.addr_arg(), "--check"]);
@@ -723,7 +718,6 @@ fn check_exit_codes() {
         EXIT_CONFIG,
         "key file",
     );
-    fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Connections to `port` on 127.0.0.1 still ESTABLISHED from the client side

@@ -21,6 +21,7 @@ use super::http::{EchoServer, HttpServer, MARKER};
 use super::i2p::{b32_of_blob, b64_encode, public_len};
 use super::process::{terminate, Stopped};
 use super::sam_client::Sam;
+use super::TempDir;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read, Write};
@@ -81,7 +82,7 @@ struct Ports {
 /// The i2pd child and its datadir; stops and cleans up on drop.
 struct Process {
     child: Option<Child>,
-    datadir: PathBuf,
+    datadir: TempDir,
 }
 
 impl Process {
@@ -100,7 +101,7 @@ impl Process {
     fn log_tail(&self) -> String {
         let mut out = String::new();
         for name in ["i2pd.log", "stdout.log"] {
-            let text = std::fs::read_to_string(self.datadir.join(name)).unwrap_or_default();
+            let text = std::fs::read_to_string(self.datadir.0.join(name)).unwrap_or_default();
             let lines = collapse_repeats(&text);
             let from = lines.len().saturating_sub(LOG_TAIL_LINES);
             out.push_str(&format!("---- {name} (last {} lines)\n", lines.len() - from));
@@ -140,12 +141,12 @@ fn collapse_repeats(text: &str) -> Vec<String> {
 }
 
 impl Drop for Process {
+    /// Stops i2pd before the datadir (a field, dropped after this) is removed.
     fn drop(&mut self) {
         self.stop();
         if thread::panicking() {
-            eprintln!("i2pd datadir {}:\n{}", self.datadir.display(), self.log_tail());
+            eprintln!("i2pd datadir {}:\n{}", self.datadir.0.display(), self.log_tail());
         }
-        let _ = std::fs::remove_dir_all(&self.datadir);
     }
 }
 
@@ -177,9 +178,9 @@ impl Router {
             attempt += 1;
             let ports = pick_ports();
             let datadir = make_datadir();
-            write_config(&datadir, &ports, &http, &echo, &site_key, &echo_key);
+            write_config(&datadir.0, &ports, &http, &echo, &site_key, &echo_key);
             let t0 = Instant::now();
-            let mut process = spawn(&datadir);
+            let mut process = spawn(datadir);
             match wait_sam(&mut process, ports.sam) {
                 Ok(()) => break (process, ports, t0.elapsed()),
                 Err(why) if attempt < START_ATTEMPTS => {
@@ -194,7 +195,7 @@ impl Router {
                 }
             }
         };
-        let datadir = process.datadir.clone();
+        let datadir = process.datadir.0.clone();
         let mut router = Router {
             process,
             ports,
@@ -487,11 +488,10 @@ fn pick_ports() -> Ports {
     panic!("no free ports in {PORT_RANGE:?}");
 }
 
-fn make_datadir() -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("i2psocks-i2pd-{}-{:016x}", std::process::id(), random_u64()));
-    std::fs::create_dir_all(dir.join("tunnels.d"))
-        .unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+fn make_datadir() -> TempDir {
+    let dir = TempDir::new("i2pd");
+    std::fs::create_dir_all(dir.0.join("tunnels.d"))
+        .unwrap_or_else(|e| panic!("create {}: {e}", dir.0.display()));
     dir
 }
 
@@ -564,8 +564,8 @@ fn i2pd_binary() -> PathBuf {
     }
 }
 
-fn spawn(dir: &Path) -> Process {
-    Process { child: Some(spawn_child(dir)), datadir: dir.to_path_buf() }
+fn spawn(datadir: TempDir) -> Process {
+    Process { child: Some(spawn_child(&datadir.0)), datadir }
 }
 
 /// Execs i2pd on the datadir `dir` (its stdout and stderr appended to `dir/stdout.log`).
@@ -588,10 +588,7 @@ fn spawn_child(dir: &Path) -> Child {
         .stdout(out)
         .stderr(err)
         .spawn()
-        .unwrap_or_else(|e| {
-            let _ = std::fs::remove_dir_all(dir);
-            panic!("start i2pd ({e}); run tests/deps.sh as root to install it")
-        })
+        .unwrap_or_else(|e| panic!("start i2pd ({e}); run tests/deps.sh as root to install it"))
 }
 
 fn wait_sam(process: &mut Process, port: u16) -> Result<(), String> {

@@ -496,7 +496,8 @@ fn nc_socks4_name(proxy: &str, target: &str) -> Result<String, String> {
     let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
     // A non-root user may mount in a user namespace of its own, where it is root.
     let userns: &[&str] = if root { &[] } else { &["--user", "--map-root-user"] };
-    let resolv = std::env::temp_dir().join(format!("i2psocks-compat-resolv-{}", std::process::id()));
+    let tmp = TempDir::new("compat-resolv");
+    let resolv = tmp.0.join("resolv.conf");
     std::fs::write(&resolv, format!("nameserver {FAKE_DNS}\noptions timeout:1 attempts:1\n")).unwrap();
     let script =
         format!("mount --bind {} /etc/resolv.conf && exec nc -X 4 -x {proxy} {target} 7", resolv.display());
@@ -506,7 +507,6 @@ fn nc_socks4_name(proxy: &str, target: &str) -> Result<String, String> {
         .args(["--mount", "--propagation", "private", "sh", "-c", &script])
         .stdin(Stdio::null())
         .output();
-    let _ = std::fs::remove_file(&resolv);
     let out = out.map_err(|e| format!("unshare: {e}"))?;
     let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
     if err.contains("mount:") || err.contains("unshare:") {
