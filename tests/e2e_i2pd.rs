@@ -14,7 +14,7 @@ mod faults;
 
 use common::http::{expected_sha256, sha256_hex, MARKER};
 use common::i2p::{b64_decode, b64_encode, public_len};
-use common::i2pd::{curl, Router};
+use common::i2pd::{curl, socks5_stream, Router};
 use common::proxy::{bridge_args, Proxy, READY};
 use common::rng::random_bytes;
 use common::sam_client::Sam;
@@ -77,8 +77,8 @@ fn baseline_site(router: &Router) {
 
 /// The echo service by name through i2pd's SOCKS (no half-close: i2pd 2.45 drops data).
 fn baseline_echo(router: &Router) {
-    let mut s = common::i2pd::socks5_connect(router.socks_addr(), router.echo_name(), 7)
-        .expect("SOCKS5 CONNECT echo.i2p via i2pd");
+    let mut s =
+        socks5_stream(router.socks_addr(), router.echo_name(), 7).expect("SOCKS5 CONNECT echo.i2p via i2pd");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let msg = random_bytes(50_000, 251);
     s.write_all(&msg).unwrap();
@@ -163,7 +163,7 @@ fn through_i2psocks(router: &Router, proxy: &Proxy) {
     eprintln!("10 MiB through i2psocks in {:?}", t.elapsed());
 
     // Raw bytes both ways through the echo service (no half-close: i2pd 2.45 drops data).
-    let mut s = common::i2pd::socks5_connect(proxy.addr(), router.echo_name(), 7).expect("echo via i2psocks");
+    let mut s = socks5_stream(proxy.addr(), router.echo_name(), 7).expect("echo via i2psocks");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let msg = random_bytes(200_000, 253);
     let writer = {

@@ -573,12 +573,8 @@ fn sam_syntax_names(b32: &str) -> Vec<String> {
 /// SOCKS5 CONNECT with raw ATYP + address bytes; the 10-byte reply.
 fn socks5_raw(addr: SocketAddr, atyp: u8, address: &[u8], port: u16) -> [u8; 10] {
     let mut s = connect(addr);
-    send(&mut s, &[5, 1, 0]);
-    expect_bytes(&mut s, &[5, 0], IO_TIMEOUT);
-    let mut req = vec![5, 1, 0, atyp];
-    req.extend_from_slice(address);
-    req.extend_from_slice(&port.to_be_bytes());
-    send(&mut s, &req);
+    socks5_greet(&mut s, None);
+    send(&mut s, &socks5_request_raw(1, atyp, address, port));
     read_exact_by(&mut s, 10, IO_TIMEOUT).try_into().unwrap()
 }
 

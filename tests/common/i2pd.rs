@@ -20,12 +20,13 @@
 use super::http::{EchoServer, HttpServer, MARKER};
 use super::i2p::{b32_of_blob, b64_encode, public_len};
 use super::process::{terminate, Stopped};
+use super::proxy::{socks5_open, Dest};
 use super::sam_client::Sam;
 use super::TempDir;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::thread;
@@ -387,44 +388,15 @@ pub fn curl(args: &[&str]) -> Output {
         .expect("run curl (tests/deps.sh installs it)")
 }
 
-/// Minimal SOCKS5 CONNECT (no auth, domain name) for tests; `Err` names the reply code.
-pub fn socks5_connect(proxy: SocketAddr, host: &str, port: u16) -> io::Result<TcpStream> {
-    let mut s = TcpStream::connect_timeout(&proxy, SOCKS_TIMEOUT)?;
-    s.set_read_timeout(Some(SOCKS_TIMEOUT))?;
-    s.set_write_timeout(Some(SOCKS_TIMEOUT))?;
-    s.write_all(&[5, 1, 0])?;
-    let mut m = [0u8; 2];
-    s.read_exact(&mut m)?;
-    if m != [5, 0] {
-        return Err(io::Error::other(format!("SOCKS5 method reply {m:02x?}")));
-    }
-    let mut req = vec![5, 1, 0, 3, host.len() as u8];
-    req.extend_from_slice(host.as_bytes());
-    req.extend_from_slice(&port.to_be_bytes());
-    s.write_all(&req)?;
-    let mut head = [0u8; 4];
-    s.read_exact(&mut head)?;
-    let addr_len = match head[3] {
-        1 => 4,
-        4 => 16,
-        3 => {
-            let mut l = [0u8; 1];
-            s.read_exact(&mut l)?;
-            usize::from(l[0])
-        }
-        t => return Err(io::Error::other(format!("SOCKS5 reply ATYP {t}"))),
-    };
-    let mut rest = vec![0u8; addr_len + 2];
-    s.read_exact(&mut rest)?;
-    if head[1] != 0 {
-        return Err(io::Error::other(format!("SOCKS5 reply REP={:#04x}", head[1])));
-    }
-    Ok(s)
+/// SOCKS5 CONNECT (no auth) to `host:port` through `proxy`, e.g. i2pd's own SOCKS port, with
+/// [`SOCKS_TIMEOUT`] on every step; `Err` names a failure reply's code.
+pub fn socks5_stream(proxy: SocketAddr, host: &str, port: u16) -> io::Result<std::net::TcpStream> {
+    socks5_open(proxy, &Dest::Name(host.to_owned(), port), SOCKS_TIMEOUT)
 }
 
 /// One round trip to the echo service (no half-close: i2pd 2.45 loses data after a FIN).
 fn echo_once(proxy: SocketAddr, host: &str) -> io::Result<()> {
-    let mut s = socks5_connect(proxy, host, 80)?;
+    let mut s = socks5_stream(proxy, host, 80)?;
     s.set_read_timeout(Some(Duration::from_secs(15)))?;
     let msg = b"i2psocks echo probe\n";
     s.write_all(msg)?;

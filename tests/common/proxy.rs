@@ -5,13 +5,15 @@
 //! (echoed to the test's stderr), parses the `listening on ADDR:PORT` line
 //! of the CLI contract, and kills the process when dropped. The SOCKS helpers
 //! write exact RFC 1928 / SOCKS4a bytes and read replies with deadlines; they
-//! are not a general SOCKS client (no BIND, no UDP).
+//! are not a general SOCKS client (no BIND, no UDP). [`socks5_handshake`] is the
+//! plain client's CONNECT, for probes and load, where a refusal is a result, not a
+//! test failure.
 
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use super::process::children;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -432,6 +434,67 @@ pub fn socks5_request(cmd: u8, host: &str, port: u16) -> Vec<u8> {
     v.extend_from_slice(host.as_bytes());
     v.extend_from_slice(&port.to_be_bytes());
     v
+}
+
+/// A SOCKS5 request with ATYP `atyp` and the address bytes exactly as given.
+pub fn socks5_request_raw(cmd: u8, atyp: u8, address: &[u8], port: u16) -> Vec<u8> {
+    let mut v = vec![5, cmd, 0, atyp];
+    v.extend_from_slice(address);
+    v.extend_from_slice(&port.to_be_bytes());
+    v
+}
+
+/// Where a plain client's CONNECT goes: an IP address (ATYP 1 or 4) or a name (ATYP 3).
+#[derive(Clone, Debug)]
+pub enum Dest {
+    Ip(SocketAddr),
+    Name(String, u16),
+}
+
+/// A plain client's SOCKS5 greeting (no auth) and CONNECT to `dest` on a connected stream,
+/// reading the whole reply (any BND address type). Err on an I/O error, an unexpected
+/// method reply or a failure reply (its REP named in the message).
+pub fn socks5_handshake(s: &mut TcpStream, dest: &Dest) -> io::Result<()> {
+    s.write_all(&[5, 1, 0])?;
+    let mut m = [0u8; 2];
+    s.read_exact(&mut m)?;
+    if m != [5, 0] {
+        return Err(io::Error::other(format!("SOCKS5 method reply {m:02x?}")));
+    }
+    let req = match dest {
+        Dest::Ip(SocketAddr::V4(a)) => socks5_request_raw(1, 1, &a.ip().octets(), a.port()),
+        Dest::Ip(SocketAddr::V6(a)) => socks5_request_raw(1, 4, &a.ip().octets(), a.port()),
+        Dest::Name(host, port) => socks5_request(1, host, *port),
+    };
+    s.write_all(&req)?;
+    let mut head = [0u8; 4];
+    s.read_exact(&mut head)?;
+    let rest = match head[3] {
+        1 => 4 + 2,
+        4 => 16 + 2,
+        3 => {
+            let mut l = [0u8; 1];
+            s.read_exact(&mut l)?;
+            usize::from(l[0]) + 2
+        }
+        t => return Err(io::Error::other(format!("SOCKS5 reply ATYP {t}"))),
+    };
+    let mut tail = [0u8; 255 + 2];
+    s.read_exact(&mut tail[..rest])?;
+    if head[1] != 0 {
+        return Err(io::Error::other(format!("SOCKS5 reply REP={:#04x}", head[1])));
+    }
+    Ok(())
+}
+
+/// Connect to `proxy` and [`socks5_handshake`] to `dest`; `timeout` bounds the connect and
+/// every later read and write.
+pub fn socks5_open(proxy: SocketAddr, dest: &Dest, timeout: Duration) -> io::Result<TcpStream> {
+    let mut s = TcpStream::connect_timeout(&proxy, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    socks5_handshake(&mut s, dest)?;
+    Ok(s)
 }
 
 /// SOCKS4a CONNECT to `host:port` with `userid`; the 8-byte reply.

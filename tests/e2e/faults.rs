@@ -16,7 +16,7 @@
 //! it), hung or garbage bridges (hardening.rs).
 
 use crate::common::http::{expected_sha256, sha256_hex};
-use crate::common::i2pd::{curl, socks5_connect as socks5_stream, Router};
+use crate::common::i2pd::{curl, socks5_stream, Router};
 use crate::common::proxy::{socks5_connect, Proxy};
 use sha2::{Digest, Sha256};
 use std::io::{ErrorKind, Read, Write};
