@@ -1,4 +1,4 @@
-//! Runs the real `i2psocks` binary for black-box tests, and a small SOCKS
+//! Runs the real `i2psocks` binary for black-box tests and the bench, and a small SOCKS
 //! client to talk to it.
 //!
 //! [`Proxy`] starts the binary on `127.0.0.1:0`, keeps every stderr line
@@ -12,7 +12,7 @@
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use super::process::children;
+use super::process::{children, terminate, Stopped};
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -75,6 +75,13 @@ impl Proxy {
     /// wrapper that stays (strace), [`Proxy::inner_pid`] finds the proxy, and
     /// Drop kills the wrapper's children first.
     pub fn start_wrapped(wrapper: &[&str], args: &[&str]) -> Proxy {
+        Proxy::start_binary(bin(), wrapper, args, START_TIMEOUT)
+    }
+
+    /// Like [`Proxy::start_wrapped`], for another build of i2psocks at `binary` (the bench
+    /// measures the release binary, or two of them), with `start_timeout` for the
+    /// `listening on` line (a profiler as the wrapper slows the start).
+    pub fn start_binary(binary: &str, wrapper: &[&str], args: &[&str], start_timeout: Duration) -> Proxy {
         let has_listen = args.iter().any(|a| *a == "-l" || *a == "--listen" || a.starts_with("--listen="));
         let mut full: Vec<&str> = Vec::new();
         if !has_listen {
@@ -82,10 +89,10 @@ impl Proxy {
         }
         full.extend_from_slice(args);
         let mut cmd = match wrapper.split_first() {
-            None => Command::new(bin()),
+            None => Command::new(binary),
             Some((program, rest)) => {
                 let mut c = Command::new(program);
-                c.args(rest).arg(bin());
+                c.args(rest).arg(binary);
                 c
             }
         };
@@ -130,7 +137,7 @@ impl Proxy {
             wrapped: !wrapper.is_empty(),
         };
         let line = p
-            .wait_for_line("listening on ", START_TIMEOUT)
+            .wait_for_line("listening on ", start_timeout)
             .unwrap_or_else(|| panic!("i2psocks {full:?} did not report `listening on` in time"));
         let rest = &line[line.find("listening on ").unwrap() + "listening on ".len()..];
         let word = rest.split_whitespace().next().unwrap_or_default();
@@ -199,6 +206,12 @@ impl Proxy {
         let st =
             Command::new("kill").args(["-s", name, &self.pid().to_string()]).status().expect("run kill(1)");
         assert!(st.success(), "kill -s {name} failed");
+    }
+
+    /// SIGTERM, and SIGKILL if it has not exited within `grace`: how the bench ends a
+    /// proxy, so that a profiler wrapped around it can write its output.
+    pub fn stop(&mut self, grace: Duration) -> Stopped {
+        terminate(&mut self.child, grace, "i2psocks")
     }
 
     /// Wait for the process to end; None if it is still running at `timeout`.
