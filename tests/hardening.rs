@@ -1,18 +1,18 @@
-//! The hardening guarantees of issue 4 (parts 2 to 6), proven black-box on the
-//! real binary against the scripted fake SAM bridge (tests/common/fake_sam.rs):
-//! faults of the bridge (killed mid-transfer, hung, garbage, 8 MiB lines),
-//! overload (10x --max-clients, slowloris, EMFILE), no leaks (strace: only
-//! the SAM address is ever connected to, no DNS, no resolver files; SAM
-//! syntax in names never reaches the bridge; no target names at the default
-//! log level, no private key at any level), graceful shutdown, and data
-//! integrity of 100 concurrent streams.
+//! The hardening guarantees, proven black-box on the real binary against the scripted fake
+//! SAM bridge (tests/common/fake_sam.rs), in five sections by subject: faults of the bridge
+//! (killed mid-transfer, hung, garbage, 8 MiB lines), overload (10x --max-clients,
+//! slowloris, EMFILE), leaks (strace: only the SAM address is ever connected to, no DNS, no
+//! resolver files; SAM syntax in names never reaches the bridge; no target names at the
+//! default log level, no private key at any level), shutdown (SIGTERM with transfers
+//! running, with the fd table full), and the integrity of 100 concurrent streams.
 //!
-//! Not here: the real router (tests/i2pd.rs), the codec's byte-level cases
-//! (src/socks.rs) and fuzzing (fuzz/). Every test holds [`serial`] because
-//! most of them measure time, memory or CPU of the proxy, which other tests
-//! on the same two cores would distort; each is bounded by its own deadlines.
-//! Numbers the README quotes are printed with `eprintln!` (`cargo test --
-//! --nocapture` shows them).
+//! Not here: the real router (tests/e2e_i2pd.rs, whose tests/e2e/faults.rs is the
+//! real-router half of the fault and integrity checks), the codec's byte-level cases
+//! (src/socks.rs) and fuzzing (fuzz/). One file, one test binary: every test holds
+//! [`serial`] because most of them measure time, memory or CPU of the proxy, which the
+//! other tests of this file on the same two cores would distort; a lock only holds within
+//! one binary. Each test is bounded by its own deadlines. Numbers the README quotes are
+//! printed with `eprintln!` (`cargo test -- --nocapture` shows them).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
@@ -112,7 +112,10 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-// ------------------------------------------------------- fault injection
+// ------------------------------------------------------------------- faults
+// The bridge misbehaves: it dies mid-transfer, hangs at HELLO, STREAM CONNECT or SESSION
+// CREATE, or answers with garbage or 8 MiB lines. Every client gets its answer promptly,
+// memory stays bounded, and the proxy recovers by itself.
 
 /// The bridge dies while a relay streams: the client sees the end at once
 /// (no hang), the proxy stays up, rebuilds its session when the bridge is
@@ -285,7 +288,10 @@ fn garbage_and_huge_lines_bounded_memory() {
     served(p.addr(), "after-garbage", Duration::from_secs(3));
 }
 
-// ------------------------------------------------------------- overload
+// ----------------------------------------------------------------- overload
+// More clients than the proxy admits, clients that stall in the handshake, and no file
+// descriptors left: the proxy refuses at once, closes stallers at their deadline, neither
+// exits nor spins, and serves normal clients meanwhile and afterwards.
 
 /// 200 simultaneous clients on --max-clients 20: at most 20 are admitted,
 /// the rest are closed within 1 s; the admitted ones (holding their slots
@@ -512,44 +518,10 @@ fn emfile_pauses_accept() {
     assert!(alive(&mut p));
 }
 
-/// SIGTERM while every fd of the proxy is taken by idle clients and no
-/// connection is pending (accept blocks; nothing is left to open the
-/// wake-up connection with): the proxy still stops and exits 0 within
-/// --shutdown-grace 1 plus its 1 s stop wait.
-#[test]
-fn sigterm_with_fd_table_full() {
-    let _g = serial();
-    const LIMIT: usize = 32;
-    let wrapper = ulimit_wrapper(LIMIT as u32);
-    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
-    let (_fake, mut p) =
-        setup_wrapped(&wrapper, Script::default(), &["--handshake-timeout", "60", "--shutdown-grace", "1"]);
-    let (addr, pid) = (p.addr(), p.pid());
-    let mut held = Vec::new();
-    // One client at a time, each accepted before the next, until every fd
-    // below the limit is taken: then accept blocks with nothing pending.
-    while fds_below(pid, LIMIT) < LIMIT {
-        assert!(held.len() < 2 * LIMIT, "the proxy's fds do not reach {LIMIT}");
-        let before = fds_below(pid, LIMIT);
-        held.push(TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect"));
-        let t = Instant::now();
-        while fds_below(pid, LIMIT) <= before && t.elapsed() < Duration::from_secs(2) {
-            thread::sleep(Duration::from_millis(5));
-        }
-    }
-    thread::sleep(Duration::from_millis(200));
-    assert_eq!(fds_below(pid, LIMIT), LIMIT);
-    let t = Instant::now();
-    p.signal("TERM");
-    let st = p.wait_exit(Duration::from_secs(6));
-    let took = t.elapsed();
-    eprintln!("fd table full ({LIMIT}, {} clients): SIGTERM -> exit {st:?} after {took:?}", held.len());
-    let st = st.expect("SIGTERM ignored while the fd table is full");
-    assert_eq!(st.code(), Some(0), "{st:?}");
-    assert!(took < Duration::from_secs(4), "exit took {took:?}");
-}
-
-// ------------------------------------------------------------- no leaks
+// -------------------------------------------------------------------- leaks
+// Nothing leaves but SAM to the bridge: no DNS, no clearnet connect, no resolver files; no
+// SAM syntax from a name reaches the bridge; no target name in the default log and no
+// private key or password in any log.
 
 /// SAM syntax inside names: each carries the marker `zqx`, which must never
 /// reach the bridge.
@@ -803,7 +775,9 @@ fn no_private_key_at_trace_level() {
     drop(p);
 }
 
-// ------------------------------------------------------ graceful shutdown
+// ----------------------------------------------------------------- shutdown
+// SIGTERM: running transfers finish within --shutdown-grace and are cut at its end; new
+// clients are refused; the proxy exits 0, even when every descriptor it has is taken.
 
 /// Send `data` at about `rate` bytes/s in chunks of random size.
 fn paced_write(s: &mut TcpStream, data: &[u8], rate: f64, seed: u64) {
@@ -983,7 +957,46 @@ fn sigterm_cuts_transfers_at_the_grace() {
     assert!(exited < Duration::from_millis(4500), "exit after {exited:?}");
 }
 
-// ------------------------------------------------------ data integrity
+/// SIGTERM while every fd of the proxy is taken by idle clients and no
+/// connection is pending (accept blocks; nothing is left to open the
+/// wake-up connection with): the proxy still stops and exits 0 within
+/// --shutdown-grace 1 plus its 1 s stop wait.
+#[test]
+fn sigterm_with_fd_table_full() {
+    let _g = serial();
+    const LIMIT: usize = 32;
+    let wrapper = ulimit_wrapper(LIMIT as u32);
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let (_fake, mut p) =
+        setup_wrapped(&wrapper, Script::default(), &["--handshake-timeout", "60", "--shutdown-grace", "1"]);
+    let (addr, pid) = (p.addr(), p.pid());
+    let mut held = Vec::new();
+    // One client at a time, each accepted before the next, until every fd
+    // below the limit is taken: then accept blocks with nothing pending.
+    while fds_below(pid, LIMIT) < LIMIT {
+        assert!(held.len() < 2 * LIMIT, "the proxy's fds do not reach {LIMIT}");
+        let before = fds_below(pid, LIMIT);
+        held.push(TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect"));
+        let t = Instant::now();
+        while fds_below(pid, LIMIT) <= before && t.elapsed() < Duration::from_secs(2) {
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(fds_below(pid, LIMIT), LIMIT);
+    let t = Instant::now();
+    p.signal("TERM");
+    let st = p.wait_exit(Duration::from_secs(6));
+    let took = t.elapsed();
+    eprintln!("fd table full ({LIMIT}, {} clients): SIGTERM -> exit {st:?} after {took:?}", held.len());
+    let st = st.expect("SIGTERM ignored while the fd table is full");
+    assert_eq!(st.code(), Some(0), "{st:?}");
+    assert!(took < Duration::from_secs(4), "exit took {took:?}");
+}
+
+// ---------------------------------------------------------------- integrity
+// Many concurrent streams, each checked byte for byte (or by the sink's sha256), with random
+// write and read sizes.
 
 /// Streams in the integrity test, and the bytes each carries one way.
 const STREAMS: usize = 100;
