@@ -1,11 +1,10 @@
 //! Black-box tests of the real `i2psocks` binary against the scripted fake
 //! SAM bridge (tests/common/fake_sam.rs): wire bytes both ways, the exact SAM
-//! lines the proxy sends, the SAM RESULT → SOCKS reply table (socks.md),
-//! local refusals that never reach the bridge, bridge failures and recovery,
-//! limits and deadlines, signals and usage errors (the CLI contract in the
-//! brief).
+//! lines the proxy sends, the SAM RESULT → SOCKS reply table, local refusals
+//! that never reach the bridge, bridge failures and recovery, limits and
+//! deadlines, signals and usage errors (the CLI contract in man/i2psocks.8).
 //!
-//! Not here: a real router (tests/i2pd.rs) and the codec's byte-level cases
+//! Not here: a real router (tests/e2e_i2pd.rs) and the codec's byte-level cases
 //! (unit tests in src/socks.rs). Each test starts its own fake and proxy, so
 //! they run in parallel; timeouts are short so the file runs in seconds.
 
@@ -330,7 +329,7 @@ fn credentials_get_their_own_session() {
 
 // ---------------------------------------------------------------- reply table
 
-/// Each SAM RESULT gives its SOCKS5 reply and SOCKS4 5B (socks.md table),
+/// Each SAM RESULT gives its SOCKS5 reply and SOCKS4 5B (the proxy's one reply table),
 /// with and without MESSAGE.
 #[test]
 fn sam_results_map_to_socks_replies() {

@@ -1,4 +1,4 @@
-//! Black-box tests of the identity features (issue 3) of the real
+//! Black-box tests of the identity features of the real
 //! `i2psocks` binary against the fake SAM bridge: which SAM session each
 //! stream uses under `--isolate`, the lifetime of those sessions (idle
 //! expiry, `--max-sessions`, SIGHUP), access control (`--auth-file`), SOCKS5
@@ -6,7 +6,7 @@
 //! `--check`, exit codes 69 and 78), and that no private key reaches the log.
 //!
 //! Not here: the registry's and key file's own logic (unit tests in
-//! src/identity.rs and src/keyfile.rs), a real router (tests/i2pd.rs). Each
+//! src/identity.rs and src/keyfile.rs), a real router (tests/e2e_i2pd.rs). Each
 //! test starts its own fake and proxy; timeouts are short.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]

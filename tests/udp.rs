@@ -4,7 +4,7 @@
 //! frames the proxy sends, NAMING LOOKUP caching, association teardown with
 //! the TCP control connection, the source check, the datagrams that must be
 //! dropped, isolation between identities, and a refusal when the bridge is
-//! down. A real router: tests/e2e_udp.rs (when the harness is there).
+//! down. A real router: tests/e2e_udp.rs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 

@@ -1,6 +1,6 @@
 //! A scripted fake SAM v3 bridge for black-box tests of the real binary.
 //!
-//! It speaks just enough SAM v3 (sam-v3.md) for the proxy: `HELLO VERSION`,
+//! It speaks just enough SAM v3 for the proxy: `HELLO VERSION`,
 //! `SESSION CREATE` (answered with a structurally valid Ed25519/ElGamal
 //! private-key blob, a different one per session) and `STREAM CONNECT`
 //! (answered per destination from the [`Script`], after which the socket

@@ -2,7 +2,7 @@
 //! child process in a throwaway datadir, with two local I2P services behind it.
 //!
 //! [`Router::start`] starts an HTTP test server and a TCP echo server (tests/common/http.rs),
-//! writes i2pd.conf / tunnels.conf / hosts.txt as /work/shared/docs/i2pd-offline.md says
+//! writes i2pd.conf (from tests/fixtures/i2pd-offline.conf) / tunnels.conf / hosts.txt
 //! (zero-hop tunnels, own floodfill, published NTCP2 on 127.0.0.1, no reseed, no SSU2), puts
 //! the fixture keys (tests/fixtures/site.dat, echo.dat) behind `[site]` (type http) and
 //! `[echo]` (type server), starts i2pd, and returns once the site answers through i2pd's own

@@ -448,8 +448,8 @@ fn nc_echo(proxy: &str, target: &str) -> Result<String, String> {
     Ok(format!("{n} bytes echoed exactly"))
 }
 
-/// `nc -N` half-closes after its input: i2pd 2.45 then drops the stream (see
-/// i2pd-offline.md). Recorded, not asserted: the outcome is the router's.
+/// `nc -N` half-closes after its input: i2pd 2.45 then drops the stream (see README,
+/// Limitations). Recorded, not asserted: the outcome is the router's.
 fn nc_half_close(proxy: &str, target: &str) -> Result<String, String> {
     let mut child = Reaped(
         Command::new("nc")
