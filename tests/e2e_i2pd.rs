@@ -13,9 +13,11 @@ mod compat;
 mod faults;
 
 use common::http::{expected_sha256, sha256_hex, MARKER};
-use common::i2pd::{curl, Router};
-use common::proxy::Proxy;
-use common::sam_client::{b64_decode, b64_encode, public_dest_len, Sam};
+use common::i2p::{b64_decode, b64_encode, public_len};
+use common::i2pd::{curl, socks5_stream, Router};
+use common::proxy::{bridge_args, Proxy, READY};
+use common::rng::random_bytes;
+use common::sam_client::Sam;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
@@ -75,10 +77,10 @@ fn baseline_site(router: &Router) {
 
 /// The echo service by name through i2pd's SOCKS (no half-close: i2pd 2.45 drops data).
 fn baseline_echo(router: &Router) {
-    let mut s = common::i2pd::socks5_connect(router.socks_addr(), router.echo_name(), 7)
-        .expect("SOCKS5 CONNECT echo.i2p via i2pd");
+    let mut s =
+        socks5_stream(router.socks_addr(), router.echo_name(), 7).expect("SOCKS5 CONNECT echo.i2p via i2pd");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let msg: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+    let msg = random_bytes(50_000, 251);
     s.write_all(&msg).unwrap();
     let mut back = vec![0u8; msg.len()];
     s.read_exact(&mut back).unwrap();
@@ -95,7 +97,7 @@ fn sam_basics(router: &Router) {
     assert!(sam.naming_lookup("no-such-site.i2p").is_err());
     let (public, private) = sam.dest_generate().expect("DEST GENERATE");
     let key = b64_decode(&private).expect("PRIV is I2P base64");
-    assert_eq!(b64_encode(&key[..public_dest_len(&key)]), public);
+    assert_eq!(b64_encode(&key[..public_len(&key).expect("a whole public destination")]), public);
 }
 
 /// How long a fresh SAM session may take on i2pd 2.45 (it answers after ~20 s).
@@ -103,19 +105,11 @@ const SESSION_WAIT: Duration = Duration::from_secs(90);
 
 fn start_i2psocks(router: &Router) -> Proxy {
     let sam = router.sam_addr().to_string();
-    let proxy = Proxy::start(&["-s", &sam, "--hops", "0", "--tunnels", "1"]);
+    let proxy = Proxy::start(&bridge_args(&sam, &[]));
     let t = Instant::now();
-    proxy
-        .wait_for_line("I2P destination ready: ", SESSION_WAIT)
-        .expect("i2psocks' default session on the real router");
+    proxy.wait_for_line(READY, SESSION_WAIT).expect("i2psocks' default session on the real router");
     eprintln!("i2psocks session ready in {:?}", t.elapsed());
     proxy
-}
-
-/// The b32 i2psocks logged for its default identity.
-fn default_b32(proxy: &Proxy) -> String {
-    let line = proxy.wait_for_line("I2P destination ready: ", Duration::ZERO).unwrap();
-    line.rsplit(' ').next().unwrap().trim().to_string()
 }
 
 fn curl_ok(args: &[&str]) -> Vec<u8> {
@@ -150,7 +144,10 @@ fn through_i2psocks(router: &Router, proxy: &Proxy) {
     assert!(String::from_utf8_lossy(&body).contains(MARKER), "socks4a");
 
     // The default identity is what the site sees, and it is the address we logged.
-    assert_eq!(source_b32(router, &s5), default_b32(proxy));
+    assert_eq!(
+        source_b32(router, &s5),
+        proxy.ready_b32(1, Duration::ZERO).expect("the proxy's default identity")
+    );
 
     const TEN_MIB: usize = 10 << 20;
     let t = Instant::now();
@@ -166,9 +163,9 @@ fn through_i2psocks(router: &Router, proxy: &Proxy) {
     eprintln!("10 MiB through i2psocks in {:?}", t.elapsed());
 
     // Raw bytes both ways through the echo service (no half-close: i2pd 2.45 drops data).
-    let mut s = common::i2pd::socks5_connect(proxy.addr(), router.echo_name(), 7).expect("echo via i2psocks");
+    let mut s = socks5_stream(proxy.addr(), router.echo_name(), 7).expect("echo via i2psocks");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let msg: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    let msg = random_bytes(200_000, 253);
     let writer = {
         let mut w = s.try_clone().unwrap();
         let msg = msg.clone();
@@ -213,7 +210,7 @@ fn identities_through_i2psocks(router: &Router, proxy: &Proxy) {
     let (a, b) = (a.join().unwrap(), b.join().unwrap());
     eprintln!("two new identities in {:?}", t.elapsed());
     assert_ne!(a, b, "different credentials must get different destinations");
-    let default = default_b32(proxy);
+    let default = proxy.ready_b32(1, Duration::ZERO).expect("the proxy's default identity");
     assert_ne!(a, default);
     assert_ne!(b, default);
     let again = source_b32(router, &["--socks5-hostname", &p, "--proxy-user", "app1:x"]);

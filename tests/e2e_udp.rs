@@ -9,9 +9,10 @@
 
 mod common;
 
+use common::i2p::{b32_of_blob, b64_decode};
 use common::i2pd::Router;
-use common::proxy::Proxy;
-use common::sam_client::{b32_of, b64_decode, datagram_parse, datagram_send, Sam, LS1};
+use common::proxy::{bridge_args, Proxy, READY};
+use common::sam_client::{datagram_parse, datagram_send, Sam, LS1};
 use common::udp_client::{udp_echo_roundtrip, Echo};
 use std::net::UdpSocket;
 use std::process::Command;
@@ -33,9 +34,9 @@ fn real_router_udp() {
 
     // The proxy's default session and the echo's session are built at the same time.
     let sam = router.sam_addr().to_string();
-    let proxy = Proxy::start(&["-s", &sam, "--hops", "0", "--tunnels", "1", "-v"]);
+    let proxy = Proxy::start(&bridge_args(&sam, &["-v"]));
     let (echo_b32, echo) = start_echo(&router);
-    proxy.wait_for_line("I2P destination ready: ", SESSION_WAIT).expect("i2psocks' session");
+    proxy.wait_for_line(READY, SESSION_WAIT).expect("i2psocks' session");
     eprintln!("sessions ready at {:?}", t0.elapsed());
 
     let t = Instant::now();
@@ -80,7 +81,7 @@ fn start_echo(router: &Router) -> (String, EchoPeer) {
     let key = ctl
         .session_create("DATAGRAM", &id, "TRANSIENT", &format!("PORT={port} HOST=127.0.0.1 {LS1}"))
         .expect("the echo's DATAGRAM session");
-    let b32 = b32_of(&b64_decode(&key).unwrap());
+    let b32 = b32_of_blob(&b64_decode(&key).unwrap()).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let (stop2, sam_udp) = (Arc::clone(&stop), router.sam_udp_addr());
     let handle = thread::spawn(move || {

@@ -1,11 +1,10 @@
 //! Black-box tests of the real `i2psocks` binary against the scripted fake
 //! SAM bridge (tests/common/fake_sam.rs): wire bytes both ways, the exact SAM
-//! lines the proxy sends, the SAM RESULT → SOCKS reply table (socks.md),
-//! local refusals that never reach the bridge, bridge failures and recovery,
-//! limits and deadlines, signals and usage errors (the CLI contract in the
-//! brief).
+//! lines the proxy sends, the SAM RESULT → SOCKS reply table, local refusals
+//! that never reach the bridge, bridge failures and recovery, limits and
+//! deadlines, signals and usage errors (the CLI contract in man/i2psocks.8).
 //!
-//! Not here: a real router (tests/i2pd.rs) and the codec's byte-level cases
+//! Not here: a real router (tests/e2e_i2pd.rs) and the codec's byte-level cases
 //! (unit tests in src/socks.rs). Each test starts its own fake and proxy, so
 //! they run in parallel; timeouts are short so the file runs in seconds.
 
@@ -13,8 +12,11 @@
 
 mod common;
 
-use common::fake_sam::{self, b32_name, FakeSam, Fault, Outcome, Peer, Script, WAIT};
+use common::fake_sam::{FakeSam, Fault, Outcome, Peer, Script, WAIT};
+use common::i2p::{b32_name, b32_of, b64_decode, param, params};
 use common::proxy::{self, *};
+use common::rng::{pattern, random_bytes};
+use common::setup::setup;
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -23,58 +25,6 @@ use std::time::{Duration, Instant};
 
 /// The HELLO every socket starts with (CLI contract).
 const HELLO: &str = "HELLO VERSION MIN=3.1 MAX=3.3";
-/// Logged once the session is up (CLI contract).
-const READY: &str = "I2P destination ready: ";
-
-/// A fake with `script` and a proxy on it (`--hops 0 --tunnels 1` plus
-/// `args`), once the proxy reports its destination.
-fn setup(script: Script, args: &[&str]) -> (FakeSam, Proxy) {
-    let fake = FakeSam::start(script);
-    let sam = fake.addr_arg();
-    let mut all = vec!["-s", sam.as_str(), "--hops", "0", "--tunnels", "1"];
-    all.extend_from_slice(args);
-    let p = Proxy::start(&all);
-    assert!(p.wait_for_line(READY, WAIT).is_some(), "no `{READY}` line");
-    assert!(fake.wait_live_session(WAIT), "no live session on the fake");
-    (fake, p)
-}
-
-fn target(seed: &str) -> String {
-    b32_name(seed)
-}
-
-/// `KEY=VALUE` words of a SAM line after its first two words.
-fn params(line: &str) -> Vec<(String, String)> {
-    line.split(' ')
-        .skip(2)
-        .map(|w| {
-            let (k, v) = w.split_once('=').unwrap_or((w, ""));
-            (k.to_string(), v.to_string())
-        })
-        .collect()
-}
-
-fn get<'a>(p: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    p.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-}
-
-fn b64_decode(s: &str) -> Vec<u8> {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-~";
-    let mut bits = 0u32;
-    let mut n = 0;
-    let mut out = Vec::new();
-    for c in s.bytes().filter(|&c| c != b'=') {
-        let v = A.iter().position(|&a| a == c).expect("I2P base64") as u32;
-        bits = (bits << 6) | v;
-        n += 6;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-        }
-    }
-    out
-}
-
 // ------------------------------------------------------------ the fake itself
 
 fn sam_line(s: &mut TcpStream) -> String {
@@ -101,7 +51,7 @@ fn raw_sam(fake: &FakeSam) -> TcpStream {
 /// kill_sessions, stop/restart, byte log.
 #[test]
 fn fake_sam_self_test() {
-    let bad = target("bad");
+    let bad = b32_name("bad");
     let fake = FakeSam::start(Script::default().outcome(&bad, Outcome::Fail("CANT_REACH_PEER".into(), None)));
 
     let mut ctl = raw_sam(&fake);
@@ -111,7 +61,7 @@ fn fake_sam_self_test() {
     ctl.write_all(format!("{create}\n").as_bytes()).unwrap();
     let reply = sam_line(&mut ctl);
     let key = reply.strip_prefix("SESSION STATUS RESULT=OK DESTINATION=").expect(&reply);
-    let blob = b64_decode(key);
+    let blob = b64_decode(key).expect("I2P base64");
     assert_eq!(blob.len(), 391 + 256 + 32);
     assert_eq!(&blob[384..391], &[5, 0, 4, 0, 7, 0, 0]);
     assert!(fake.wait_sessions(1, WAIT));
@@ -119,10 +69,7 @@ fn fake_sam_self_test() {
     assert_eq!(rec.line, create);
     assert_eq!(rec.id, "abcDEF0123456789");
     assert_eq!(rec.private_key, key);
-    let digest = Sha256::digest(&blob[..391]);
-    let want =
-        format!("{}.b32.i2p", base32::encode(base32::Alphabet::Rfc4648Lower { padding: false }, &digest));
-    assert_eq!(rec.b32, want);
+    assert_eq!(rec.b32, b32_of(&blob[..391]));
     assert_eq!(rec.b32.len(), 52 + ".b32.i2p".len());
 
     // A second session gets another key.
@@ -135,7 +82,7 @@ fn fake_sam_self_test() {
     assert_ne!(fake.sessions()[0].b32, fake.sessions()[1].b32);
 
     // STREAM CONNECT + echo, with payload written before the reply is read.
-    let ok = target("ok");
+    let ok = b32_name("ok");
     let mut st = raw_sam(&fake);
     st.write_all(b"HELLO VERSION MIN=3.1 MAX=3.3\n").unwrap();
     assert_eq!(sam_line(&mut st), "HELLO REPLY RESULT=OK VERSION=3.1");
@@ -169,7 +116,7 @@ fn fake_sam_self_test() {
     assert_eq!(sam_line(&mut st), "STREAM STATUS RESULT=OK");
     let mut got = Vec::new();
     st.read_to_end(&mut got).unwrap();
-    assert_eq!(got, fake_sam::pattern(100_000));
+    assert_eq!(got, pattern(100_000));
     let mut st = raw_sam(&fake);
     st.write_all(b"HELLO VERSION MIN=3.1 MAX=3.3\nSTREAM CONNECT ID=x DESTINATION=sink.i2p SILENT=false\n")
         .unwrap();
@@ -244,7 +191,7 @@ fn fake_sam_drops_cleanly() {
 #[test]
 fn socks5_echo_1mib_exact() {
     let (fake, p) = setup(Script::default(), &[]);
-    let dest = target("echo5");
+    let dest = b32_name("echo5");
     let (mut s, reply) = socks5_connect(p.addr(), &dest, 80, None);
     assert_eq!(reply, [0x05, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0]);
     let data = random_bytes(1 << 20, 5);
@@ -266,7 +213,7 @@ fn socks5_echo_1mib_exact() {
 #[test]
 fn socks4a_echo_exact() {
     let (fake, p) = setup(Script::default(), &[]);
-    let dest = target("echo4");
+    let dest = b32_name("echo4");
     let (mut s, reply) = socks4a_connect(p.addr(), &dest, 443, "");
     assert_eq!(reply, [0x00, 0x5A, 0, 0, 0, 0, 0, 0]);
     let data = random_bytes(256 * 1024, 4);
@@ -283,14 +230,14 @@ fn hostname_passed_through() {
     assert_eq!(reply, S5_OK);
     assert_eq!(echo_roundtrip(&mut s, b"hi", IO_TIMEOUT), b"hi");
     let line = &fake.stream_lines()[0];
-    assert_eq!(get(&params(line), "DESTINATION"), Some("stats.i2p"), "{line}");
+    assert_eq!(param(line, "DESTINATION"), Some("stats.i2p"), "{line}");
 }
 
 /// Server → client and client → server, byte-exact, in separate streams.
 #[test]
 fn source_and_sink_exact() {
-    let src = target("source");
-    let sink = target("sink");
+    let src = b32_name("source");
+    let sink = b32_name("sink");
     let script = Script::default()
         .outcome(&src, Outcome::Ok(Peer::Source(700_000)))
         .outcome(&sink, Outcome::Ok(Peer::Sink));
@@ -299,7 +246,7 @@ fn source_and_sink_exact() {
     let (mut s, reply) = socks5_connect(p.addr(), &src, 80, None);
     assert_eq!(reply, S5_OK);
     let got = read_to_eof(&mut s, Duration::from_secs(20));
-    assert!(got == fake_sam::pattern(700_000), "source bytes differ ({} bytes)", got.len());
+    assert!(got == pattern(700_000), "source bytes differ ({} bytes)", got.len());
 
     let (mut s, reply) = socks4a_connect(p.addr(), &sink, 80, "");
     assert_eq!(reply, S4_OK);
@@ -318,7 +265,7 @@ fn source_and_sink_exact() {
 #[test]
 fn to_port_with_sam_33() {
     let (fake, p) = setup(Script::default().version("3.3"), &[]);
-    let dest = target("port");
+    let dest = b32_name("port");
     let (mut s, reply) = socks5_connect(p.addr(), &dest, 8080, None);
     assert_eq!(reply, S5_OK);
     assert_eq!(echo_roundtrip(&mut s, b"x", IO_TIMEOUT), b"x");
@@ -327,11 +274,8 @@ fn to_port_with_sam_33() {
     assert!(line.starts_with(&format!("STREAM CONNECT ID={id} DESTINATION={dest} SILENT=false")), "{line}");
     let mut got = params(&line);
     got.sort();
-    let mut want: Vec<(String, String)> =
-        [("ID", id.as_str()), ("DESTINATION", dest.as_str()), ("SILENT", "false"), ("TO_PORT", "8080")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+    let mut want =
+        vec![("ID", id.as_str()), ("DESTINATION", dest.as_str()), ("SILENT", "false"), ("TO_PORT", "8080")];
     want.sort();
     assert_eq!(got, want, "{line}");
 }
@@ -345,28 +289,25 @@ fn session_create_line_and_ready_log() {
     let received = String::from_utf8(fake.received(rec.conn)).unwrap();
     assert!(received.starts_with(&format!("{HELLO}\n{}\n", rec.line)), "{received:?}");
     assert!(rec.line.starts_with("SESSION CREATE "), "{}", rec.line);
-    let ps = params(&rec.line);
-    assert_eq!(get(&ps, "STYLE"), Some("STREAM"));
-    let id = get(&ps, "ID").unwrap();
+    assert_eq!(param(&rec.line, "STYLE"), Some("STREAM"));
+    let id = param(&rec.line, "ID").unwrap();
     assert_eq!(id.len(), 16, "{id}");
     assert!(id.bytes().all(|c| c.is_ascii_alphanumeric()), "{id}");
-    assert_eq!(get(&ps, "DESTINATION"), Some("TRANSIENT"));
-    assert_eq!(get(&ps, "SIGNATURE_TYPE"), Some("7"));
-    assert_eq!(get(&ps, "inbound.length"), Some("0"));
-    assert_eq!(get(&ps, "outbound.length"), Some("0"));
-    assert_eq!(get(&ps, "inbound.quantity"), Some("1"));
-    assert_eq!(get(&ps, "outbound.quantity"), Some("1"));
-    assert_eq!(get(&ps, "i2cp.leaseSetEncType"), Some("4,0"));
-    assert_eq!(get(&ps, "inbound.lengthVariance"), Some("0"));
-    let mut keys: Vec<&str> = ps.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(param(&rec.line, "DESTINATION"), Some("TRANSIENT"));
+    assert_eq!(param(&rec.line, "SIGNATURE_TYPE"), Some("7"));
+    assert_eq!(param(&rec.line, "inbound.length"), Some("0"));
+    assert_eq!(param(&rec.line, "outbound.length"), Some("0"));
+    assert_eq!(param(&rec.line, "inbound.quantity"), Some("1"));
+    assert_eq!(param(&rec.line, "outbound.quantity"), Some("1"));
+    assert_eq!(param(&rec.line, "i2cp.leaseSetEncType"), Some("4,0"));
+    assert_eq!(param(&rec.line, "inbound.lengthVariance"), Some("0"));
+    let mut keys: Vec<&str> = params(&rec.line).iter().map(|(k, _)| *k).collect();
     keys.sort_unstable();
     let before = keys.len();
     keys.dedup();
     assert_eq!(keys.len(), before, "a key repeated: {}", rec.line);
 
-    let ready = p.wait_for_line(READY, WAIT).unwrap();
-    let b32 = ready[ready.find(READY).unwrap() + READY.len()..].split_whitespace().next().unwrap();
-    assert_eq!(b32, rec.b32);
+    assert_eq!(p.ready_b32(1, WAIT).unwrap(), rec.b32);
     assert_eq!(p.count_lines(&rec.private_key), 0, "private key logged");
 }
 
@@ -375,7 +316,7 @@ fn session_create_line_and_ready_log() {
 #[test]
 fn credentials_get_their_own_session() {
     let (fake, p) = setup(Script::default(), &[]);
-    let dest = target("iso");
+    let dest = b32_name("iso");
     let (mut s, reply) = socks5_connect(p.addr(), &dest, 80, Some(("app1", "pw")));
     assert_eq!(reply, S5_OK);
     assert_eq!(echo_roundtrip(&mut s, b"iso", IO_TIMEOUT), b"iso");
@@ -383,12 +324,12 @@ fn credentials_get_their_own_session() {
     let ids: Vec<String> = fake.sessions().iter().map(|r| r.id.clone()).collect();
     assert_ne!(ids[0], ids[1]);
     let line = &fake.stream_lines()[0];
-    assert_eq!(get(&params(line), "ID"), Some(ids[1].as_str()), "{line}");
+    assert_eq!(param(line, "ID"), Some(ids[1].as_str()), "{line}");
 }
 
 // ---------------------------------------------------------------- reply table
 
-/// Each SAM RESULT gives its SOCKS5 reply and SOCKS4 5B (socks.md table),
+/// Each SAM RESULT gives its SOCKS5 reply and SOCKS4 5B (the proxy's one reply table),
 /// with and without MESSAGE.
 #[test]
 fn sam_results_map_to_socks_replies() {
@@ -405,14 +346,14 @@ fn sam_results_map_to_socks_replies() {
     let mut script = Script::default();
     for (i, (res, _)) in table.iter().enumerate() {
         let msg = (i % 2 == 1).then(|| format!("fake says {res}"));
-        script = script.outcome(&target(res), Outcome::Fail(res.to_string(), msg));
+        script = script.outcome(&b32_name(res), Outcome::Fail(res.to_string(), msg));
     }
     let (fake, p) = setup(script, &[]);
     for (res, rep) in table {
-        let (mut s, reply) = socks5_connect(p.addr(), &target(res), 80, None);
+        let (mut s, reply) = socks5_connect(p.addr(), &b32_name(res), 80, None);
         assert_eq!(reply, s5_reply(*rep), "SOCKS5 for {res}");
         assert!(closed_within(&mut s, Duration::from_secs(2), 0), "not closed after {res}");
-        let (mut s, reply) = socks4a_connect(p.addr(), &target(res), 80, "");
+        let (mut s, reply) = socks4a_connect(p.addr(), &b32_name(res), 80, "");
         assert_eq!(reply, S4_FAIL, "SOCKS4a for {res}");
         assert!(closed_within(&mut s, Duration::from_secs(2), 0), "not closed after {res}");
     }
@@ -422,7 +363,7 @@ fn sam_results_map_to_socks_replies() {
 /// The success reply waits for RESULT=OK.
 #[test]
 fn success_only_after_result_ok() {
-    let slow = target("slow");
+    let slow = b32_name("slow");
     let script = Script::default()
         .outcome(&slow, Outcome::Delayed(Duration::from_millis(1200), Box::new(Outcome::Ok(Peer::Echo))));
     let (fake, p) = setup(script, &[]);
@@ -435,7 +376,7 @@ fn success_only_after_result_ok() {
     expect_bytes(&mut s, &S5_OK, IO_TIMEOUT);
 
     // The same for a failure: no reply before the bridge's.
-    let late_fail = target("late-fail");
+    let late_fail = b32_name("late-fail");
     fake.set_outcome(
         &late_fail,
         Outcome::Delayed(
@@ -458,7 +399,7 @@ fn success_only_after_result_ok() {
 fn refused_targets_never_reach_the_bridge() {
     let (fake, p) = setup(Script::default(), &[]);
     let conns = fake.connections();
-    let b32 = target("x");
+    let b32 = b32_name("x");
     let short_b32 = format!("{}.b32.i2p", &b32[..51]);
     let names = [
         "example.com",
@@ -509,7 +450,7 @@ fn refused_targets_never_reach_the_bridge() {
 #[test]
 fn unsupported_commands_and_address_types() {
     let (fake, p) = setup(Script::default(), &[]);
-    let dest = target("cmd");
+    let dest = b32_name("cmd");
     // BIND (UDP ASSOCIATE is served: tests/udp.rs).
     let mut s = connect(p.addr());
     send(&mut s, &[5, 1, 0]);
@@ -549,10 +490,10 @@ fn http_request_gets_501() {
 fn bridge_down_at_start_then_up() {
     let fake = FakeSam::start_stopped(Script::default());
     let sam = fake.addr_arg();
-    let p = Proxy::start(&["-s", &sam, "--hops", "0", "--tunnels", "1", "--connect-timeout", "5"]);
+    let p = Proxy::start(&bridge_args(&sam, &["--connect-timeout", "5"]));
     let warn = p.wait_for_line(&sam, WAIT).unwrap_or_else(|| panic!("no line naming {sam}"));
     assert!(warn.contains("warn"), "{warn}");
-    let dest = target("down");
+    let dest = b32_name("down");
     let t = Instant::now();
     let (mut s, reply) = socks5_connect(p.addr(), &dest, 80, None);
     assert_eq!(reply, s5_reply(0x01));
@@ -582,12 +523,12 @@ fn session_rebuilt_after_control_socket_closes() {
     assert_ne!(first.id, second.id);
     assert!(p.wait_for_nth_line(READY, 2, WAIT).unwrap().contains(&second.b32));
     assert!(fake.wait_live_session(WAIT));
-    let dest = target("rebuilt");
+    let dest = b32_name("rebuilt");
     let (mut s, reply) = socks5_connect(p.addr(), &dest, 80, None);
     assert_eq!(reply, S5_OK);
     assert_eq!(echo_roundtrip(&mut s, b"again", IO_TIMEOUT), b"again");
     let line = fake.stream_lines().last().cloned().unwrap();
-    assert_eq!(get(&params(&line), "ID"), Some(second.id.as_str()), "{line}");
+    assert_eq!(param(&line, "ID"), Some(second.id.as_str()), "{line}");
 }
 
 /// The bridge goes away mid-run and comes back: refusals meanwhile, service after.
@@ -596,7 +537,7 @@ fn bridge_restart_mid_run() {
     let (fake, p) = setup(Script::default(), &["--connect-timeout", "3"]);
     fake.stop();
     assert!(p.wait_for_line("SAM session lost", WAIT).is_some() || p.count_lines("warn") > 0);
-    let dest = target("bounce");
+    let dest = b32_name("bounce");
     let t = Instant::now();
     let (_, reply) = socks5_connect(p.addr(), &dest, 80, None);
     assert_eq!(reply[1], 0x01, "{reply:02x?}");
@@ -634,7 +575,7 @@ fn session_refused_gives_general_failure() {
         let p = Proxy::start(&["-s", &sam, "--hops", "0", "--connect-timeout", "5"]);
         assert!(p.wait_for_line(&sam, WAIT).is_some(), "{what}: no warning naming {sam}");
         let t = Instant::now();
-        let (_, reply) = socks5_connect(p.addr(), &target("r"), 80, None);
+        let (_, reply) = socks5_connect(p.addr(), &b32_name("r"), 80, None);
         assert_eq!(reply, s5_reply(0x01), "{what}");
         assert!(t.elapsed() < Duration::from_secs(1), "{what}: refusal took {:?}", t.elapsed());
         assert!(fake.streams().is_empty());
@@ -646,12 +587,12 @@ fn session_refused_gives_general_failure() {
 #[test]
 fn broken_stream_replies() {
     let (fake, p) = setup(Script::default(), &["--connect-timeout", "2"]);
-    fake.set_outcome(&target("garbage"), Outcome::Garbage);
-    fake.set_outcome(&target("huge"), Outcome::HugeLine);
-    fake.set_outcome(&target("close"), Outcome::Close);
+    fake.set_outcome(&b32_name("garbage"), Outcome::Garbage);
+    fake.set_outcome(&b32_name("huge"), Outcome::HugeLine);
+    fake.set_outcome(&b32_name("close"), Outcome::Close);
     for name in ["garbage", "huge", "close"] {
         let t = Instant::now();
-        let (_, reply) = socks5_connect(p.addr(), &target(name), 80, None);
+        let (_, reply) = socks5_connect(p.addr(), &b32_name(name), 80, None);
         assert_eq!(reply, s5_reply(0x01), "{name}");
         assert!(t.elapsed() < Duration::from_millis(1500), "{name}: took {:?}", t.elapsed());
     }
@@ -663,13 +604,13 @@ fn broken_stream_replies() {
     ] {
         fake.set_fault(Some(fault));
         let t = Instant::now();
-        let (_, reply) = socks5_connect(p.addr(), &target("f"), 80, None);
+        let (_, reply) = socks5_connect(p.addr(), &b32_name("f"), 80, None);
         assert_eq!(reply, s5_reply(rep), "{fault:?}");
         assert!(t.elapsed() < Duration::from_millis(3500), "{fault:?}: took {:?}", t.elapsed());
     }
     fake.set_fault(None);
     // The session survived all that.
-    let (mut s, reply) = socks5_connect(p.addr(), &target("fine"), 80, None);
+    let (mut s, reply) = socks5_connect(p.addr(), &b32_name("fine"), 80, None);
     assert_eq!(reply, S5_OK);
     assert_eq!(echo_roundtrip(&mut s, b"ok", IO_TIMEOUT), b"ok");
 }
@@ -679,7 +620,7 @@ fn broken_stream_replies() {
 fn hung_stream_connect_times_out() {
     let (fake, p) = setup(Script::default().default_outcome(Outcome::Hang), &["--connect-timeout", "2"]);
     let t = Instant::now();
-    let (_, reply) = socks5_connect(p.addr(), &target("hang"), 80, None);
+    let (_, reply) = socks5_connect(p.addr(), &b32_name("hang"), 80, None);
     let took = t.elapsed();
     assert_eq!(reply, s5_reply(0x06));
     assert!(took >= Duration::from_millis(1500) && took < Duration::from_millis(3500), "took {took:?}");
@@ -692,7 +633,7 @@ fn hung_stream_connect_times_out() {
 #[test]
 fn pipelined_greeting_request_payload() {
     let (fake, p) = setup(Script::default(), &[]);
-    let dest = target("pipe");
+    let dest = b32_name("pipe");
     let mut s = connect(p.addr());
     let mut all = vec![5, 1, 0];
     all.extend_from_slice(&socks5_request(1, &dest, 80));
@@ -732,7 +673,7 @@ fn pipelined_greeting_request_payload() {
 #[test]
 fn one_byte_per_write() {
     let (_fake, p) = setup(Script::default(), &[]);
-    let dest = target("slowly");
+    let dest = b32_name("slowly");
     let gap = Duration::from_millis(2);
     let mut s = connect(p.addr());
     send_bytewise(&mut s, &[5, 1, 0], gap);
@@ -758,7 +699,7 @@ fn handshake_deadline() {
     let t = Instant::now();
     let mut slow = connect(p.addr());
     send(&mut slow, &[5]);
-    let (mut s, reply) = socks5_connect(p.addr(), &target("served"), 80, None);
+    let (mut s, reply) = socks5_connect(p.addr(), &b32_name("served"), 80, None);
     assert_eq!(reply, S5_OK);
     assert_eq!(echo_roundtrip(&mut s, b"meanwhile", IO_TIMEOUT), b"meanwhile");
     assert!(closed_within(&mut slow, Duration::from_secs(3), 0), "stalled client not closed");
@@ -774,7 +715,7 @@ fn handshake_deadline() {
 #[test]
 fn max_clients_overflow() {
     let (_fake, p) = setup(Script::default(), &["--max-clients", "2"]);
-    let dest = target("busy");
+    let dest = b32_name("busy");
     let (mut a, ra) = socks5_connect(p.addr(), &dest, 80, None);
     let (mut b, rb) = socks5_connect(p.addr(), &dest, 80, None);
     assert_eq!((ra, rb), (S5_OK, S5_OK));
@@ -854,7 +795,7 @@ fn sigterm_exits_promptly() {
 #[test]
 fn sigterm_with_open_relay() {
     let (_fake, mut p) = setup(Script::default(), &["--shutdown-grace", "1"]);
-    let (mut s, reply) = socks5_connect(p.addr(), &target("grace"), 80, None);
+    let (mut s, reply) = socks5_connect(p.addr(), &b32_name("grace"), 80, None);
     assert_eq!(reply, S5_OK);
     send(&mut s, b"x");
     expect_bytes(&mut s, b"x", IO_TIMEOUT);

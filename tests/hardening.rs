@@ -1,36 +1,38 @@
-//! The hardening guarantees of issue 4 (parts 2 to 6), proven black-box on the
-//! real binary against the scripted fake SAM bridge (tests/common/fake_sam.rs):
-//! faults of the bridge (killed mid-transfer, hung, garbage, 8 MiB lines),
-//! overload (10x --max-clients, slowloris, EMFILE), no leaks (strace: only
-//! the SAM address is ever connected to, no DNS, no resolver files; SAM
-//! syntax in names never reaches the bridge; no target names at the default
-//! log level, no private key at any level), graceful shutdown, and data
-//! integrity of 100 concurrent streams.
+//! The hardening guarantees, proven black-box on the real binary against the scripted fake
+//! SAM bridge (tests/common/fake_sam.rs), in five sections by subject: faults of the bridge
+//! (killed mid-transfer, hung, garbage, 8 MiB lines), overload (10x --max-clients,
+//! slowloris, EMFILE), leaks (strace: only the SAM address is ever connected to, no DNS, no
+//! resolver files; SAM syntax in names never reaches the bridge; no target names at the
+//! default log level, no private key at any level), shutdown (SIGTERM with transfers
+//! running, with the fd table full), and the integrity of 100 concurrent streams.
 //!
-//! Not here: the real router (tests/i2pd.rs), the codec's byte-level cases
-//! (src/socks.rs) and fuzzing (fuzz/). Every test holds [`serial`] because
-//! most of them measure time, memory or CPU of the proxy, which other tests
-//! on the same two cores would distort; each is bounded by its own deadlines.
-//! Numbers the README quotes are printed with `eprintln!` (`cargo test --
-//! --nocapture` shows them).
+//! Not here: the real router (tests/e2e_i2pd.rs, whose tests/e2e/faults.rs is the
+//! real-router half of the fault and integrity checks), the codec's byte-level cases
+//! (src/socks.rs) and fuzzing (fuzz/). One file, one test binary: every test holds
+//! [`serial`] because most of them measure time, memory or CPU of the proxy, which the
+//! other tests of this file on the same two cores would distort; a lock only holds within
+//! one binary. Each test is bounded by its own deadlines. Numbers the README quotes are
+//! printed with `eprintln!` (`cargo test -- --nocapture` shows them).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod common;
 
-use common::fake_sam::{self, b32_name, FakeSam, Fault, Outcome, Peer, Script, WAIT};
+use common::fake_sam::{Fault, Outcome, Peer, Script, WAIT};
+use common::i2p::{b32_name, param};
+use common::process::{cpu_time, fds_below, nofile_soft_limit, peak_rss_kib};
 use common::proxy::*;
+use common::rng::{pattern, random_bytes, Rng};
+use common::setup::{setup, setup_wrapped};
+use common::TempDir;
 use sha2::{Digest, Sha256};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Logged once the session is up (CLI contract).
-const READY: &str = "I2P destination ready: ";
 /// Ceiling on the proxy's peak resident memory in the load and fault tests.
 /// An idle debug build holds ~3 MiB; buffering one of the fake's 8 MiB lines
 /// per client, or a buffer per refused client, would pass it at once.
@@ -43,43 +45,10 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A fake with `script` and a proxy on it (`--hops 0 --tunnels 1` plus
-/// `args`, run through `wrapper`), once the session is up.
-fn setup_with(wrapper: &[&str], script: Script, args: &[&str]) -> (FakeSam, Proxy) {
-    let fake = FakeSam::start(script);
-    let sam = fake.addr_arg();
-    let mut all = vec!["-s", sam.as_str(), "--hops", "0", "--tunnels", "1"];
-    all.extend_from_slice(args);
-    let p = Proxy::start_wrapped(wrapper, &all);
-    assert!(p.wait_for_line(READY, WAIT).is_some(), "no `{READY}` line");
-    assert!(fake.wait_live_session(WAIT), "no live session on the fake");
-    (fake, p)
-}
-
-fn setup(script: Script, args: &[&str]) -> (FakeSam, Proxy) {
-    setup_with(&[], script, args)
-}
-
 /// `bash -c 'ulimit -n N; exec BIN ARGS'`: the proxy with its own fd limit
 /// (if the hard limit is lower, bash says so on the proxy's stderr).
 fn ulimit_wrapper(n: u32) -> Vec<String> {
     vec!["bash".into(), "-c".into(), format!("ulimit -n {n}; exec \"$0\" \"$@\"")]
-}
-
-/// How many of `pid`'s fds are below `limit` (an fd inherited from the
-/// test harness may sit above the limit and does not block new ones).
-fn fds_below(pid: u32, limit: usize) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<usize>().ok())
-                .filter(|&fd| fd < limit)
-                .count()
-        })
-        .unwrap_or(0)
-}
-
-fn target(seed: &str) -> String {
-    b32_name(seed)
 }
 
 /// The process is still running.
@@ -121,7 +90,7 @@ fn socks5_admitted(addr: SocketAddr, host: &str, port: u16, within: Duration) ->
 fn served(addr: SocketAddr, tag: &str, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
-        let (mut s, reply) = socks5_admitted(addr, &target(tag), 80, within);
+        let (mut s, reply) = socks5_admitted(addr, &b32_name(tag), 80, within);
         // Right after a fault the session or an fd may still be missing:
         // a clean failure reply is allowed while the deadline lasts.
         if reply != S5_OK {
@@ -135,33 +104,18 @@ fn served(addr: SocketAddr, tag: &str, within: Duration) {
     }
 }
 
-/// Small xorshift for chunk sizes.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
-
 fn sha(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
-}
-
-/// A fresh path under the temp dir (not created).
-fn temp_path(tag: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    std::env::temp_dir().join(format!("i2psocks-hardening-{tag}-{}-{nanos}", std::process::id()))
 }
 
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-// ------------------------------------------------------- fault injection
+// ------------------------------------------------------------------- faults
+// The bridge misbehaves: it dies mid-transfer, hangs at HELLO, STREAM CONNECT or SESSION
+// CREATE, or answers with garbage or 8 MiB lines. Every client gets its answer promptly,
+// memory stays bounded, and the proxy recovers by itself.
 
 /// The bridge dies while a relay streams: the client sees the end at once
 /// (no hang), the proxy stays up, rebuilds its session when the bridge is
@@ -170,7 +124,7 @@ fn mib(kib: u64) -> f64 {
 fn bridge_killed_mid_transfer() {
     let _g = serial();
     let (fake, mut p) = setup(Script::default(), &["--connect-timeout", "5"]);
-    let (mut s, reply) = socks5_connect(p.addr(), &target("killed"), 80, None);
+    let (mut s, reply) = socks5_connect(p.addr(), &b32_name("killed"), 80, None);
     assert_eq!(reply, S5_OK);
     let block = random_bytes(64 * 1024, 11);
     let mut w = s.try_clone().unwrap();
@@ -267,7 +221,7 @@ fn hung_bridge_does_not_exhaust_pool() {
 fn hung_wave(addr: SocketAddr, tag: &str) -> Vec<thread::JoinHandle<([u8; 10], bool)>> {
     (0..4)
         .map(|i| {
-            let dest = target(&format!("hang-{tag}-{i}"));
+            let dest = b32_name(&format!("hang-{tag}-{i}"));
             thread::spawn(move || {
                 let (mut s, reply) = socks5_admitted(addr, &dest, 80, Duration::from_secs(3));
                 // The reply came; the connection must end too.
@@ -308,7 +262,7 @@ fn garbage_and_huge_lines_bounded_memory() {
         }
         let clients: Vec<_> = (0..12)
             .map(|i| {
-                let (addr, dest) = (p.addr(), target(&format!("{case}-{i}")));
+                let (addr, dest) = (p.addr(), b32_name(&format!("{case}-{i}")));
                 thread::spawn(move || {
                     let t = Instant::now();
                     let (_, reply) = socks5_connect(addr, &dest, 80, None);
@@ -334,7 +288,10 @@ fn garbage_and_huge_lines_bounded_memory() {
     served(p.addr(), "after-garbage", Duration::from_secs(3));
 }
 
-// ------------------------------------------------------------- overload
+// ----------------------------------------------------------------- overload
+// More clients than the proxy admits, clients that stall in the handshake, and no file
+// descriptors left: the proxy refuses at once, closes stallers at their deadline, neither
+// exits nor spins, and serves normal clients meanwhile and afterwards.
 
 /// 200 simultaneous clients on --max-clients 20: at most 20 are admitted,
 /// the rest are closed within 1 s; the admitted ones (holding their slots
@@ -366,7 +323,7 @@ fn overload_ten_times_max_clients() {
                     return Err(verdict);
                 }
                 assert_eq!(got, [5, 0], "client {i}: neither served nor refused ({end:?})");
-                send(&mut s, &socks5_request(1, &target(&format!("over-{i}")), 80));
+                send(&mut s, &socks5_request(1, &b32_name(&format!("over-{i}")), 80));
                 expect_bytes(&mut s, &S5_OK, IO_TIMEOUT);
                 // Keep the slot until every client has been admitted or refused.
                 let hold = Instant::now() + Duration::from_secs(20);
@@ -424,7 +381,7 @@ fn slowloris_closed_at_handshake_deadline() {
     let wrapper = ulimit_wrapper(4096);
     let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
     let (_fake, mut p) =
-        setup_with(&wrapper, Script::default(), &["--max-clients", "1100", "--handshake-timeout", "2"]);
+        setup_wrapped(&wrapper, Script::default(), &["--max-clients", "1100", "--handshake-timeout", "2"]);
     let addr = p.addr();
     let t0 = Instant::now();
     // The opener hands each socket to a watcher, which notes when it
@@ -532,7 +489,7 @@ fn emfile_pauses_accept() {
     let _g = serial();
     let wrapper = ulimit_wrapper(64);
     let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
-    let (_fake, mut p) = setup_with(&wrapper, Script::default(), &["--handshake-timeout", "60"]);
+    let (_fake, mut p) = setup_wrapped(&wrapper, Script::default(), &["--handshake-timeout", "60"]);
     let addr = p.addr();
     let pid = p.pid();
     let mut held = Vec::new();
@@ -561,44 +518,10 @@ fn emfile_pauses_accept() {
     assert!(alive(&mut p));
 }
 
-/// SIGTERM while every fd of the proxy is taken by idle clients and no
-/// connection is pending (accept blocks; nothing is left to open the
-/// wake-up connection with): the proxy still stops and exits 0 within
-/// --shutdown-grace 1 plus its 1 s stop wait.
-#[test]
-fn sigterm_with_fd_table_full() {
-    let _g = serial();
-    const LIMIT: usize = 32;
-    let wrapper = ulimit_wrapper(LIMIT as u32);
-    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
-    let (_fake, mut p) =
-        setup_with(&wrapper, Script::default(), &["--handshake-timeout", "60", "--shutdown-grace", "1"]);
-    let (addr, pid) = (p.addr(), p.pid());
-    let mut held = Vec::new();
-    // One client at a time, each accepted before the next, until every fd
-    // below the limit is taken: then accept blocks with nothing pending.
-    while fds_below(pid, LIMIT) < LIMIT {
-        assert!(held.len() < 2 * LIMIT, "the proxy's fds do not reach {LIMIT}");
-        let before = fds_below(pid, LIMIT);
-        held.push(TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect"));
-        let t = Instant::now();
-        while fds_below(pid, LIMIT) <= before && t.elapsed() < Duration::from_secs(2) {
-            thread::sleep(Duration::from_millis(5));
-        }
-    }
-    thread::sleep(Duration::from_millis(200));
-    assert_eq!(fds_below(pid, LIMIT), LIMIT);
-    let t = Instant::now();
-    p.signal("TERM");
-    let st = p.wait_exit(Duration::from_secs(6));
-    let took = t.elapsed();
-    eprintln!("fd table full ({LIMIT}, {} clients): SIGTERM -> exit {st:?} after {took:?}", held.len());
-    let st = st.expect("SIGTERM ignored while the fd table is full");
-    assert_eq!(st.code(), Some(0), "{st:?}");
-    assert!(took < Duration::from_secs(4), "exit took {took:?}");
-}
-
-// ------------------------------------------------------------- no leaks
+// -------------------------------------------------------------------- leaks
+// Nothing leaves but SAM to the bridge: no DNS, no clearnet connect, no resolver files; no
+// SAM syntax from a name reaches the bridge; no target name in the default log and no
+// private key or password in any log.
 
 /// SAM syntax inside names: each carries the marker `zqx`, which must never
 /// reach the bridge.
@@ -622,12 +545,8 @@ fn sam_syntax_names(b32: &str) -> Vec<String> {
 /// SOCKS5 CONNECT with raw ATYP + address bytes; the 10-byte reply.
 fn socks5_raw(addr: SocketAddr, atyp: u8, address: &[u8], port: u16) -> [u8; 10] {
     let mut s = connect(addr);
-    send(&mut s, &[5, 1, 0]);
-    expect_bytes(&mut s, &[5, 0], IO_TIMEOUT);
-    let mut req = vec![5, 1, 0, atyp];
-    req.extend_from_slice(address);
-    req.extend_from_slice(&port.to_be_bytes());
-    send(&mut s, &req);
+    socks5_greet(&mut s, None);
+    send(&mut s, &socks5_request_raw(1, atyp, address, port));
     read_exact_by(&mut s, 10, IO_TIMEOUT).try_into().unwrap()
 }
 
@@ -671,17 +590,18 @@ fn no_leaks_under_strace() {
         "strace is missing: this test needs it to prove that no DNS or clearnet traffic leaves \
          the proxy. Install it (apt-get install strace; tests/deps.sh should do it)."
     );
-    let trace_file = temp_path("strace");
+    let trace_dir = TempDir::new("hardening-strace");
+    let trace_file = trace_dir.0.join("strace.out");
     let trace_arg = trace_file.to_string_lossy().into_owned();
     let wrapper = ["strace", "-f", "-e", "trace=network,openat", "-o", trace_arg.as_str()];
-    let (fake, mut p) = setup_with(&wrapper, Script::default(), &[]);
+    let (fake, mut p) = setup_wrapped(&wrapper, Script::default(), &[]);
     let addr = p.addr();
     let sam_port = fake.addr().port();
 
     // Served: these four reach the bridge.
-    let good_b32 = target("leak-b32");
-    let good_4a = target("leak-4a");
-    let good_auth = target("leak-auth");
+    let good_b32 = b32_name("leak-b32");
+    let good_4a = b32_name("leak-4a");
+    let good_auth = b32_name("leak-auth");
     let (mut s, r) = socks5_connect(addr, &good_b32, 80, None);
     assert_eq!(r, S5_OK);
     assert_eq!(echo_roundtrip(&mut s, b"one", IO_TIMEOUT), b"one");
@@ -724,7 +644,6 @@ fn no_leaks_under_strace() {
     let st = p.wait_exit(Duration::from_secs(10)).expect("the traced proxy did not exit on SIGTERM");
     assert_eq!(st.code(), Some(0), "{st:?}");
     let trace = std::fs::read_to_string(&trace_file).expect("read the strace output");
-    let _ = std::fs::remove_file(&trace_file);
 
     // The syscalls.
     let sam_to = format!("sin_port=htons({sam_port}), sin_addr=inet_addr(\"127.0.0.1\")");
@@ -781,7 +700,7 @@ fn no_leaks_under_strace() {
 
     // The bridge got exactly the four served targets, and no marker byte.
     let mut dests: Vec<String> =
-        fake.stream_lines().iter().map(|l| fake_sam::param(l, "DESTINATION").unwrap().to_string()).collect();
+        fake.stream_lines().iter().map(|l| param(l, "DESTINATION").unwrap().to_string()).collect();
     dests.sort();
     let mut want = vec![good_b32.clone(), good_4a.clone(), good_auth.clone(), "forum.i2p".to_string()];
     want.sort();
@@ -821,9 +740,8 @@ fn no_leaks_under_strace() {
 #[test]
 fn no_private_key_at_trace_level() {
     let _g = serial();
-    let dir = temp_path("keydir");
-    std::fs::create_dir(&dir).unwrap();
-    let keyfile = dir.join("key.dat");
+    let dir = TempDir::new("hardening-keydir");
+    let keyfile = dir.0.join("key.dat");
     let kf = keyfile.to_string_lossy().into_owned();
     let (fake, p) = setup(Script::default(), &["-vv", "-k", &kf]);
     assert!(p.wait_for_line("created key file", WAIT).is_some(), "no key file created");
@@ -833,10 +751,10 @@ fn no_private_key_at_trace_level() {
     assert!(fake.wait_live_session(WAIT));
     let first_key = fake.sessions()[0].private_key.clone();
     assert!(fake.sessions()[1].line.contains(&first_key), "the rebuild did not send the saved key");
-    let (mut s, r) = socks5_admitted(p.addr(), &target("trace-1"), 80, Duration::from_secs(3));
+    let (mut s, r) = socks5_admitted(p.addr(), &b32_name("trace-1"), 80, Duration::from_secs(3));
     assert_eq!(r, S5_OK);
     assert_eq!(echo_roundtrip(&mut s, b"a", IO_TIMEOUT), b"a");
-    let (mut s, r) = socks5_connect(p.addr(), &target("trace-2"), 80, Some(("bob", "bobs-secret-pass")));
+    let (mut s, r) = socks5_connect(p.addr(), &b32_name("trace-2"), 80, Some(("bob", "bobs-secret-pass")));
     assert_eq!(r, S5_OK);
     assert_eq!(echo_roundtrip(&mut s, b"b", IO_TIMEOUT), b"b");
     let (_, r) = socks5_connect(p.addr(), "example.com", 80, None);
@@ -855,14 +773,15 @@ fn no_private_key_at_trace_level() {
     assert!(!log.contains("bobs-secret-pass"), "a password is in the -vv log");
     eprintln!("-vv log: {} lines, {} keys checked", p.lines().len(), keys.len());
     drop(p);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
-// ------------------------------------------------------ graceful shutdown
+// ----------------------------------------------------------------- shutdown
+// SIGTERM: running transfers finish within --shutdown-grace and are cut at its end; new
+// clients are refused; the proxy exits 0, even when every descriptor it has is taken.
 
 /// Send `data` at about `rate` bytes/s in chunks of random size.
 fn paced_write(s: &mut TcpStream, data: &[u8], rate: f64, seed: u64) {
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let t = Instant::now();
     let mut sent = 0;
     while sent < data.len() {
@@ -908,20 +827,20 @@ fn sigterm_lets_running_transfers_finish() {
     const SIZE: usize = 4 << 20;
     const RATE: f64 = 2.0 * 1024.0 * 1024.0;
     let script = Script::default()
-        .outcome(&target("src-0"), Outcome::Ok(Peer::Source(SIZE)))
-        .outcome(&target("src-1"), Outcome::Ok(Peer::Source(SIZE)))
-        .outcome(&target("sink-0"), Outcome::Ok(Peer::Sink))
-        .outcome(&target("sink-1"), Outcome::Ok(Peer::Sink));
+        .outcome(&b32_name("src-0"), Outcome::Ok(Peer::Source(SIZE)))
+        .outcome(&b32_name("src-1"), Outcome::Ok(Peer::Source(SIZE)))
+        .outcome(&b32_name("sink-0"), Outcome::Ok(Peer::Sink))
+        .outcome(&b32_name("sink-1"), Outcome::Ok(Peer::Sink));
     let (fake, mut p) = setup(script, &["--shutdown-grace", "10"]);
     fake.set_log_limit(64 * 1024);
     let addr = p.addr();
-    let want_src = sha(&fake_sam::pattern(SIZE));
+    let want_src = sha(&pattern(SIZE));
     let ready = Arc::new(Barrier::new(6));
     let mut jobs: Vec<thread::JoinHandle<(String, Instant)>> = Vec::new();
     for i in 0..2 {
         let ready = Arc::clone(&ready);
         jobs.push(thread::spawn(move || {
-            let (mut s, r) = socks5_connect(addr, &target(&format!("src-{i}")), 80, None);
+            let (mut s, r) = socks5_connect(addr, &b32_name(&format!("src-{i}")), 80, None);
             assert_eq!(r, S5_OK);
             ready.wait();
             let got = paced_read(&mut s, RATE, Duration::from_secs(20));
@@ -936,7 +855,7 @@ fn sigterm_lets_running_transfers_finish() {
         let data = random_bytes(SIZE, 100 + i);
         uploads.push(sha(&data));
         jobs.push(thread::spawn(move || {
-            let (mut s, r) = socks5_connect(addr, &target(&format!("sink-{i}")), 80, None);
+            let (mut s, r) = socks5_connect(addr, &b32_name(&format!("sink-{i}")), 80, None);
             assert_eq!(r, S5_OK);
             ready.wait();
             paced_write(&mut s, &data, RATE, i);
@@ -950,7 +869,7 @@ fn sigterm_lets_running_transfers_finish() {
         let ready = Arc::clone(&ready);
         let data = random_bytes(SIZE, 200);
         jobs.push(thread::spawn(move || {
-            let (mut s, r) = socks5_connect(addr, &target("echo"), 80, None);
+            let (mut s, r) = socks5_connect(addr, &b32_name("echo"), 80, None);
             assert_eq!(r, S5_OK);
             ready.wait();
             let mut w = s.try_clone().unwrap();
@@ -1012,7 +931,7 @@ fn sigterm_lets_running_transfers_finish() {
 fn sigterm_cuts_transfers_at_the_grace() {
     let _g = serial();
     let (_fake, mut p) = setup(Script::default(), &["--shutdown-grace", "2"]);
-    let (mut s, r) = socks5_connect(p.addr(), &target("endless"), 80, None);
+    let (mut s, r) = socks5_connect(p.addr(), &b32_name("endless"), 80, None);
     assert_eq!(r, S5_OK);
     let mut w = s.try_clone().unwrap();
     let writer = thread::spawn(move || {
@@ -1038,7 +957,46 @@ fn sigterm_cuts_transfers_at_the_grace() {
     assert!(exited < Duration::from_millis(4500), "exit after {exited:?}");
 }
 
-// ------------------------------------------------------ data integrity
+/// SIGTERM while every fd of the proxy is taken by idle clients and no
+/// connection is pending (accept blocks; nothing is left to open the
+/// wake-up connection with): the proxy still stops and exits 0 within
+/// --shutdown-grace 1 plus its 1 s stop wait.
+#[test]
+fn sigterm_with_fd_table_full() {
+    let _g = serial();
+    const LIMIT: usize = 32;
+    let wrapper = ulimit_wrapper(LIMIT as u32);
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let (_fake, mut p) =
+        setup_wrapped(&wrapper, Script::default(), &["--handshake-timeout", "60", "--shutdown-grace", "1"]);
+    let (addr, pid) = (p.addr(), p.pid());
+    let mut held = Vec::new();
+    // One client at a time, each accepted before the next, until every fd
+    // below the limit is taken: then accept blocks with nothing pending.
+    while fds_below(pid, LIMIT) < LIMIT {
+        assert!(held.len() < 2 * LIMIT, "the proxy's fds do not reach {LIMIT}");
+        let before = fds_below(pid, LIMIT);
+        held.push(TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect"));
+        let t = Instant::now();
+        while fds_below(pid, LIMIT) <= before && t.elapsed() < Duration::from_secs(2) {
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(fds_below(pid, LIMIT), LIMIT);
+    let t = Instant::now();
+    p.signal("TERM");
+    let st = p.wait_exit(Duration::from_secs(6));
+    let took = t.elapsed();
+    eprintln!("fd table full ({LIMIT}, {} clients): SIGTERM -> exit {st:?} after {took:?}", held.len());
+    let st = st.expect("SIGTERM ignored while the fd table is full");
+    assert_eq!(st.code(), Some(0), "{st:?}");
+    assert!(took < Duration::from_secs(4), "exit took {took:?}");
+}
+
+// ---------------------------------------------------------------- integrity
+// Many concurrent streams, each checked byte for byte (or by the sink's sha256), with random
+// write and read sizes.
 
 /// Streams in the integrity test, and the bytes each carries one way.
 const STREAMS: usize = 100;
@@ -1058,9 +1016,10 @@ fn integrity_100_streams_of_10_mib() {
     for i in 0..STREAMS {
         match i % 20 {
             14..=16 => {
-                script = script.outcome(&target(&format!("int-{i}")), Outcome::Ok(Peer::Source(STREAM_SIZE)))
+                script =
+                    script.outcome(&b32_name(&format!("int-{i}")), Outcome::Ok(Peer::Source(STREAM_SIZE)))
             }
-            17..=19 => script = script.outcome(&target(&format!("int-{i}")), Outcome::Ok(Peer::Sink)),
+            17..=19 => script = script.outcome(&b32_name(&format!("int-{i}")), Outcome::Ok(Peer::Sink)),
             _ => {}
         }
     }
@@ -1069,15 +1028,15 @@ fn integrity_100_streams_of_10_mib() {
     let addr = p.addr();
     // One random base; stream i sends the slice starting at i * 617.
     let base = Arc::new(random_bytes(STREAM_SIZE + STREAMS * 617, 4242));
-    let source = Arc::new(fake_sam::pattern(STREAM_SIZE));
+    let source = Arc::new(pattern(STREAM_SIZE));
     let started = Instant::now();
     let barrier = Arc::new(Barrier::new(STREAMS));
     let jobs: Vec<_> = (0..STREAMS)
         .map(|i| {
             let (base, source, barrier) = (Arc::clone(&base), Arc::clone(&source), Arc::clone(&barrier));
             thread::spawn(move || {
-                let mut rng = Rng(i as u64 * 7919 + 1);
-                let (mut s, r) = socks5_connect(addr, &target(&format!("int-{i}")), 80, None);
+                let mut rng = Rng::new(i as u64 * 7919 + 1);
+                let (mut s, r) = socks5_connect(addr, &b32_name(&format!("int-{i}")), 80, None);
                 assert_eq!(r, S5_OK, "stream {i}");
                 s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
                 s.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
@@ -1100,7 +1059,7 @@ fn integrity_100_streams_of_10_mib() {
                         let half_close = k < 12;
                         let mut w = s.try_clone().unwrap();
                         let b2 = Arc::clone(&base);
-                        let mut wrng = Rng(i as u64 * 31 + 3);
+                        let mut wrng = Rng::new(i as u64 * 31 + 3);
                         let writer = thread::spawn(move || {
                             write_random_chunks(&mut w, &b2[i * 617..i * 617 + STREAM_SIZE], &mut wrng);
                             if half_close {

@@ -1,4 +1,4 @@
-//! Black-box tests of the identity features (issue 3) of the real
+//! Black-box tests of the identity features of the real
 //! `i2psocks` binary against the fake SAM bridge: which SAM session each
 //! stream uses under `--isolate`, the lifetime of those sessions (idle
 //! expiry, `--max-sessions`, SIGHUP), access control (`--auth-file`), SOCKS5
@@ -6,25 +6,25 @@
 //! `--check`, exit codes 69 and 78), and that no private key reaches the log.
 //!
 //! Not here: the registry's and key file's own logic (unit tests in
-//! src/identity.rs and src/keyfile.rs), a real router (tests/i2pd.rs). Each
+//! src/identity.rs and src/keyfile.rs), a real router (tests/e2e_i2pd.rs). Each
 //! test starts its own fake and proxy; timeouts are short.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod common;
 
-use common::fake_sam::{
-    b32_name, i2p_b64_decode, make_key, param, FakeSam, Fault, Script, SessionRecord, WAIT,
-};
+use common::fake_sam::{FakeSam, Fault, Script, SessionRecord, WAIT};
+use common::i2p::{b32_name, b64_decode, make_key, param};
 use common::proxy::{self, *};
+use common::rng::random_bytes;
+use common::setup::start_on;
+use common::TempDir;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Logged once a session is up (CLI contract).
-const READY: &str = "I2P destination ready: ";
 /// sysexits(3) codes of the CLI contract.
 const EXIT_UNAVAILABLE: i32 = 69;
 const EXIT_CONFIG: i32 = 78;
@@ -34,27 +34,22 @@ const EXIT_WAIT: Duration = Duration::from_secs(10);
 /// dropped right after the proxy closes both sockets).
 const SETTLE: Duration = Duration::from_millis(300);
 
-/// A fake with `script` and a proxy on it (`--hops 0 --tunnels 1` plus
-/// `args`), once the proxy reports its default destination.
+/// A fake with `script` and a proxy on it, as [`start_proxy`] starts one.
 fn setup(script: Script, args: &[&str]) -> (FakeSam, Proxy) {
     let fake = FakeSam::start(script);
     let p = start_proxy(&fake, args);
     (fake, p)
 }
 
+/// The shared start on `fake` (tests/common/setup.rs), with `--connect-timeout 5` unless
+/// `args` sets one: a client waiting for a bridge that is down gets its answer in seconds,
+/// not after the default two minutes.
 fn start_proxy(fake: &FakeSam, args: &[&str]) -> Proxy {
-    let sam = fake.addr_arg();
-    let mut all = vec!["-s", sam.as_str(), "--hops", "0", "--tunnels", "1"];
+    let mut all = args.to_vec();
     if !args.contains(&"--connect-timeout") {
         all.extend(["--connect-timeout", "5"]);
     }
-    all.extend_from_slice(args);
-    let before = fake.sessions().len();
-    let p = Proxy::start(&all);
-    assert!(p.wait_for_line(READY, WAIT).is_some(), "no `{READY}` line");
-    // The fake records a session just after answering it.
-    assert!(fake.wait_sessions(before + 1, WAIT), "no session recorded by the fake");
-    p
+    start_on(fake, &[], &all)
 }
 
 /// The ID= of every STREAM CONNECT, in order.
@@ -126,13 +121,6 @@ fn assert_no_key_logged(p: &Proxy, keys: &[String]) {
 /// connection before HELLO.
 fn down_bridge() -> FakeSam {
     FakeSam::start(Script::default().fault(Fault::CloseOnAccept))
-}
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("i2psocks-identity-{tag}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&d);
-    fs::create_dir_all(&d).unwrap();
-    d
 }
 
 fn write_mode(path: &Path, data: &[u8], mode: u32) {
@@ -440,8 +428,9 @@ fn auth_file(dir: &Path, text: &str) -> PathBuf {
 /// username: two users, two sessions.
 #[test]
 fn auth_file_access_control() {
-    let dir = tmpdir("auth");
-    let users = auth_file(&dir, "# test users\napp1:secret\napp2:pa:ss\n");
+    let tmp = TempDir::new("identity-auth");
+    let dir = &tmp.0;
+    let users = auth_file(dir, "# test users\napp1:secret\napp2:pa:ss\n");
     let (fake, p) = setup(Script::default(), &["--auth-file", users.to_str().unwrap()]);
 
     let mut ok = s5(&p, "ok", Some(("app1", "secret")));
@@ -488,14 +477,14 @@ fn auth_file_access_control() {
         finish(s);
     }
     assert!(p.lines().iter().all(|l| !l.contains("secret") && !l.contains("pa:ss")), "password logged");
-    fs::remove_dir_all(&dir).unwrap();
 }
 
 /// An auth file that others can read, or that is missing or malformed,
 /// stops the proxy before it listens: exit 78 and one line.
 #[test]
 fn auth_file_refused() {
-    let dir = tmpdir("authbad");
+    let tmp = TempDir::new("identity-authbad");
+    let dir = &tmp.0;
     let fake = FakeSam::start(Script::default());
     let sam = fake.addr_arg();
     let users = dir.join("users");
@@ -510,7 +499,6 @@ fn auth_file_refused() {
     let missing = dir.join("missing");
     assert_fails(&run(&["-s", &sam, "--auth-file", missing.to_str().unwrap()]), EXIT_CONFIG, "missing");
     assert_eq!(fake.connections(), 0, "the bridge was contacted");
-    fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Without access control a client offering 00 and 02 gets 02 (so its
@@ -551,7 +539,8 @@ fn method_selection() {
 /// while credentialed identities stay transient. No key in the -vv log.
 #[test]
 fn keyfile_created_then_reused() {
-    let dir = tmpdir("keyfile");
+    let tmp = TempDir::new("identity-keyfile");
+    let dir = &tmp.0;
     let key = dir.join("i2psocks.dat");
     let k = key.to_str().unwrap();
     let fake = FakeSam::start(Script::default().keep_given_keys());
@@ -562,7 +551,7 @@ fn keyfile_created_then_reused() {
     assert!(p.wait_for_line("created key file", WAIT).is_some());
     assert_eq!(mode_of(&key), 0o600);
     let saved = fs::read(&key).unwrap();
-    assert_eq!(saved, i2p_b64_decode(&first.private_key).unwrap(), "the file holds the returned key");
+    assert_eq!(saved, b64_decode(&first.private_key).unwrap(), "the file holds the returned key");
     let ready = p.wait_for_line(READY, WAIT).unwrap();
     assert!(ready.ends_with(&first.b32), "{ready}");
     assert_no_key_logged(&p, std::slice::from_ref(&first.private_key));
@@ -596,27 +585,26 @@ fn keyfile_created_then_reused() {
 
     assert_eq!(fs::read(&key).unwrap(), saved);
     assert_eq!(fs::metadata(&key).unwrap().modified().unwrap(), mtime, "key file rewritten");
-    let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names.len(), 1, "stray files: {names:?}");
-    fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A key file that appears while the first session is being built (another
 /// instance, the admin) is left alone: the proxy says so and runs on.
 #[test]
 fn keyfile_appearing_meanwhile_not_overwritten() {
-    let dir = tmpdir("keyrace");
+    let tmp = TempDir::new("identity-keyrace");
+    let dir = &tmp.0;
     let key = dir.join("key.dat");
     let fake = FakeSam::start(Script::default().session_delay(Duration::from_millis(800)));
     let sam = fake.addr_arg();
-    let p = Proxy::start(&["-s", &sam, "--hops", "0", "--tunnels", "1", "-k", key.to_str().unwrap()]);
-    let theirs = i2p_b64_decode(&make_key(9).0).unwrap();
+    let p = Proxy::start(&bridge_args(&sam, &["-k", key.to_str().unwrap()]));
+    let theirs = b64_decode(&make_key(9).0).unwrap();
     write_mode(&key, &theirs, 0o600);
     assert!(p.wait_for_line(READY, WAIT).is_some());
     assert!(p.wait_for_line("not overwritten", WAIT).is_some(), "no word about the key file");
     assert_eq!(fs::read(&key).unwrap(), theirs, "key file overwritten");
-    assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "stray temporary file");
-    fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(fs::read_dir(dir).unwrap().count(), 1, "stray temporary file");
 }
 
 /// A key file that others can read, or that is not a private key, stops
@@ -624,12 +612,13 @@ fn keyfile_appearing_meanwhile_not_overwritten() {
 /// before anything reaches the bridge; the file is left as it was.
 #[test]
 fn keyfile_refused() {
-    let dir = tmpdir("keybad");
+    let tmp = TempDir::new("identity-keybad");
+    let dir = &tmp.0;
     let fake = FakeSam::start(Script::default());
     let sam = fake.addr_arg();
     let key = dir.join("key.dat");
     let k = key.to_str().unwrap();
-    let good = i2p_b64_decode(&make_key(1).0).unwrap();
+    let good = b64_decode(&make_key(1).0).unwrap();
     let junk: Vec<u8> = random_bytes(679, 3);
     let cases: Vec<(&str, Vec<u8>, u32, &str)> = vec![
         ("group-readable", good.clone(), 0o640, "chmod 600"),
@@ -654,7 +643,6 @@ fn keyfile_refused() {
         assert_eq!(mode_of(&key), mode, "{what}: mode changed");
     }
     assert_eq!(fake.connections(), 0, "the bridge was contacted");
-    fs::remove_dir_all(&dir).unwrap();
 }
 
 /// `--print-address`: with a key file, its b32 without contacting the
@@ -662,11 +650,12 @@ fn keyfile_refused() {
 /// the key, saved 0600; with neither file nor bridge, exit 69 and no file.
 #[test]
 fn print_address() {
-    let dir = tmpdir("print");
+    let tmp = TempDir::new("identity-print");
+    let dir = &tmp.0;
     let key = dir.join("key.dat");
     let k = key.to_str().unwrap();
     let (priv_b64, b32) = make_key(42);
-    write_mode(&key, &i2p_b64_decode(&priv_b64).unwrap(), 0o600);
+    write_mode(&key, &b64_decode(&priv_b64).unwrap(), 0o600);
     let down = down_bridge();
     let f = run(&["-s", &down.addr_arg(), "-k", k, "--print-address"]);
     assert_eq!(f.status.code(), Some(0), "{f:?}");
@@ -692,7 +681,7 @@ fn print_address() {
     assert_eq!(dests[0].line, "DEST GENERATE SIGNATURE_TYPE=7");
     assert_eq!(f.stdout, format!("{}\n", dests[0].b32));
     assert_eq!(mode_of(&new), 0o600);
-    assert_eq!(fs::read(&new).unwrap(), i2p_b64_decode(&dests[0].private_key).unwrap());
+    assert_eq!(fs::read(&new).unwrap(), b64_decode(&dests[0].private_key).unwrap());
     assert_eq!(up.sessions().len(), 0, "no session needed");
     // Again: the same address, no new key.
     let f = run(&["-s", &up.addr_arg(), "-k", n, "--print-address"]);
@@ -703,13 +692,13 @@ fn print_address() {
     let p = start_proxy(&up2, &["-k", n]);
     assert_eq!(param(&up2.sessions()[0].line, "DESTINATION"), Some(dests[0].private_key.as_str()));
     assert!(p.wait_for_line(&format!("{READY}{}", dests[0].b32), WAIT).is_some());
-    fs::remove_dir_all(&dir).unwrap();
 }
 
 /// `--check`: 0 with a bridge, 69 without, 78 with a bad key file.
 #[test]
 fn check_exit_codes() {
-    let dir = tmpdir("check");
+    let tmp = TempDir::new("identity-check");
+    let dir = &tmp.0;
     let up = FakeSam::start(Script::default());
     let down = down_bridge();
     let f = run(&["-s", &up.addr_arg(), "--check"]);
@@ -729,7 +718,6 @@ fn check_exit_codes() {
         EXIT_CONFIG,
         "key file",
     );
-    fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Connections to `port` on 127.0.0.1 still ESTABLISHED from the client side
@@ -753,7 +741,7 @@ fn retiring_a_session_being_built_cuts_its_socket() {
     let fake = FakeSam::start(Script::default().session_delay(Duration::from_secs(4)));
     let sam = fake.addr_arg();
     let port = fake.addr().port();
-    let p = Proxy::start(&["-s", sam.as_str(), "--hops", "0", "--tunnels", "1"]);
+    let p = Proxy::start(&bridge_args(&sam, &[]));
     assert!(fake.wait_connections(1, WAIT), "no control connection");
     thread::sleep(SETTLE);
     assert_eq!(established_to(port), 1);

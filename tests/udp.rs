@@ -4,14 +4,16 @@
 //! frames the proxy sends, NAMING LOOKUP caching, association teardown with
 //! the TCP control connection, the source check, the datagrams that must be
 //! dropped, isolation between identities, and a refusal when the bridge is
-//! down. A real router: tests/e2e_udp.rs (when the harness is there).
+//! down. A real router: tests/e2e_udp.rs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod common;
 
-use common::fake_sam::{make_dest, FakeSam, Script, WAIT};
+use common::fake_sam::{FakeSam, Script, WAIT};
+use common::i2p::make_dest;
 use common::proxy::Proxy;
+use common::setup::start_on;
 use common::udp_client::{associate, associate_from, datagram, echo_on, udp_echo_roundtrip, Echo, UdpAssoc};
 use std::io::ErrorKind;
 use std::net::UdpSocket;
@@ -19,7 +21,6 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-const READY: &str = "I2P destination ready: ";
 /// How long a datagram that should arrive gets.
 const ARRIVE: Duration = Duration::from_secs(5);
 /// How long we watch for a datagram that must not arrive.
@@ -27,14 +28,13 @@ const QUIET: Duration = Duration::from_millis(500);
 /// i2psocks' MAX_PAYLOAD.
 const MAX_PAYLOAD: usize = 31 * 1024;
 
-/// A fake with `script` and a proxy on it using its datagram port.
+/// A fake with `script` and a proxy on it (at -v) using its datagram port.
 fn setup(script: Script, args: &[&str]) -> (FakeSam, Proxy) {
     let fake = FakeSam::start(script);
-    let (sam, udp) = (fake.addr_arg(), fake.udp_arg());
-    let mut all = vec!["-s", sam.as_str(), "--sam-udp", udp.as_str(), "--hops", "0", "--tunnels", "1", "-v"];
+    let udp = fake.udp_arg();
+    let mut all = vec!["--sam-udp", udp.as_str(), "-v"];
     all.extend_from_slice(args);
-    let p = Proxy::start(&all);
-    assert!(p.wait_for_line(READY, WAIT).is_some(), "no `{READY}` line");
+    let p = start_on(&fake, &[], &all);
     (fake, p)
 }
 

@@ -1,6 +1,6 @@
 //! A scripted fake SAM v3 bridge for black-box tests of the real binary.
 //!
-//! It speaks just enough SAM v3 (sam-v3.md) for the proxy: `HELLO VERSION`,
+//! It speaks just enough SAM v3 for the proxy: `HELLO VERSION`,
 //! `SESSION CREATE` (answered with a structurally valid Ed25519/ElGamal
 //! private-key blob, a different one per session) and `STREAM CONNECT`
 //! (answered per destination from the [`Script`], after which the socket
@@ -22,13 +22,16 @@
 //! sent to it, can echo each back as if the destination had answered, and
 //! lets tests inject datagrams "from I2P" ([`FakeSam::inject_datagram`]).
 //!
-//! It is not a router: no tunnels, no real keys, no network behind it.
+//! It is not a router: no tunnels, no real keys, no network behind it. Its
+//! keys are tests/common/i2p.rs's made-up ones.
 //! std only (plus the crate's own sha2/base32); thread per connection; every
 //! buffer and wait is bounded, and all threads end when the FakeSam drops.
 
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+use super::i2p::{b32_of_blob, b64_decode, b64_encode, make_key, param, PUBLIC_LEN};
+use super::rng::pattern;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
@@ -60,7 +63,7 @@ pub enum Peer {
     Echo,
     /// Read everything until EOF; record the count and SHA-256.
     Sink,
-    /// Send n bytes of [`pattern`], then close.
+    /// Send n bytes of [`pattern`] (tests/common/rng.rs), then close.
     Source(usize),
     /// Read and discard, never answer, never close.
     Hang,
@@ -827,11 +830,6 @@ fn serve(mut c: Conn) {
     }
 }
 
-/// The value of `key=` in a command line (first match, unquoted values only).
-pub fn param<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split(' ').find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
-}
-
 fn session(mut c: Conn, line: String) {
     let script = c.script();
     c.sleep(script.session_delay);
@@ -842,15 +840,13 @@ fn session(mut c: Conn, line: String) {
     let id = param(&line, "ID").unwrap_or_default().to_string();
     let given = param(&line, "DESTINATION").filter(|d| *d != "TRANSIENT");
     let (private_key, b32) = match given {
-        Some(key) if script.keep_given_keys => {
-            match i2p_b64_decode(key).and_then(|blob| Some(b32_of(blob.get(..public_len(&blob)?)?))) {
-                Some(b32) => (key.to_string(), b32),
-                None => {
-                    c.send_line("SESSION STATUS RESULT=INVALID_KEY MESSAGE=\"fake: bad key\"");
-                    return;
-                }
+        Some(key) if script.keep_given_keys => match b64_decode(key).and_then(|blob| b32_of_blob(&blob)) {
+            Some(b32) => (key.to_string(), b32),
+            None => {
+                c.send_line("SESSION STATUS RESULT=INVALID_KEY MESSAGE=\"fake: bad key\"");
+                return;
             }
-        }
+        },
         _ => make_key(KEY_SEQ.fetch_add(1, Ordering::SeqCst)),
     };
     // Record the control socket before answering, so a test that saw the
@@ -901,8 +897,8 @@ fn session(mut c: Conn, line: String) {
 /// for the client to close.
 fn dest_generate(mut c: Conn, line: String) {
     let (private_key, b32) = make_key(KEY_SEQ.fetch_add(1, Ordering::SeqCst));
-    let blob = i2p_b64_decode(&private_key).unwrap();
-    let public = i2p_b64(&blob[..PUBLIC_LEN]);
+    let blob = b64_decode(&private_key).unwrap();
+    let public = b64_encode(&blob[..PUBLIC_LEN]);
     let rec = DestRecord { line, private_key: private_key.clone(), public: public.clone(), b32 };
     if c.send_line(&format!("DEST REPLY PUB={public} PRIV={private_key}")) {
         c.record(|r| r.dests.push(rec));
@@ -1022,131 +1018,5 @@ fn udp_loop(inner: &Inner) {
             out.extend_from_slice(&rec.payload);
             let _ = inner.udp.send_to(&out, to);
         }
-    }
-}
-
-/// A public destination for tests: (I2P base64, its b32). Key number `n`
-/// of [`make_key`], public part only.
-pub fn make_dest(n: u64) -> (String, String) {
-    let blob = public_blob(n);
-    (i2p_b64(&blob), b32_of(&blob))
-}
-
-/// The deterministic bytes a `Source(n)` peer sends.
-pub fn pattern(n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i.wrapping_mul(31) ^ (i >> 8) ^ (i >> 16)) as u8).collect()
-}
-
-/// I2P base64: the standard alphabet with `-` and `~` for `+` and `/`, padded.
-pub fn i2p_b64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-~";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            if i <= chunk.len() {
-                out.push(char::from(A[((n >> shift) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// Decode I2P base64 (padded); None if malformed.
-pub fn i2p_b64_decode(s: &str) -> Option<Vec<u8>> {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-~";
-    if s.len() % 4 != 0 {
-        return None;
-    }
-    let body = s.trim_end_matches('=');
-    if s.len() - body.len() > 2 {
-        return None;
-    }
-    let (mut bits, mut n, mut out) = (0u32, 0, Vec::with_capacity(s.len() / 4 * 3));
-    for c in body.bytes() {
-        bits = (bits << 6) | A.iter().position(|&a| a == c)? as u32;
-        n += 6;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-        }
-    }
-    Some(out)
-}
-
-/// Length of the public destination at the start of a key blob (387 + its
-/// certificate length), if the blob holds it all.
-pub fn public_len(blob: &[u8]) -> Option<usize> {
-    let cert = usize::from(u16::from_be_bytes([*blob.get(385)?, *blob.get(386)?]));
-    (blob.len() >= 387 + cert).then_some(387 + cert)
-}
-
-/// `<base32 lowercase, no padding, of sha256(data)>.b32.i2p`.
-pub fn b32_of(public_dest: &[u8]) -> String {
-    let digest = Sha256::digest(public_dest);
-    format!("{}.b32.i2p", base32::encode(base32::Alphabet::Rfc4648Lower { padding: false }, &digest))
-}
-
-/// A b32 address for tests derived from `seed` (well-formed, not real).
-pub fn b32_name(seed: &str) -> String {
-    b32_of(seed.as_bytes())
-}
-
-/// Length of the public part of [`make_key`]'s blobs.
-pub const PUBLIC_LEN: usize = 256 + 128 + 7;
-
-/// A structurally valid private-key blob for key number `n`: 256-byte
-/// ElGamal public key, 128-byte signing field (Ed25519 key in its last 32
-/// bytes), key certificate `05 00 04 00 07 00 00` (sig type 7, crypto 0),
-/// then 256 + 32 private bytes. Returns (I2P base64, b32 of the public part).
-pub fn make_key(n: u64) -> (String, String) {
-    let mut blob = public_blob(n);
-    let b32 = b32_of(&blob);
-    for i in 0..(256 + 32) {
-        blob.push((i as u64).wrapping_mul(7).wrapping_add(n) as u8);
-    }
-    (i2p_b64(&blob), b32)
-}
-
-/// The public destination of key number `n` (see [`make_key`]).
-fn public_blob(n: u64) -> Vec<u8> {
-    let mut blob = Vec::with_capacity(PUBLIC_LEN + 256 + 32);
-    let mut block = 0u64;
-    while blob.len() < 256 + 128 {
-        let mut h = Sha256::new();
-        h.update(b"fake_sam key");
-        h.update(n.to_be_bytes());
-        h.update(block.to_be_bytes());
-        blob.extend_from_slice(&h.finalize());
-        block += 1;
-    }
-    blob.truncate(256 + 128);
-    blob.extend_from_slice(&[0x05, 0x00, 0x04, 0x00, 0x07, 0x00, 0x00]);
-    blob
-}
-
-#[cfg(test)]
-mod unit {
-    use super::*;
-
-    #[test]
-    fn b64_matches_rfc4648_with_i2p_alphabet() {
-        assert_eq!(i2p_b64(b""), "");
-        assert_eq!(i2p_b64(b"f"), "Zg==");
-        assert_eq!(i2p_b64(b"fo"), "Zm8=");
-        assert_eq!(i2p_b64(b"foobar"), "Zm9vYmFy");
-        assert_eq!(i2p_b64(&[0xfb, 0xff]), "-~8=");
-        for data in [&b""[..], b"f", b"fo", b"foo", b"foobar", &[0xfb, 0xff]] {
-            assert_eq!(i2p_b64_decode(&i2p_b64(data)).unwrap(), data);
-        }
-        assert!(i2p_b64_decode("Zg=").is_none());
-        assert!(i2p_b64_decode("Z+8=").is_none());
-        let (key, b32) = make_key(7);
-        let blob = i2p_b64_decode(&key).unwrap();
-        assert_eq!(public_len(&blob), Some(PUBLIC_LEN));
-        assert_eq!(b32_of(&blob[..PUBLIC_LEN]), b32);
     }
 }

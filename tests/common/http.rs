@@ -2,16 +2,18 @@
 //! TCP echo server, both on 127.0.0.1 with a kernel-chosen port, one thread per connection.
 //!
 //! The HTTP server answers `GET /` (a small page containing [`MARKER`]), `GET /bytes/<n>`
-//! (n bytes of a deterministic pattern, see [`expected_bytes`]) and `GET /echo-headers` (the
-//! request's header lines as the body), plus the files of directories mounted with
-//! [`HttpServer::serve_dir`] (a bare git repository for git's "dumb HTTP"). It records the `X-I2P-DestB32` header that i2pd's
-//! `type = http` server tunnel adds with the *client's* destination, so a test can tell which
-//! I2P identity made a request. It is not a general HTTP server: no keep-alive, no bodies,
+//! (the first n bytes of tests/common/rng.rs's pattern, see [`expected_sha256`]) and
+//! `GET /echo-headers` (the request's header lines as the body), plus the files of
+//! directories mounted with [`HttpServer::serve_dir`] (a bare git repository for git's "dumb
+//! HTTP"). It records the `X-I2P-DestB32` header that i2pd's `type = http` server tunnel
+//! adds with the *client's* destination, so a test can tell which I2P identity made a
+//! request. It is not a general HTTP server: no keep-alive, no bodies,
 //! no chunking; every response closes the connection. Test-only code: it panics on setup
 //! failure, never on what a client sends.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+use super::rng::for_each_pattern_chunk;
 use sha2::{Digest, Sha256};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -33,23 +35,13 @@ const MAX_HEAD: usize = 16 << 10;
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// Requests remembered for inspection (the oldest are dropped beyond it).
 const MAX_RECORDED: usize = 10_000;
-/// Write granularity of `/bytes/<n>`.
-const CHUNK: usize = 64 << 10;
 
 /// The page served at `/`.
 pub fn index_html() -> String {
     format!("<!DOCTYPE html>\n<html><head><title>i2psocks test site</title></head>\n<body><p>{MARKER}</p></body></html>\n")
 }
 
-/// The deterministic pattern of `/bytes/<n>`: a 32-bit LCG's high byte per position, so the
-/// stream has no short period and any reordering or loss shows.
-pub fn expected_bytes(n: usize) -> Vec<u8> {
-    let mut out = vec![0u8; n];
-    fill_pattern(&mut out, 0);
-    out
-}
-
-/// SHA-256 of `expected_bytes(n)`, as lowercase hex (computed without holding it all).
+/// SHA-256 of `/bytes/<n>`, as lowercase hex (computed without holding it all).
 pub fn expected_sha256(n: usize) -> String {
     let mut h = Sha256::new();
     let _ = for_each_pattern_chunk(n, |chunk| {
@@ -59,20 +51,6 @@ pub fn expected_sha256(n: usize) -> String {
     hex(&h.finalize())
 }
 
-/// The first `n` pattern bytes in CHUNK-sized pieces, without holding them all.
-fn for_each_pattern_chunk(n: usize, mut f: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
-    let mut buf = vec![0u8; CHUNK];
-    let mut pos = 0usize;
-    while pos < n {
-        let len = CHUNK.min(n - pos);
-        let chunk = &mut buf[..len];
-        fill_pattern(chunk, pos);
-        f(chunk)?;
-        pos += len;
-    }
-    Ok(())
-}
-
 /// Lowercase hex of a digest (helper for comparing with [`expected_sha256`]).
 pub fn sha256_hex(data: &[u8]) -> String {
     hex(&Sha256::digest(data))
@@ -80,15 +58,6 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Pattern byte for stream offset `start + i`, written into `out[i]`.
-fn fill_pattern(out: &mut [u8], start: usize) {
-    for (i, b) in out.iter_mut().enumerate() {
-        let x = (start + i) as u32;
-        let s = x.wrapping_mul(1_103_515_245).wrapping_add(12_345) ^ (x >> 7);
-        *b = (s >> 24) as u8;
-    }
 }
 
 /// One request as the server saw it.
@@ -341,15 +310,4 @@ fn echo(conn: TcpStream) -> io::Result<()> {
     let mut wr = conn;
     io::copy(&mut rd, &mut wr)?;
     wr.shutdown(Shutdown::Both)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pattern_is_streamable() {
-        let whole = expected_bytes(200_000);
-        assert_eq!(sha256_hex(&whole), expected_sha256(200_000));
-    }
 }

@@ -2,7 +2,7 @@
 //! child process in a throwaway datadir, with two local I2P services behind it.
 //!
 //! [`Router::start`] starts an HTTP test server and a TCP echo server (tests/common/http.rs),
-//! writes i2pd.conf / tunnels.conf / hosts.txt as /work/shared/docs/i2pd-offline.md says
+//! writes i2pd.conf (from tests/fixtures/i2pd-offline.conf) / tunnels.conf / hosts.txt
 //! (zero-hop tunnels, own floodfill, published NTCP2 on 127.0.0.1, no reseed, no SSU2), puts
 //! the fixture keys (tests/fixtures/site.dat, echo.dat) behind `[site]` (type http) and
 //! `[echo]` (type server), starts i2pd, and returns once the site answers through i2pd's own
@@ -18,13 +18,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use super::http::{EchoServer, HttpServer, MARKER};
-use super::sam_client::{b32_of, b64_encode, public_dest_len, Sam};
+use super::i2p::{b32_of_blob, b64_encode, public_len};
+use super::process::{terminate, Stopped};
+use super::proxy::{socks5_open, Dest};
+use super::sam_client::Sam;
+use super::TempDir;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -70,15 +74,6 @@ pub struct Timings {
     pub echo_up: Duration,
 }
 
-/// How [`Router::stop`] went.
-#[derive(Debug)]
-pub struct Stopped {
-    pub status: Option<ExitStatus>,
-    /// Exited on SIGTERM within [`STOP_GRACE`] (false: needed SIGKILL).
-    pub graceful: bool,
-    pub took: Duration,
-}
-
 struct Ports {
     ntcp2: u16,
     sam: u16,
@@ -88,7 +83,7 @@ struct Ports {
 /// The i2pd child and its datadir; stops and cleans up on drop.
 struct Process {
     child: Option<Child>,
-    datadir: PathBuf,
+    datadir: TempDir,
 }
 
 impl Process {
@@ -101,27 +96,13 @@ impl Process {
 
     fn stop(&mut self) -> Option<Stopped> {
         let mut child = self.child.take()?;
-        let t0 = Instant::now();
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(Stopped { status: Some(status), graceful: false, took: Duration::ZERO });
-        }
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        while t0.elapsed() < STOP_GRACE {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(Stopped { status: Some(status), graceful: true, took: t0.elapsed() });
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        eprintln!("i2pd did not exit within {STOP_GRACE:?} of SIGTERM: SIGKILL");
-        let _ = child.kill();
-        let status = child.wait().ok();
-        Some(Stopped { status, graceful: false, took: t0.elapsed() })
+        Some(terminate(&mut child, STOP_GRACE, "i2pd"))
     }
 
     fn log_tail(&self) -> String {
         let mut out = String::new();
         for name in ["i2pd.log", "stdout.log"] {
-            let text = std::fs::read_to_string(self.datadir.join(name)).unwrap_or_default();
+            let text = std::fs::read_to_string(self.datadir.0.join(name)).unwrap_or_default();
             let lines = collapse_repeats(&text);
             let from = lines.len().saturating_sub(LOG_TAIL_LINES);
             out.push_str(&format!("---- {name} (last {} lines)\n", lines.len() - from));
@@ -161,12 +142,12 @@ fn collapse_repeats(text: &str) -> Vec<String> {
 }
 
 impl Drop for Process {
+    /// Stops i2pd before the datadir (a field, dropped after this) is removed.
     fn drop(&mut self) {
         self.stop();
         if thread::panicking() {
-            eprintln!("i2pd datadir {}:\n{}", self.datadir.display(), self.log_tail());
+            eprintln!("i2pd datadir {}:\n{}", self.datadir.0.display(), self.log_tail());
         }
-        let _ = std::fs::remove_dir_all(&self.datadir);
     }
 }
 
@@ -198,9 +179,9 @@ impl Router {
             attempt += 1;
             let ports = pick_ports();
             let datadir = make_datadir();
-            write_config(&datadir, &ports, &http, &echo, &site_key, &echo_key);
+            write_config(&datadir.0, &ports, &http, &echo, &site_key, &echo_key);
             let t0 = Instant::now();
-            let mut process = spawn(&datadir);
+            let mut process = spawn(datadir);
             match wait_sam(&mut process, ports.sam) {
                 Ok(()) => break (process, ports, t0.elapsed()),
                 Err(why) if attempt < START_ATTEMPTS => {
@@ -215,12 +196,12 @@ impl Router {
                 }
             }
         };
-        let datadir = process.datadir.clone();
+        let datadir = process.datadir.0.clone();
         let mut router = Router {
             process,
             ports,
-            site_b64: b64_encode(&site_key[..public_dest_len(&site_key)]),
-            echo_b64: b64_encode(&echo_key[..public_dest_len(&echo_key)]),
+            site_b64: public_b64(&site_key),
+            echo_b64: public_b64(&echo_key),
             datadir,
             http,
             echo,
@@ -314,8 +295,8 @@ impl Router {
             // i2pd writes the key file in one go; a short read means it is not there yet.
             if let Ok(k) = std::fs::read(&key) {
                 // Public destination, 256-byte ElGamal and 32-byte Ed25519 private keys.
-                if k.len() >= 387 && k.len() >= public_dest_len(&k) + 256 + 32 {
-                    return b32_of(&k);
+                if public_len(&k).is_some_and(|n| k.len() >= n + 256 + 32) {
+                    return b32_of_blob(&k).expect("a whole public destination");
                 }
             }
             assert!(Instant::now() < deadline, "i2pd made no {} after SIGHUP", key.display());
@@ -407,44 +388,15 @@ pub fn curl(args: &[&str]) -> Output {
         .expect("run curl (tests/deps.sh installs it)")
 }
 
-/// Minimal SOCKS5 CONNECT (no auth, domain name) for tests; `Err` names the reply code.
-pub fn socks5_connect(proxy: SocketAddr, host: &str, port: u16) -> io::Result<TcpStream> {
-    let mut s = TcpStream::connect_timeout(&proxy, SOCKS_TIMEOUT)?;
-    s.set_read_timeout(Some(SOCKS_TIMEOUT))?;
-    s.set_write_timeout(Some(SOCKS_TIMEOUT))?;
-    s.write_all(&[5, 1, 0])?;
-    let mut m = [0u8; 2];
-    s.read_exact(&mut m)?;
-    if m != [5, 0] {
-        return Err(io::Error::other(format!("SOCKS5 method reply {m:02x?}")));
-    }
-    let mut req = vec![5, 1, 0, 3, host.len() as u8];
-    req.extend_from_slice(host.as_bytes());
-    req.extend_from_slice(&port.to_be_bytes());
-    s.write_all(&req)?;
-    let mut head = [0u8; 4];
-    s.read_exact(&mut head)?;
-    let addr_len = match head[3] {
-        1 => 4,
-        4 => 16,
-        3 => {
-            let mut l = [0u8; 1];
-            s.read_exact(&mut l)?;
-            usize::from(l[0])
-        }
-        t => return Err(io::Error::other(format!("SOCKS5 reply ATYP {t}"))),
-    };
-    let mut rest = vec![0u8; addr_len + 2];
-    s.read_exact(&mut rest)?;
-    if head[1] != 0 {
-        return Err(io::Error::other(format!("SOCKS5 reply REP={:#04x}", head[1])));
-    }
-    Ok(s)
+/// SOCKS5 CONNECT (no auth) to `host:port` through `proxy`, e.g. i2pd's own SOCKS port, with
+/// [`SOCKS_TIMEOUT`] on every step; `Err` names a failure reply's code.
+pub fn socks5_stream(proxy: SocketAddr, host: &str, port: u16) -> io::Result<std::net::TcpStream> {
+    socks5_open(proxy, &Dest::Name(host.to_owned(), port), SOCKS_TIMEOUT)
 }
 
 /// One round trip to the echo service (no half-close: i2pd 2.45 loses data after a FIN).
 fn echo_once(proxy: SocketAddr, host: &str) -> io::Result<()> {
-    let mut s = socks5_connect(proxy, host, 80)?;
+    let mut s = socks5_stream(proxy, host, 80)?;
     s.set_read_timeout(Some(Duration::from_secs(15)))?;
     let msg = b"i2psocks echo probe\n";
     s.write_all(msg)?;
@@ -460,7 +412,12 @@ fn echo_once(proxy: SocketAddr, host: &str) -> io::Result<()> {
 fn read_fixture(name: &str, b32: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
     let key = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    assert_eq!(b32_of(&key), b32, "{} does not match tests/fixtures/README", path.display());
+    assert_eq!(
+        b32_of_blob(&key).as_deref(),
+        Some(b32),
+        "{} does not match tests/fixtures/README",
+        path.display()
+    );
     key
 }
 
@@ -503,12 +460,17 @@ fn pick_ports() -> Ports {
     panic!("no free ports in {PORT_RANGE:?}");
 }
 
-fn make_datadir() -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("i2psocks-i2pd-{}-{:016x}", std::process::id(), random_u64()));
-    std::fs::create_dir_all(dir.join("tunnels.d"))
-        .unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+fn make_datadir() -> TempDir {
+    let dir = TempDir::new("i2pd");
+    std::fs::create_dir_all(dir.0.join("tunnels.d"))
+        .unwrap_or_else(|e| panic!("create {}: {e}", dir.0.display()));
     dir
+}
+
+/// The public destination a key blob starts with, in I2P base64.
+fn public_b64(key: &[u8]) -> String {
+    let n = public_len(key).expect("a key with a whole public destination");
+    b64_encode(&key[..n])
 }
 
 /// The offline router's configuration, shared with `make demo`.
@@ -531,11 +493,7 @@ fn write_config(
         .replace("@SOCKS_PORT@", &socks.to_string());
     let tunnels = tunnel_section("site", "http", http.addr().port())
         + &tunnel_section("echo", "server", echo.addr().port());
-    let hosts = format!(
-        "{SITE_NAME}={}\n{ECHO_NAME}={}\n",
-        b64_encode(&site_key[..public_dest_len(site_key)]),
-        b64_encode(&echo_key[..public_dest_len(echo_key)])
-    );
+    let hosts = format!("{SITE_NAME}={}\n{ECHO_NAME}={}\n", public_b64(site_key), public_b64(echo_key));
     for (name, data) in [
         ("i2pd.conf", conf.as_bytes()),
         ("tunnels.conf", tunnels.as_bytes()),
@@ -578,8 +536,8 @@ fn i2pd_binary() -> PathBuf {
     }
 }
 
-fn spawn(dir: &Path) -> Process {
-    Process { child: Some(spawn_child(dir)), datadir: dir.to_path_buf() }
+fn spawn(datadir: TempDir) -> Process {
+    Process { child: Some(spawn_child(&datadir.0)), datadir }
 }
 
 /// Execs i2pd on the datadir `dir` (its stdout and stderr appended to `dir/stdout.log`).
@@ -602,10 +560,7 @@ fn spawn_child(dir: &Path) -> Child {
         .stdout(out)
         .stderr(err)
         .spawn()
-        .unwrap_or_else(|e| {
-            let _ = std::fs::remove_dir_all(dir);
-            panic!("start i2pd ({e}); run tests/deps.sh as root to install it")
-        })
+        .unwrap_or_else(|e| panic!("start i2pd ({e}); run tests/deps.sh as root to install it"))
 }
 
 fn wait_sam(process: &mut Process, port: u16) -> Result<(), String> {

@@ -1,16 +1,19 @@
-//! Runs the real `i2psocks` binary for black-box tests, and a small SOCKS
+//! Runs the real `i2psocks` binary for black-box tests and the bench, and a small SOCKS
 //! client to talk to it.
 //!
 //! [`Proxy`] starts the binary on `127.0.0.1:0`, keeps every stderr line
 //! (echoed to the test's stderr), parses the `listening on ADDR:PORT` line
 //! of the CLI contract, and kills the process when dropped. The SOCKS helpers
 //! write exact RFC 1928 / SOCKS4a bytes and read replies with deadlines; they
-//! are not a general SOCKS client (no BIND, no UDP).
+//! are not a general SOCKS client (no BIND, no UDP). [`socks5_handshake`] is the
+//! plain client's CONNECT, for probes and load, where a refusal is a result, not a
+//! test failure.
 
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use super::process::{children, terminate, Stopped};
+use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -23,6 +26,16 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most stderr lines kept (a runaway logger must not eat the test's memory).
 const MAX_LINES: usize = 100_000;
+/// Logged once a SAM session is up, followed by its `.b32.i2p` (CLI contract).
+pub const READY: &str = "I2P destination ready: ";
+
+/// `-s <sam> --hops 0 --tunnels 1 <args>`: the proxy on a bridge, with the zero-hop,
+/// one-tunnel sessions every test and the bench use (quick to build on a real router).
+pub fn bridge_args<'a>(sam: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["-s", sam, "--hops", "0", "--tunnels", "1"];
+    all.extend_from_slice(args);
+    all
+}
 
 /// The binary under test.
 pub fn bin() -> &'static str {
@@ -62,6 +75,13 @@ impl Proxy {
     /// wrapper that stays (strace), [`Proxy::inner_pid`] finds the proxy, and
     /// Drop kills the wrapper's children first.
     pub fn start_wrapped(wrapper: &[&str], args: &[&str]) -> Proxy {
+        Proxy::start_binary(bin(), wrapper, args, START_TIMEOUT)
+    }
+
+    /// Like [`Proxy::start_wrapped`], for another build of i2psocks at `binary` (the bench
+    /// measures the release binary, or two of them), with `start_timeout` for the
+    /// `listening on` line (a profiler as the wrapper slows the start).
+    pub fn start_binary(binary: &str, wrapper: &[&str], args: &[&str], start_timeout: Duration) -> Proxy {
         let has_listen = args.iter().any(|a| *a == "-l" || *a == "--listen" || a.starts_with("--listen="));
         let mut full: Vec<&str> = Vec::new();
         if !has_listen {
@@ -69,10 +89,10 @@ impl Proxy {
         }
         full.extend_from_slice(args);
         let mut cmd = match wrapper.split_first() {
-            None => Command::new(bin()),
+            None => Command::new(binary),
             Some((program, rest)) => {
                 let mut c = Command::new(program);
-                c.args(rest).arg(bin());
+                c.args(rest).arg(binary);
                 c
             }
         };
@@ -117,7 +137,7 @@ impl Proxy {
             wrapped: !wrapper.is_empty(),
         };
         let line = p
-            .wait_for_line("listening on ", START_TIMEOUT)
+            .wait_for_line("listening on ", start_timeout)
             .unwrap_or_else(|| panic!("i2psocks {full:?} did not report `listening on` in time"));
         let rest = &line[line.find("listening on ").unwrap() + "listening on ".len()..];
         let word = rest.split_whitespace().next().unwrap_or_default();
@@ -173,11 +193,25 @@ impl Proxy {
         self.wait_for_nth_line(substr, 1, timeout)
     }
 
+    /// The address of the `n`-th [`READY`] line (the first is the default identity's),
+    /// waiting for it up to `timeout`.
+    pub fn ready_b32(&self, n: usize, timeout: Duration) -> Option<String> {
+        let line = self.wait_for_nth_line(READY, n, timeout)?;
+        let rest = &line[line.find(READY)? + READY.len()..];
+        rest.split_whitespace().next().map(str::to_owned)
+    }
+
     /// Send a signal by name (`TERM`, `INT`, `HUP`, `KILL`) with kill(1).
     pub fn signal(&self, name: &str) {
         let st =
             Command::new("kill").args(["-s", name, &self.pid().to_string()]).status().expect("run kill(1)");
         assert!(st.success(), "kill -s {name} failed");
+    }
+
+    /// SIGTERM, and SIGKILL if it has not exited within `grace`: how the bench ends a
+    /// proxy, so that a profiler wrapped around it can write its output.
+    pub fn stop(&mut self, grace: Duration) -> Stopped {
+        terminate(&mut self.child, grace, "i2psocks")
     }
 
     /// Wait for the process to end; None if it is still running at `timeout`.
@@ -197,7 +231,8 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        if self.wrapped {
+        // Only while the wrapper runs: once reaped, its pid may be another process's.
+        if self.wrapped && matches!(self.child.try_wait(), Ok(None)) {
             // strace detaches from its tracee when killed: kill the tracee too.
             for pid in children(self.pid()) {
                 let _ = Command::new("kill").args(["-s", "KILL", &pid.to_string()]).status();
@@ -209,70 +244,6 @@ impl Drop for Proxy {
             let _ = h.join();
         }
     }
-}
-
-/// The direct children of `pid` (from /proc; empty if it has none or is gone).
-pub fn children(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|w| w.parse().ok())
-        .collect()
-}
-
-/// A `kB` field of /proc/PID/status (`VmRSS`, `VmHWM`, ...), in KiB.
-pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Resident memory now, in KiB.
-pub fn rss_kib(pid: u32) -> u64 {
-    proc_status_kib(pid, "VmRSS").unwrap_or_else(|| panic!("no VmRSS for pid {pid}"))
-}
-
-/// Peak resident memory so far, in KiB.
-pub fn peak_rss_kib(pid: u32) -> u64 {
-    proc_status_kib(pid, "VmHWM").unwrap_or_else(|| panic!("no VmHWM for pid {pid}"))
-}
-
-/// User + system CPU time used by `pid` so far (all its threads).
-pub fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
-    // Fields after the `(comm)`, which may itself hold spaces: state is
-    // field 3, utime and stime are fields 14 and 15.
-    let rest = &stat[stat.rfind(')').expect("comm in /proc/PID/stat") + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-    Duration::from_millis(ticks * 1000 / clock_ticks())
-}
-
-/// sysconf(_SC_CLK_TCK), from getconf(1); 100 on every Linux we know.
-fn clock_ticks() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .filter(|&t| t > 0)
-        .unwrap_or(100)
-}
-
-/// How many file descriptors `pid` has open now.
-pub fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
-}
-
-/// The soft RLIMIT_NOFILE of this process (from /proc/self/limits).
-pub fn nofile_soft_limit() -> u64 {
-    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
-    limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|w| w.parse().ok())
-        .unwrap_or(1024)
 }
 
 /// What a run to completion produced.
@@ -478,6 +449,67 @@ pub fn socks5_request(cmd: u8, host: &str, port: u16) -> Vec<u8> {
     v
 }
 
+/// A SOCKS5 request with ATYP `atyp` and the address bytes exactly as given.
+pub fn socks5_request_raw(cmd: u8, atyp: u8, address: &[u8], port: u16) -> Vec<u8> {
+    let mut v = vec![5, cmd, 0, atyp];
+    v.extend_from_slice(address);
+    v.extend_from_slice(&port.to_be_bytes());
+    v
+}
+
+/// Where a plain client's CONNECT goes: an IP address (ATYP 1 or 4) or a name (ATYP 3).
+#[derive(Clone, Debug)]
+pub enum Dest {
+    Ip(SocketAddr),
+    Name(String, u16),
+}
+
+/// A plain client's SOCKS5 greeting (no auth) and CONNECT to `dest` on a connected stream,
+/// reading the whole reply (any BND address type). Err on an I/O error, an unexpected
+/// method reply or a failure reply (its REP named in the message).
+pub fn socks5_handshake(s: &mut TcpStream, dest: &Dest) -> io::Result<()> {
+    s.write_all(&[5, 1, 0])?;
+    let mut m = [0u8; 2];
+    s.read_exact(&mut m)?;
+    if m != [5, 0] {
+        return Err(io::Error::other(format!("SOCKS5 method reply {m:02x?}")));
+    }
+    let req = match dest {
+        Dest::Ip(SocketAddr::V4(a)) => socks5_request_raw(1, 1, &a.ip().octets(), a.port()),
+        Dest::Ip(SocketAddr::V6(a)) => socks5_request_raw(1, 4, &a.ip().octets(), a.port()),
+        Dest::Name(host, port) => socks5_request(1, host, *port),
+    };
+    s.write_all(&req)?;
+    let mut head = [0u8; 4];
+    s.read_exact(&mut head)?;
+    let rest = match head[3] {
+        1 => 4 + 2,
+        4 => 16 + 2,
+        3 => {
+            let mut l = [0u8; 1];
+            s.read_exact(&mut l)?;
+            usize::from(l[0]) + 2
+        }
+        t => return Err(io::Error::other(format!("SOCKS5 reply ATYP {t}"))),
+    };
+    let mut tail = [0u8; 255 + 2];
+    s.read_exact(&mut tail[..rest])?;
+    if head[1] != 0 {
+        return Err(io::Error::other(format!("SOCKS5 reply REP={:#04x}", head[1])));
+    }
+    Ok(())
+}
+
+/// Connect to `proxy` and [`socks5_handshake`] to `dest`; `timeout` bounds the connect and
+/// every later read and write.
+pub fn socks5_open(proxy: SocketAddr, dest: &Dest, timeout: Duration) -> io::Result<TcpStream> {
+    let mut s = TcpStream::connect_timeout(&proxy, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    socks5_handshake(&mut s, dest)?;
+    Ok(s)
+}
+
 /// SOCKS4a CONNECT to `host:port` with `userid`; the 8-byte reply.
 pub fn socks4a_connect(proxy: SocketAddr, host: &str, port: u16, userid: &str) -> (TcpStream, [u8; 8]) {
     let mut s = connect(proxy);
@@ -514,17 +546,4 @@ pub fn echo_roundtrip(s: &mut TcpStream, data: &[u8], timeout: Duration) -> Vec<
     writer.join().unwrap();
     assert_eq!(end, ReadEnd::Full, "echo: got {} of {} bytes ({end:?})", got.len(), data.len());
     got
-}
-
-/// Deterministic pseudo-random bytes (xorshift), for payloads.
-pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }

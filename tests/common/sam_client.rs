@@ -1,15 +1,14 @@
-//! A tiny blocking SAM v3 client for tests, plus I2P destination helpers (I2P base64,
-//! public destination length, `.b32.i2p` address).
+//! A tiny blocking SAM v3 client for tests (destinations and base64: tests/common/i2p.rs).
 //!
 //! It plays the parts the proxy does not: the accepting side of a stream (`STREAM ACCEPT`),
 //! a datagram peer, name lookups and key generation, against the real router. It is not the
 //! proxy's client and is deliberately simple: one command per write, reply lines read a byte
 //! at a time (so no payload is lost to read-ahead), every read bounded by a timeout. Errors
-//! are `io::Error`s carrying the router's reply line. See /work/shared/docs/sam-v3.md.
+//! are `io::Error`s carrying the router's reply line.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use sha2::{Digest, Sha256};
+use super::i2p::param;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
@@ -88,7 +87,7 @@ impl Sam {
             "SESSION CREATE STYLE={style} ID={id} DESTINATION={dest} SIGNATURE_TYPE=7 {ZERO_HOPS} {options}"
         );
         let reply = self.command(line.trim_end(), "RESULT=OK", SESSION_TIMEOUT)?;
-        value(&reply, "DESTINATION")
+        param(&reply, "DESTINATION")
             .map(str::to_owned)
             .ok_or_else(|| io::Error::other("SESSION STATUS without DESTINATION"))
     }
@@ -97,7 +96,7 @@ impl Sam {
     /// control socket = our own).
     pub fn naming_lookup(&mut self, name: &str) -> io::Result<String> {
         let reply = self.command(&format!("NAMING LOOKUP NAME={name}"), "RESULT=OK", REPLY_TIMEOUT)?;
-        value(&reply, "VALUE")
+        param(&reply, "VALUE")
             .map(str::to_owned)
             .ok_or_else(|| io::Error::other(format!("NAMING REPLY without VALUE: {reply}")))
     }
@@ -105,7 +104,7 @@ impl Sam {
     /// `DEST GENERATE SIGNATURE_TYPE=7` → (public, private) in I2P base64.
     pub fn dest_generate(&mut self) -> io::Result<(String, String)> {
         let reply = self.command("DEST GENERATE SIGNATURE_TYPE=7", "DEST", REPLY_TIMEOUT)?;
-        match (value(&reply, "PUB"), value(&reply, "PRIV")) {
+        match (param(&reply, "PUB"), param(&reply, "PRIV")) {
             (Some(p), Some(k)) => Ok((p.to_owned(), k.to_owned())),
             _ => Err(io::Error::other("DEST REPLY without PUB/PRIV")),
         }
@@ -189,11 +188,6 @@ pub fn datagram_parse(pkt: &[u8]) -> Option<(String, Vec<u8>)> {
     Some((sender, pkt[nl + 1..].to_vec()))
 }
 
-/// The value of `KEY=` in a reply line (values with spaces — MESSAGE — come back cut).
-pub fn value<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split_whitespace().find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
-}
-
 /// Hides private keys in error messages (the DESTINATION of a SESSION CREATE).
 fn redact(line: &str) -> String {
     line.split_whitespace()
@@ -203,74 +197,4 @@ fn redact(line: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-~";
-
-/// I2P base64 (standard alphabet with `-` and `~` for `+` and `/`, `=` padded).
-pub fn b64_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(B64[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// Inverse of [`b64_encode`]; `None` on a character outside the alphabet.
-pub fn b64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() / 4 * 3);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in s.bytes().filter(|&c| c != b'=') {
-        let v = B64.iter().position(|&a| a == c)? as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
-}
-
-/// Length of the public destination at the start of a destination or key blob:
-/// 387 + the big-endian certificate length at offset 385.
-pub fn public_dest_len(blob: &[u8]) -> usize {
-    387 + usize::from(u16::from_be_bytes([blob[385], blob[386]]))
-}
-
-/// `<52 chars>.b32.i2p` of a destination or key blob.
-pub fn b32_of(blob: &[u8]) -> String {
-    let digest = Sha256::digest(&blob[..public_dest_len(blob)]);
-    format!("{}.b32.i2p", base32::encode(base32::Alphabet::Rfc4648Lower { padding: false }, &digest))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn b64_round_trip() {
-        assert_eq!(b64_encode(b"\xfb\xff"), "-~8=");
-        assert_eq!(b64_decode("-~8=").unwrap(), b"\xfb\xff");
-        let data: Vec<u8> = (0..=255).collect();
-        assert_eq!(b64_decode(&b64_encode(&data)).unwrap(), data);
-    }
-
-    #[test]
-    fn reply_value() {
-        let l = "NAMING REPLY RESULT=OK NAME=a.i2p VALUE=abc=";
-        assert_eq!(value(l, "VALUE"), Some("abc="));
-        assert_eq!(value(l, "NAME"), Some("a.i2p"));
-        assert_eq!(value(l, "X"), None);
-    }
 }

@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use super::proxy::{connect, read_exact_by, send, socks5_greet, IO_TIMEOUT};
+use super::rng::Rng;
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
@@ -207,16 +208,10 @@ pub fn echo_on(a: &UdpAssoc, e: &Echo<'_>) -> Result<EchoReport, String> {
     let run = u64::from(std::process::id()) << 32 ^ u64::from(a.relay.port());
     let mut report = EchoReport { sent: 0, resent: 0, sender: e.sender.unwrap_or_default().to_string() };
     for seq in 0..e.count as u64 {
-        let mut payload = Vec::with_capacity(e.size);
-        payload.extend_from_slice(&seq.to_be_bytes());
-        payload.extend_from_slice(&run.to_be_bytes());
-        let mut x = seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        while payload.len() < e.size {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            payload.push((x >> 24) as u8);
-        }
+        let mut payload = vec![0u8; e.size];
+        payload[..8].copy_from_slice(&seq.to_be_bytes());
+        payload[8..16].copy_from_slice(&run.to_be_bytes());
+        Rng::new(seq).fill(&mut payload[16..]);
         let mut got = false;
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {

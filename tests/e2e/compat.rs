@@ -20,6 +20,7 @@
 use crate::common::http::MARKER;
 use crate::common::i2pd::Router;
 use crate::common::proxy::Proxy;
+use crate::common::rng::random_bytes;
 use crate::common::TempDir;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
@@ -108,10 +109,7 @@ pub fn run(router: &Router, proxy: &Proxy) {
     let tmp = TempDir::new("compat");
     let p = proxy.addr().to_string();
     let site = router.site_b32();
-    let default_b32 = proxy
-        .wait_for_line("I2P destination ready: ", Duration::ZERO)
-        .and_then(|l| l.rsplit(' ').next().map(|s| s.trim().to_string()))
-        .expect("the proxy's default identity");
+    let default_b32 = proxy.ready_b32(1, Duration::ZERO).expect("the proxy's default identity");
 
     // The slow parts first, so they are ready when their turn comes: the sshd tunnel's
     // lease set, and (started by the first user:pw request) a new SAM session.
@@ -417,7 +415,7 @@ fn nc_echo(proxy: &str, target: &str) -> Result<String, String> {
             .spawn()
             .map_err(|e| format!("spawn nc: {e}"))?,
     );
-    let msg: Vec<u8> = (0..ECHO_BYTES).map(|i| b'a' + (i % 26) as u8).collect();
+    let msg = random_bytes(ECHO_BYTES, 26);
     let mut stdin = child.0.stdin.take().unwrap();
     let mut stdout = child.0.stdout.take().unwrap();
     let m2 = msg.clone();
@@ -450,8 +448,8 @@ fn nc_echo(proxy: &str, target: &str) -> Result<String, String> {
     Ok(format!("{n} bytes echoed exactly"))
 }
 
-/// `nc -N` half-closes after its input: i2pd 2.45 then drops the stream (see
-/// i2pd-offline.md). Recorded, not asserted: the outcome is the router's.
+/// `nc -N` half-closes after its input: i2pd 2.45 then drops the stream (see README,
+/// Limitations). Recorded, not asserted: the outcome is the router's.
 fn nc_half_close(proxy: &str, target: &str) -> Result<String, String> {
     let mut child = Reaped(
         Command::new("nc")
@@ -498,7 +496,8 @@ fn nc_socks4_name(proxy: &str, target: &str) -> Result<String, String> {
     let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
     // A non-root user may mount in a user namespace of its own, where it is root.
     let userns: &[&str] = if root { &[] } else { &["--user", "--map-root-user"] };
-    let resolv = std::env::temp_dir().join(format!("i2psocks-compat-resolv-{}", std::process::id()));
+    let tmp = TempDir::new("compat-resolv");
+    let resolv = tmp.0.join("resolv.conf");
     std::fs::write(&resolv, format!("nameserver {FAKE_DNS}\noptions timeout:1 attempts:1\n")).unwrap();
     let script =
         format!("mount --bind {} /etc/resolv.conf && exec nc -X 4 -x {proxy} {target} 7", resolv.display());
@@ -508,7 +507,6 @@ fn nc_socks4_name(proxy: &str, target: &str) -> Result<String, String> {
         .args(["--mount", "--propagation", "private", "sh", "-c", &script])
         .stdin(Stdio::null())
         .output();
-    let _ = std::fs::remove_file(&resolv);
     let out = out.map_err(|e| format!("unshare: {e}"))?;
     let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
     if err.contains("mount:") || err.contains("unshare:") {

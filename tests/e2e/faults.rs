@@ -1,4 +1,4 @@
-//! The real-router half of issue 4's fault and integrity checks (the fake-bridge half is
+//! The real-router half of the fault and integrity checks (the fake-bridge half is
 //! tests/hardening.rs): real i2pd (tests/common/i2pd.rs), the real i2psocks, real curl.
 //!
 //! [`concurrent_streams`]: 10 curl processes at once through i2psocks to the local site, each
@@ -13,10 +13,10 @@
 //! Part of `real_router()` in tests/e2e_i2pd.rs, as its last case: the restart costs every
 //! identity of the proxy a new SESSION CREATE (~20 s each on i2pd 2.45, made in parallel).
 //! Not here: half-close integrity (i2pd 2.45 drops data after a FIN; the fake bridge proves
-//! it), hung or garbage bridges (hardening.rs).
+//! it), hung or garbage bridges (tests/hardening.rs).
 
 use crate::common::http::{expected_sha256, sha256_hex};
-use crate::common::i2pd::{curl, socks5_connect as socks5_stream, Router};
+use crate::common::i2pd::{curl, socks5_stream, Router};
 use crate::common::proxy::{socks5_connect, Proxy};
 use sha2::{Digest, Sha256};
 use std::io::{ErrorKind, Read, Write};
