@@ -5,7 +5,7 @@
 //! deadlines, signals and usage errors (the CLI contract in man/i2psocks.8).
 //!
 //! Not here: a real router (tests/e2e_i2pd.rs) and the codec's byte-level cases
-//! (unit tests in src/socks.rs). Each test starts its own fake and proxy, so
+//! (unit tests in src/socks/mod.rs). Each test starts its own fake and proxy, so
 //! they run in parallel; timeouts are short so the file runs in seconds.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]

@@ -8,7 +8,7 @@
 //!
 //! Not here: the real router (tests/e2e_i2pd.rs, whose tests/e2e/faults.rs is the
 //! real-router half of the fault and integrity checks), the codec's byte-level cases
-//! (src/socks.rs) and fuzzing (fuzz/). One file, one test binary: every test holds
+//! (src/socks/mod.rs) and fuzzing (fuzz/). One file, one test binary: every test holds
 //! [`serial`] because most of them measure time, memory or CPU of the proxy, which the
 //! other tests of this file on the same two cores would distort; a lock only holds within
 //! one binary. Each test is bounded by its own deadlines. Numbers the README quotes are

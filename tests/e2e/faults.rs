@@ -68,7 +68,7 @@ const USER: &str = "app1";
 const PASS: &str = "x";
 const CREDS: &str = "app1:x";
 
-/// Log line parts of the CLI contract and of src/sam/client.rs.
+/// Log line parts of the CLI contract and of src/sam/stream.rs.
 const DEFAULT_READY: &str = "default identity: I2P destination ready: ";
 const DEFAULT_LOST: &str = "default identity: SAM session lost";
 const DEFAULT_RETRY: &str = "default identity: cannot create a SAM session at ";
