@@ -80,7 +80,8 @@ pub fn serve(mut client: TcpStream, shared: &Shared) {
             debug!("{peer}: stream open");
             let _ = client.set_write_timeout(None);
             let _ = client.set_read_timeout(None);
-            match relay::relay(client, sam, &payload, &surplus, shared.config.idle_timeout, &shared.stop) {
+            let opts = relay::Options { idle: shared.config.idle_timeout, half_close_wait: Duration::ZERO };
+            match relay::relay(client, sam, &payload, &surplus, opts, &shared.stop) {
                 Ok((end, stats)) => debug!(
                     "{peer}: relay ended ({end:?}): {} bytes out, {} bytes in",
                     stats.to_server, stats.to_client
