@@ -80,7 +80,10 @@ pub fn serve(mut client: TcpStream, shared: &Shared) {
             debug!("{peer}: stream open");
             let _ = client.set_write_timeout(None);
             let _ = client.set_read_timeout(None);
-            let opts = relay::Options { idle: shared.config.idle_timeout, half_close_wait: Duration::ZERO };
+            let opts = relay::Options {
+                idle: shared.config.idle_timeout,
+                half_close_wait: shared.config.half_close_wait,
+            };
             match relay::relay(client, sam, &payload, &surplus, opts, &shared.stop) {
                 Ok((end, stats)) => debug!(
                     "{peer}: relay ended ({end:?}): {} bytes out, {} bytes in",
