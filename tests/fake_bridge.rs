@@ -751,8 +751,8 @@ fn one_byte_per_write() {
 
 // ------------------------------------------------------ half-close
 
-/// The default --half-close-wait, seconds (src/cli.rs).
-const HOLD_DEFAULT: Duration = Duration::from_secs(5);
+/// The default --half-close-wait.
+const HOLD_DEFAULT: Duration = Duration::from_secs(i2psocks::cli::DEFAULT_HALF_CLOSE_WAIT);
 /// How much later than due a held FIN may be seen (the fake polls its
 /// sockets every 50 ms; thread wake-ups on a loaded machine).
 const HOLD_SLACK: Duration = Duration::from_millis(700);
@@ -801,7 +801,7 @@ fn half_close_held_while_i2p_answers() {
 }
 
 /// With the default wait, an echo peer (which closes only after EOF) gets
-/// the client's FIN 5 s after the echo, the client's EOF follows, and the
+/// the client's FIN that long after the echo, the client's EOF follows, and the
 /// proxy burns no CPU while it holds the FIN.
 #[test]
 fn half_close_released_after_i2p_silence() {
