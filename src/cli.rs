@@ -15,11 +15,19 @@ use std::time::Duration;
 pub const USAGE: &str = "usage: i2psocks [-hqVv] [--allow-remote] [--check] [--prefer-no-auth] \
 [--print-address] [-l addr:port] [-s addr:port] [--sam-udp addr:port] [-k keyfile] [--auth-file file] \
 [--isolate none|auth|client] [--max-clients n] [--max-sessions n] [--handshake-timeout secs] \
-[--connect-timeout secs] [--idle-timeout secs] [--session-idle-timeout secs] \
+[--connect-timeout secs] [--idle-timeout secs] [--half-close-wait secs] [--session-idle-timeout secs] \
 [--shutdown-grace secs] [--hops n] [--tunnels n] [--sam-option key=value]";
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4447";
 pub const DEFAULT_SAM: &str = "127.0.0.1:7656";
+
+/// How long the I2P side must stay silent before a client's half-close is
+/// passed on (`--half-close-wait`). The silence before an answer's first byte
+/// is a round trip plus the server's own time, and a round trip over 3-hop
+/// tunnels crosses 12 routers; 5 s leaves room for that with margin, while an
+/// echo-style client that waits for the server's close is kept waiting no
+/// more than this. Seconds. See the man page for the trade-off.
+pub const DEFAULT_HALF_CLOSE_WAIT: u64 = 5;
 
 /// Most `--sam-option` flags accepted (each becomes part of one SAM line).
 pub const MAX_SAM_OPTIONS: usize = 64;
@@ -50,6 +58,9 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// Zero means never.
     pub idle_timeout: Duration,
+    /// Silence from the I2P side before a client's half-close is passed on;
+    /// zero means at once.
+    pub half_close_wait: Duration,
     pub shutdown_grace: Duration,
     pub hops: u8,
     pub tunnels: u8,
@@ -86,6 +97,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(120),
             idle_timeout: Duration::from_secs(1800),
+            half_close_wait: Duration::from_secs(DEFAULT_HALF_CLOSE_WAIT),
             shutdown_grace: Duration::from_secs(5),
             hops: 3,
             tunnels: 2,
@@ -147,6 +159,12 @@ fn options() -> Options {
     o.optopt("", "handshake-timeout", "whole SOCKS handshake deadline, 1-3600 (default 30)", "SECS");
     o.optopt("", "connect-timeout", "I2P stream connect deadline, 1-3600 (default 120)", "SECS");
     o.optopt("", "idle-timeout", "close relays idle this long, 0-604800, 0 = never (default 1800)", "SECS");
+    o.optopt(
+        "",
+        "half-close-wait",
+        "pass a client's half-close on once I2P is silent this long, 0-600, 0 = at once (default 5)",
+        "SECS",
+    );
     o.optopt("", "shutdown-grace", "on SIGTERM let relays finish this long, 0-600 (default 5)", "SECS");
     o.optopt("", "hops", "tunnel length, inbound and outbound, 0-7 (default 3)", "N");
     o.optopt("", "tunnels", "tunnel quantity, inbound and outbound, 1-16 (default 2)", "N");
@@ -199,6 +217,9 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
     }
     if let Some(n) = num(&m, "idle-timeout", 0, 604_800)? {
         c.idle_timeout = Duration::from_secs(n);
+    }
+    if let Some(n) = num(&m, "half-close-wait", 0, 600)? {
+        c.half_close_wait = Duration::from_secs(n);
     }
     if let Some(n) = num(&m, "shutdown-grace", 0, 600)? {
         c.shutdown_grace = Duration::from_secs(n);
@@ -327,6 +348,10 @@ mod tests {
         assert_eq!(c.sam.to_string(), DEFAULT_SAM);
         assert!(c.connect_timeout >= Duration::from_secs(90));
         assert_eq!(c.sam_udp_addr().to_string(), "127.0.0.1:7655");
+        assert_eq!(c.half_close_wait, Duration::from_secs(DEFAULT_HALF_CLOSE_WAIT));
+        let h = help().split_whitespace().collect::<Vec<_>>().join(" ");
+        let entry = h.split("--half-close-wait SECS ").nth(1).unwrap().split(" --").next().unwrap();
+        assert!(entry.contains(&format!("(default {DEFAULT_HALF_CLOSE_WAIT})")), "{entry}");
     }
 
     #[test]
@@ -344,6 +369,8 @@ mod tests {
             "1",
             "--idle-timeout",
             "0",
+            "--half-close-wait",
+            "0",
             "--sam-option",
             "inbound.lengthVariance=0",
             "-vv",
@@ -356,11 +383,15 @@ mod tests {
         assert_eq!(c.max_clients, 3);
         assert_eq!((c.hops, c.tunnels), (0, 1));
         assert_eq!(c.idle_timeout, Duration::ZERO);
+        assert_eq!(c.half_close_wait, Duration::ZERO);
         assert_eq!(c.sam_options, vec![("inbound.lengthVariance".into(), "0".into())]);
         assert_eq!(c.verbosity, 1);
 
         let c = run(&["-s", "127.0.0.1:7000", "--sam-udp", "127.0.0.2:9"]).unwrap();
         assert_eq!(c.sam_udp_addr().to_string(), "127.0.0.2:9");
+
+        let c = run(&["--half-close-wait", "600"]).unwrap();
+        assert_eq!(c.half_close_wait, Duration::from_secs(600));
     }
 
     #[test]
@@ -373,6 +404,9 @@ mod tests {
             &["--tunnels", "0"],
             &["--handshake-timeout", "0"],
             &["--connect-timeout", "x"],
+            &["--half-close-wait", "601"],
+            &["--half-close-wait", "-1"],
+            &["--half-close-wait", "1.5"],
             &["-l", "0.0.0.0:4447"],
             &["-l", "localhost:4447"],
             &["-l", "127.0.0.1"],

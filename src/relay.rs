@@ -9,6 +9,15 @@
 //! handshakes happen before it and hand over any bytes they read ahead as
 //! `to_server_first` / `to_client_first`.
 //!
+//! One exception to passing an EOF on at once, for the client→server
+//! direction only: with [`Options::half_close_wait`] the client's FIN is held
+//! back while the server is still answering, and passed on once the server
+//! has sent nothing for that long, or at once when the server closes first.
+//! i2pd 2.45's SAM bridge ends the whole I2P stream when its socket reads
+//! EOF and drops the answer still on its way (measured: 1,000 bytes sent
+//! then FIN, nothing back), so a client that half-closes to say "request
+//! done" would otherwise get no answer.
+//!
 //! Errors: a reset or broken pipe on either socket ends the relay as
 //! [`End::Done`] (it is how many peers close; the caller sees it in `Stats`
 //! and a debug log line), after every byte that can still be delivered to the
@@ -60,6 +69,19 @@ pub struct Stats {
     pub to_client: u64,
 }
 
+/// The waits of one relay.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// End the relay when no byte has moved either way for this long; zero:
+    /// never.
+    pub idle: Duration,
+    /// Once the client's EOF is read and everything before it delivered,
+    /// pass its FIN to the server only when the server has sent nothing for
+    /// this long (or at once when the server's own EOF or an error comes
+    /// first); zero: pass it on at once.
+    pub half_close_wait: Duration,
+}
+
 /// How a relay ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
@@ -74,20 +96,21 @@ pub enum End {
 /// Relay until both directions are finished. `to_server_first` is written to
 /// `server` before anything read from `client`; `to_client_first` likewise to
 /// `client`. A read EOF on one side becomes `shutdown(Write)` on the other
-/// once its buffer is flushed, while the other direction keeps flowing.
+/// once its buffer is flushed, while the other direction keeps flowing; the
+/// client's EOF may be held back first, see [`Options::half_close_wait`].
 ///
-/// `idle` of zero means no idle limit. `stop` is checked at least every
-/// [`STOP_CHECK`]. `Stats` count bytes written to each side, the `*_first`
-/// bytes included. A peer reset (or broken pipe) ends the relay with
-/// `Ok(End::Done)` once the other direction has delivered what it could; other
-/// socket errors come back as `Err` after the same draining. Both sockets are
-/// closed when this returns.
+/// `opts.idle` bounds the whole relay, a held FIN included. `stop` is
+/// checked at least every [`STOP_CHECK`]. `Stats` count bytes written to
+/// each side, the `*_first` bytes included. A peer reset (or broken pipe)
+/// ends the relay with `Ok(End::Done)` once the other direction has
+/// delivered what it could; other socket errors come back as `Err` after the
+/// same draining. Both sockets are closed when this returns.
 pub fn relay(
     client: TcpStream,
     server: TcpStream,
     to_server_first: &[u8],
     to_client_first: &[u8],
-    idle: Duration,
+    opts: Options,
     stop: &AtomicBool,
 ) -> io::Result<(End, Stats)> {
     client.set_nonblocking(true)?;
@@ -101,17 +124,22 @@ pub fn relay(
     poll.registry().register(&mut server, SERVER, both)?;
     let mut events = Events::with_capacity(EVENTS_CAPACITY);
 
-    let mut up = Dir::new(to_server_first);
-    let mut down = Dir::new(to_client_first);
+    let hold = !opts.half_close_wait.is_zero();
+    let mut up = Dir::new(to_server_first, hold);
+    let mut down = Dir::new(to_client_first, false);
     // Optimistic start: the handshake may have left bytes waiting and fresh
     // sockets are writable, so try before the first wait.
     let mut client_ready = Ready::optimistic();
     let mut server_ready = Ready::optimistic();
     let mut error: Option<io::Error> = None;
     let mut last_move = Instant::now();
+    // While the client's FIN is held: when the server last made progress
+    // towards the client, or the hold began if later.
+    let mut held_since: Option<Instant> = None;
 
     loop {
         let mut moved = false;
+        let mut answered = false;
         let mut more = false;
         // A fault in one direction changes what the other can do, so run
         // both again until a pass brings no new fault (at most a few passes:
@@ -120,6 +148,7 @@ pub fn relay(
             let a = up.pump(&client, &server, &mut client_ready, &mut server_ready);
             let b = down.pump(&server, &client, &mut server_ready, &mut client_ready);
             moved |= a.moved || b.moved;
+            answered |= b.moved;
             more |= a.more || b.more;
             let again = a.has_fault() || b.has_fault();
             a.apply(&mut down, &mut server_ready, &mut error);
@@ -128,25 +157,40 @@ pub fn relay(
                 break;
             }
         }
+        let now = Instant::now();
+        let mut hold_left = None;
+        if up.flow == Flow::Held {
+            let since = held_since.get_or_insert(now);
+            if answered {
+                *since = now;
+            }
+            match release_after(*since, now, opts.half_close_wait, &down) {
+                Some(left) if left.is_zero() => up.pass_fin(&server),
+                left => hold_left = left,
+            }
+        }
         if up.finished() && down.finished() {
             break;
         }
         if stop.load(Ordering::Relaxed) {
             return Ok((End::Stopped, stats(&up, &down)));
         }
-        let now = Instant::now();
         if moved {
             last_move = now;
         }
         // A direction that used up its turn is still ready: only collect
         // new events, don't wait.
         let mut timeout = if more { Duration::ZERO } else { STOP_CHECK };
-        if !idle.is_zero() {
+        // The hold ends by the clock, not by an event: wake for it.
+        if let Some(left) = hold_left {
+            timeout = timeout.min(left);
+        }
+        if !opts.idle.is_zero() {
             let quiet = now.saturating_duration_since(last_move);
-            if quiet >= idle {
+            if quiet >= opts.idle {
                 return Ok((End::Idle, stats(&up, &down)));
             }
-            timeout = timeout.min(idle.saturating_sub(quiet));
+            timeout = timeout.min(opts.idle.saturating_sub(quiet));
         }
         match poll.poll(&mut events, Some(timeout)) {
             Ok(()) => {}
@@ -194,6 +238,21 @@ pub fn relay(
             }
         }
     }
+}
+
+/// How much longer the client's FIN stays held (it is, since `since`): zero
+/// means pass it on now; None means no deadline yet, because bytes from the
+/// server still wait for the client (the hold is then bounded by the idle
+/// limit). The server's EOF or a failure of either socket (`down` no longer
+/// open) releases it at once: nothing more can come that the FIN could cost.
+fn release_after(since: Instant, now: Instant, wait: Duration, down: &Dir<'_>) -> Option<Duration> {
+    if down.flow != Flow::Open {
+        return Some(Duration::ZERO);
+    }
+    if !down.is_empty() {
+        return None;
+    }
+    Some(wait.saturating_sub(now.saturating_duration_since(since)))
 }
 
 /// `e` came from socket S: the direction writing to S (`writer`) cannot
@@ -281,6 +340,9 @@ enum Flow {
     /// The source is finished (EOF or error): deliver what is buffered,
     /// then shut the destination's write side.
     Flushing,
+    /// Flushed, but the destination's write side is kept open for now
+    /// (client→server only, see [`Options::half_close_wait`]).
+    Held,
     /// Flushed and shut down: finished normally.
     Closed,
     /// The destination failed; whatever was buffered cannot be delivered.
@@ -300,6 +362,8 @@ struct Dir<'a> {
     moved: u64,
     /// Reads that filled the buffer while it was small.
     full_reads: u32,
+    /// On EOF, stop at `Held` instead of shutting the destination down.
+    hold: bool,
 }
 
 /// What one `pump` call did.
@@ -337,8 +401,17 @@ impl Step {
 }
 
 impl<'a> Dir<'a> {
-    fn new(first: &'a [u8]) -> Self {
-        Dir { first, buf: vec![0; BUF_SIZE], start: 0, end: 0, flow: Flow::Open, moved: 0, full_reads: 0 }
+    fn new(first: &'a [u8], hold: bool) -> Self {
+        Dir {
+            first,
+            buf: vec![0; BUF_SIZE],
+            start: 0,
+            end: 0,
+            flow: Flow::Open,
+            moved: 0,
+            full_reads: 0,
+            hold,
+        }
     }
 
     fn finished(&self) -> bool {
@@ -358,6 +431,16 @@ impl<'a> Dir<'a> {
         }
     }
 
+    /// Everything is delivered: pass the source's EOF on.
+    fn pass_fin(&mut self, dst: &MioStream) {
+        // The peer may already be gone; the opposite direction or the final
+        // close will report that, nothing to do here.
+        if let Err(e) = dst.shutdown(Shutdown::Write) {
+            log::debug!("relay: half-close failed: {e}");
+        }
+        self.flow = Flow::Closed;
+    }
+
     /// Moves bytes until the sockets would block, the buffer is full and the
     /// destination is not writable, or this direction finishes. Reads are
     /// retried here after every write that made space, because a source
@@ -374,12 +457,11 @@ impl<'a> Dir<'a> {
                 }
             }
             if self.flow == Flow::Flushing && self.is_empty() {
-                // The peer may already be gone; the opposite direction or
-                // the final close will report that, nothing to do here.
-                if let Err(e) = dst.shutdown(Shutdown::Write) {
-                    log::debug!("relay: half-close failed: {e}");
+                if self.hold {
+                    self.flow = Flow::Held;
+                } else {
+                    self.pass_fin(dst);
                 }
-                self.flow = Flow::Closed;
                 return step;
             }
             if self.flow != Flow::Open || !sr.read {
@@ -519,6 +601,24 @@ mod tests {
 
     /// Starts a relay in its own thread; returns it with the client-side and
     /// server-side endpoints.
+    fn spawn_relay(
+        client: TcpStream,
+        server: TcpStream,
+        to_server_first: Vec<u8>,
+        to_client_first: Vec<u8>,
+        opts: Options,
+    ) -> Running {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let (tx, done) = mpsc::channel();
+        thread::spawn(move || {
+            let r = relay(client, server, &to_server_first, &to_client_first, opts, &flag);
+            let _ = tx.send(r);
+        });
+        Running { done, stop }
+    }
+
+    /// [`spawn_relay`] passing a half-close on at once.
     fn start_with(
         client: TcpStream,
         server: TcpStream,
@@ -526,20 +626,21 @@ mod tests {
         to_client_first: Vec<u8>,
         idle: Duration,
     ) -> Running {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let (tx, done) = mpsc::channel();
-        thread::spawn(move || {
-            let r = relay(client, server, &to_server_first, &to_client_first, idle, &flag);
-            let _ = tx.send(r);
-        });
-        Running { done, stop }
+        let opts = Options { idle, half_close_wait: Duration::ZERO };
+        spawn_relay(client, server, to_server_first, to_client_first, opts)
     }
 
+    /// A relay that passes a half-close on at once.
     fn start(idle: Duration) -> (Running, TcpStream, TcpStream) {
+        start_holding(idle, Duration::ZERO)
+    }
+
+    /// A relay that holds the client's FIN for `wait` of server silence.
+    fn start_holding(idle: Duration, wait: Duration) -> (Running, TcpStream, TcpStream) {
         let (client, client_ep) = pair();
         let (server, server_ep) = pair();
-        let run = start_with(client, server, Vec::new(), Vec::new(), idle);
+        let opts = Options { idle, half_close_wait: wait };
+        let run = spawn_relay(client, server, Vec::new(), Vec::new(), opts);
         (run, client_ep, server_ep)
     }
 
@@ -689,6 +790,174 @@ mod tests {
         assert_eq!(end, End::Done);
         assert_eq!(stats.to_client, 100_000);
         assert_eq!(stats.to_server, 3 * 1024 * 1024);
+    }
+
+    /// The hold of the half-close tests: long enough to measure on a busy
+    /// machine, short enough to keep them quick, and not a multiple of
+    /// [`STOP_CHECK`], so that a release that waited for the next periodic
+    /// wake instead of its own deadline would come late by 150 ms.
+    const HOLD: Duration = Duration::from_millis(600);
+    /// How much later than due a released FIN may reach the server endpoint
+    /// (thread wake-ups on a loaded two-core machine; a few ms measured).
+    const HOLD_SLACK: Duration = Duration::from_millis(120);
+
+    /// Reads `s` to EOF in a thread; the bytes and when the EOF came.
+    fn eof_watch(s: &TcpStream) -> thread::JoinHandle<(Vec<u8>, Instant)> {
+        let r = s.try_clone().unwrap();
+        thread::spawn(move || {
+            let got = read_chunked(&r, 40, 4096);
+            (got, Instant::now())
+        })
+    }
+
+    #[test]
+    fn relay_hold_keeps_fin_while_server_sends() {
+        let (run, client_ep, server_ep) = start_holding(TEST_IDLE, HOLD);
+        (&client_ep).write_all(b"request").unwrap();
+        client_ep.shutdown(Shutdown::Write).unwrap();
+        let mut req = [0u8; 7];
+        (&server_ep).read_exact(&mut req).unwrap();
+        assert_eq!(&req, b"request");
+        let watch = eof_watch(&server_ep);
+        // Eight chunks, half a hold apart: four holds in all, and the FIN
+        // must wait for the silence after the last one.
+        let mut before_last = Instant::now();
+        for i in 0..8u8 {
+            thread::sleep(HOLD / 2);
+            before_last = Instant::now();
+            (&server_ep).write_all(&[i; 1000]).unwrap();
+        }
+        let (rest, eof_at) = watch.join().unwrap();
+        assert!(rest.is_empty());
+        let after = eof_at.duration_since(before_last);
+        eprintln!("hold {HOLD:?}: FIN passed {after:?} after the last of 8 answers");
+        assert!(after >= HOLD, "FIN passed {after:?} after the last answer");
+        assert!(after < HOLD + HOLD_SLACK, "FIN passed only {after:?} after the last answer");
+        server_ep.shutdown(Shutdown::Write).unwrap();
+        let got = read_chunked(&client_ep, 41, 4096);
+        let want: Vec<u8> = (0..8u8).flat_map(|i| [i; 1000]).collect();
+        assert_eq!(got, want);
+        let (end, stats) = run.wait().unwrap();
+        assert_eq!(end, End::Done);
+        assert_eq!(stats, Stats { to_server: 7, to_client: 8000 });
+    }
+
+    #[test]
+    fn relay_hold_released_after_server_silence() {
+        let (run, client_ep, server_ep) = start_holding(TEST_IDLE, HOLD);
+        (&client_ep).write_all(b"ask").unwrap();
+        let t = Instant::now();
+        client_ep.shutdown(Shutdown::Write).unwrap();
+        let got = read_chunked(&server_ep, 42, 100);
+        let took = t.elapsed();
+        eprintln!("hold {HOLD:?}: FIN passed {took:?} after the half-close");
+        assert_eq!(got, b"ask", "bytes before the FIN come first");
+        assert!(took >= HOLD, "FIN passed after {took:?}");
+        assert!(took < HOLD + HOLD_SLACK, "FIN passed only after {took:?}");
+        // As after any half-close, the server may still answer.
+        (&server_ep).write_all(b"late answer").unwrap();
+        server_ep.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(read_chunked(&client_ep, 43, 100), b"late answer");
+        let (end, stats) = run.wait().unwrap();
+        assert_eq!(end, End::Done);
+        assert_eq!(stats, Stats { to_server: 3, to_client: 11 });
+    }
+
+    #[test]
+    fn relay_hold_released_when_server_closes() {
+        const LONG: Duration = Duration::from_secs(20);
+        // The server closes after the client's FIN came...
+        let (run, client_ep, server_ep) = start_holding(TEST_IDLE, LONG);
+        (&client_ep).write_all(b"ask").unwrap();
+        client_ep.shutdown(Shutdown::Write).unwrap();
+        let mut req = [0u8; 3];
+        (&server_ep).read_exact(&mut req).unwrap();
+        let t = Instant::now();
+        (&server_ep).write_all(b"answer").unwrap();
+        server_ep.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(read_chunked(&server_ep, 44, 100), b"");
+        let took = t.elapsed();
+        assert!(took < Duration::from_secs(1), "FIN held {took:?} after the server closed");
+        assert_eq!(read_chunked(&client_ep, 45, 100), b"answer");
+        assert_eq!(run.wait().unwrap().0, End::Done);
+
+        // ...and before it.
+        let (run, client_ep, server_ep) = start_holding(TEST_IDLE, LONG);
+        server_ep.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(read_chunked(&client_ep, 46, 100), b"");
+        let t = Instant::now();
+        client_ep.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(read_chunked(&server_ep, 47, 100), b"");
+        let took = t.elapsed();
+        assert!(took < Duration::from_secs(1), "FIN held {took:?} though the server had closed");
+        assert_eq!(run.wait().unwrap().0, End::Done);
+    }
+
+    #[test]
+    fn relay_hold_waits_for_a_slow_client() {
+        // More than every socket buffer on the way holds: the relay's own
+        // buffer stays full while the client does not read.
+        const SIZE: usize = 32 * 1024 * 1024;
+        let (run, client_ep, server_ep) = start_holding(TEST_IDLE, HOLD);
+        client_ep.shutdown(Shutdown::Write).unwrap();
+        let watch = eof_watch(&server_ep);
+        let w = server_ep.try_clone().unwrap();
+        let writer = thread::spawn(move || (&w).write_all(&vec![0x5a; SIZE]).unwrap());
+        let t = Instant::now();
+        thread::sleep(HOLD * 3);
+        assert!(!watch.is_finished(), "FIN passed while the answer still waited for the client");
+        let mut buf = vec![0u8; 1 << 16];
+        let mut n = 0;
+        while n < SIZE {
+            n += (&client_ep).read(&mut buf).unwrap();
+        }
+        let drained = Instant::now();
+        writer.join().unwrap();
+        let (_, eof_at) = watch.join().unwrap();
+        assert!(eof_at.duration_since(t) >= HOLD * 3);
+        let after = eof_at.saturating_duration_since(drained);
+        assert!(after < HOLD + HOLD_SLACK, "FIN passed {after:?} after the client caught up");
+        server_ep.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(read_chunked(&client_ep, 48, 100), b"");
+        let (end, stats) = run.wait().unwrap();
+        assert_eq!(end, End::Done);
+        assert_eq!(stats.to_client, SIZE as u64);
+    }
+
+    #[test]
+    fn relay_hold_delays_eof_for_a_server_that_waits_for_it() {
+        // Such a server gets its EOF one hold late, then answers as usual.
+        let (run, client_ep, server_ep) = start_holding(TEST_IDLE, HOLD);
+        let t = Instant::now();
+        half_close(client_ep, server_ep);
+        assert!(t.elapsed() >= HOLD);
+        let (end, stats) = run.wait().unwrap();
+        assert_eq!(end, End::Done);
+        assert_eq!(stats.to_client, 3 * 1024 * 1024);
+    }
+
+    #[test]
+    fn relay_idle_limit_bounds_the_hold() {
+        let (run, client_ep, _server_ep) = start_holding(Duration::from_millis(300), Duration::from_secs(20));
+        let t = Instant::now();
+        client_ep.shutdown(Shutdown::Write).unwrap();
+        let (end, _) = run.wait().unwrap();
+        assert_eq!(end, End::Idle);
+        assert!(t.elapsed() < Duration::from_secs(2), "idle limit came after {:?}", t.elapsed());
+    }
+
+    #[test]
+    fn relay_server_reset_ends_a_held_half_close() {
+        let (run, client_ep, server_ep) = start_holding(Duration::ZERO, Duration::from_secs(20));
+        (&client_ep).write_all(b"never read").unwrap();
+        client_ep.shutdown(Shutdown::Write).unwrap();
+        thread::sleep(Duration::from_millis(100));
+        let t = Instant::now();
+        drop(server_ep); // unread data → RST
+        let (end, _) = run.wait().unwrap();
+        assert_eq!(end, End::Done);
+        assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+        assert_eq!(read_until_gone(&client_ep), b"");
     }
 
     #[test]

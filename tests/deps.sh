@@ -7,7 +7,9 @@
 #   mandoc  the man page linter used by `make check`
 #
 # The compatibility matrix (tests/e2e/compat.rs) drives these real clients through i2psocks:
-#   netcat-openbsd                 nc -X 5 / -X 4 -x (and ssh's ProxyCommand)
+#   netcat-openbsd                 nc -X 5 / -N -X 5 / -X 4 -x (and ssh's ProxyCommand)
+#   socat                          SOCKS4A: with piped input, which half-closes when the
+#                                  input ends (the case --half-close-wait exists for)
 #   proxychains4                   LD_PRELOAD socksifier running curl and wget
 #   wget                           run under proxychains4
 #   python3-requests python3-socks requests with PySocks, socks5h:// (Debian's /usr/bin/python3)
@@ -29,7 +31,7 @@ set -euo pipefail
 
 PACKAGES=(
 	i2pd curl mandoc
-	netcat-openbsd proxychains4 wget python3-requests python3-socks git
+	netcat-openbsd socat proxychains4 wget python3-requests python3-socks git
 	openssh-server openssh-client chromium strace microsocks
 )
 if [ $# -gt 0 ]; then

@@ -162,7 +162,7 @@ fn through_i2psocks(router: &Router, proxy: &Proxy) {
     assert_eq!(sha256_hex(&body), expected_sha256(TEN_MIB));
     eprintln!("10 MiB through i2psocks in {:?}", t.elapsed());
 
-    // Raw bytes both ways through the echo service (no half-close: i2pd 2.45 drops data).
+    // Raw bytes both ways through the echo service (the half-close cases are in e2e/compat.rs).
     let mut s = socks5_stream(proxy.addr(), router.echo_name(), 7).expect("echo via i2psocks");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let msg = random_bytes(200_000, 253);

@@ -187,7 +187,8 @@ fn fake_sam_drops_cleanly() {
 // ---------------------------------------------------------------- success
 
 /// SOCKS5 to a b32: exact reply, 1 MiB echoed byte-exact, half-close passed
-/// on, the exact SAM bytes on the stream socket (nothing injected).
+/// on (once the echo has been quiet for the default --half-close-wait), the
+/// exact SAM bytes on the stream socket (nothing injected).
 #[test]
 fn socks5_echo_1mib_exact() {
     let (fake, p) = setup(Script::default(), &[]);
@@ -197,7 +198,7 @@ fn socks5_echo_1mib_exact() {
     let data = random_bytes(1 << 20, 5);
     let back = echo_roundtrip(&mut s, &data, Duration::from_secs(20));
     assert!(back == data, "echoed bytes differ");
-    assert!(read_to_eof(&mut s, Duration::from_secs(5)).is_empty(), "bytes after the echo");
+    assert!(read_to_eof(&mut s, HOLD_DEFAULT + IO_TIMEOUT).is_empty(), "bytes after the echo");
 
     let id = fake.sessions()[0].id.clone();
     let line = format!("STREAM CONNECT ID={id} DESTINATION={dest} SILENT=false");
@@ -687,6 +688,140 @@ fn one_byte_per_write() {
     send_bytewise(&mut s, &socks4a_request(&dest, 80, "someone"), gap);
     expect_bytes(&mut s, &S4_OK, IO_TIMEOUT);
     assert_eq!(echo_roundtrip(&mut s, b"xyz", IO_TIMEOUT), b"xyz");
+}
+
+// ------------------------------------------------------ half-close
+
+/// The default --half-close-wait.
+const HOLD_DEFAULT: Duration = Duration::from_secs(i2psocks::cli::DEFAULT_HALF_CLOSE_WAIT);
+/// How much later than due a held FIN may be seen (the fake polls its
+/// sockets every 50 ms; thread wake-ups on a loaded machine).
+const HOLD_SLACK: Duration = Duration::from_millis(700);
+
+/// A client's half-close while the I2P side keeps answering: the request
+/// goes first, the answer keeps coming, and the FIN reaches the bridge
+/// only after the I2P side has been silent for the wait.
+#[test]
+fn half_close_held_while_i2p_answers() {
+    const CHUNKS: usize = 6;
+    const CHUNK: usize = 1000;
+    let gap = Duration::from_millis(400);
+    let wait = Duration::from_secs(1);
+    let dest = b32_name("drip");
+    let script =
+        Script::default().outcome(&dest, Outcome::Ok(Peer::Drip { count: CHUNKS, size: CHUNK, gap }));
+    let (fake, p) = setup(script, &["--half-close-wait", "1"]);
+    let (mut s, reply) = socks5_connect(p.addr(), &dest, 80, None);
+    assert_eq!(reply, S5_OK);
+    send(&mut s, b"request");
+    let t0 = Instant::now();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    let mut last = t0;
+    for _ in 0..CHUNKS {
+        got.extend(read_exact_by(&mut s, CHUNK, IO_TIMEOUT));
+        last = Instant::now();
+    }
+    assert!(got == pattern(CHUNKS * CHUNK), "answer bytes differ");
+    assert!(read_to_eof(&mut s, IO_TIMEOUT).is_empty());
+    let eof = last.elapsed();
+    let conn = fake.streams()[0].conn;
+    assert!(fake.wait_closed(conn, WAIT));
+    let fin_at = fake.closed_at(conn).unwrap().saturating_duration_since(last);
+    eprintln!(
+        "half-close during a {:?} answer, wait {wait:?}: FIN at the bridge {fin_at:?} and EOF at the \
+         client {eof:?} after the last answer byte",
+        gap * CHUNKS as u32
+    );
+    // Had the FIN gone on during the answer, the peer would close right
+    // after its last chunk.
+    assert!(fin_at + Duration::from_millis(50) >= wait, "FIN reached the bridge {fin_at:?} after the answer");
+    assert!(fin_at < wait + HOLD_SLACK, "FIN reached the bridge only {fin_at:?} after the answer");
+    assert!(eof >= fin_at);
+    assert!(fake.received(conn).ends_with(b"SILENT=false\nrequest"), "the request reached the bridge first");
+}
+
+/// With the default wait, an echo peer (which closes only after EOF) gets
+/// the client's FIN that long after the echo, the client's EOF follows, and the
+/// proxy burns no CPU while it holds the FIN.
+#[test]
+fn half_close_released_after_i2p_silence() {
+    let (fake, p) = setup(Script::default(), &[]);
+    let (mut s, reply) = socks5_connect(p.addr(), &b32_name("quiet"), 80, None);
+    assert_eq!(reply, S5_OK);
+    send(&mut s, b"ping");
+    let t0 = Instant::now();
+    s.shutdown(Shutdown::Write).unwrap();
+    expect_bytes(&mut s, b"ping", IO_TIMEOUT);
+    let cpu = common::process::cpu_time(p.pid());
+    assert!(read_to_eof(&mut s, IO_TIMEOUT).is_empty());
+    let eof = t0.elapsed();
+    let burnt = common::process::cpu_time(p.pid()).saturating_sub(cpu);
+    let conn = fake.streams()[0].conn;
+    assert!(fake.wait_closed(conn, WAIT));
+    let fin_at = fake.closed_at(conn).unwrap().saturating_duration_since(t0);
+    eprintln!("default wait: FIN at the bridge {fin_at:?}, EOF at the client {eof:?} after the half-close; CPU meanwhile {burnt:?}");
+    assert!(fin_at >= HOLD_DEFAULT, "FIN passed after {fin_at:?}");
+    assert!(eof >= fin_at && eof < HOLD_DEFAULT + HOLD_SLACK, "EOF after {eof:?}");
+    assert!(burnt < Duration::from_millis(100), "holding the FIN cost {burnt:?} of CPU");
+}
+
+/// The I2P side closes after answering: the client's FIN goes on at once,
+/// the whole answer and EOF reach the client.
+#[test]
+fn half_close_released_when_i2p_closes() {
+    const SIZE: usize = 300_000;
+    let dest = b32_name("answers-and-closes");
+    let (fake, p) = setup(Script::default().outcome(&dest, Outcome::Ok(Peer::Source(SIZE))), &[]);
+    let (mut s, reply) = socks5_connect(p.addr(), &dest, 80, None);
+    assert_eq!(reply, S5_OK);
+    send(&mut s, b"request");
+    let t0 = Instant::now();
+    s.shutdown(Shutdown::Write).unwrap();
+    let got = read_to_eof(&mut s, IO_TIMEOUT);
+    assert!(got == pattern(SIZE), "answer differs ({} bytes)", got.len());
+    let conn = fake.streams()[0].conn;
+    assert!(fake.wait_closed(conn, WAIT));
+    // The peer waits for our FIN before it lets the connection go.
+    let fin_at = fake.closed_at(conn).unwrap().saturating_duration_since(t0);
+    eprintln!("I2P side closed first: FIN at the bridge {fin_at:?} after the half-close");
+    assert!(fin_at < Duration::from_secs(1), "FIN held {fin_at:?} after the I2P side closed");
+}
+
+/// --half-close-wait 0: the FIN goes on at once, as before the hold
+/// existed (the echo peer closes right after it).
+#[test]
+fn half_close_wait_0_passes_fin_at_once() {
+    let (fake, p) = setup(Script::default(), &["--half-close-wait", "0"]);
+    let (mut s, reply) = socks5_connect(p.addr(), &b32_name("at-once"), 80, None);
+    assert_eq!(reply, S5_OK);
+    send(&mut s, b"abc");
+    let t0 = Instant::now();
+    s.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_eof(&mut s, IO_TIMEOUT), b"abc");
+    let eof = t0.elapsed();
+    let conn = fake.streams()[0].conn;
+    assert!(fake.wait_closed(conn, WAIT));
+    eprintln!("--half-close-wait 0: EOF at the client {eof:?} after the half-close");
+    assert!(eof < Duration::from_millis(500), "EOF after {eof:?}");
+}
+
+/// --idle-timeout still bounds a held FIN: a peer that never answers nor
+/// closes is cut at the idle limit, not at the (longer) wait.
+#[test]
+fn half_close_hold_bounded_by_idle_timeout() {
+    let dest = b32_name("silent");
+    let script = Script::default().outcome(&dest, Outcome::Ok(Peer::Hang));
+    let (fake, p) = setup(script, &["--idle-timeout", "1", "--half-close-wait", "30"]);
+    let (mut s, reply) = socks5_connect(p.addr(), &dest, 80, None);
+    assert_eq!(reply, S5_OK);
+    let t0 = Instant::now();
+    s.shutdown(Shutdown::Write).unwrap();
+    assert!(closed_within(&mut s, IO_TIMEOUT, 0));
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(3), "closed after {took:?}");
+    let conn = fake.streams()[0].conn;
+    assert!(fake.wait_closed(conn, WAIT));
 }
 
 // ------------------------------------------------------ limits

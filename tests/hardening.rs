@@ -1004,7 +1004,9 @@ const STREAM_SIZE: usize = 10 << 20;
 
 /// 100 concurrent streams of 10 MiB each through one proxy, random write and
 /// read sizes: 60 echoes with a client half-close after sending (the echo
-/// peer returns everything, then closes), 10 echoes read back in full before
+/// peer returns everything and closes once the proxy passes the FIN on,
+/// after the default --half-close-wait of quiet: the hold under load, which
+/// adds those seconds to the run), 10 echoes read back in full before
 /// closing, 15 downloads from Source peers and 15 uploads to Sink peers.
 /// Every stream is checked byte for byte against what was sent (each stream
 /// sends a different slice, so crossed streams would show); uploads by the

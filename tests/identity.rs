@@ -49,6 +49,10 @@ fn start_proxy(fake: &FakeSam, args: &[&str]) -> Proxy {
     if !args.contains(&"--connect-timeout") {
         all.extend(["--connect-timeout", "5"]);
     }
+    // Streams here end with a half-close and wait for the echo peer's close
+    // (`finish`); holding that FIN would add its wait to every stream's end.
+    // The hold has its own tests in tests/fake_bridge.rs.
+    all.extend(["--half-close-wait", "0"]);
     start_on(fake, &[], &all)
 }
 

@@ -27,7 +27,11 @@ pub fn serve(mut client: TcpStream, req: &Request, payload: &[u8], peer: &str, s
             debug!("{peer}: stream open");
             let _ = client.set_write_timeout(None);
             let _ = client.set_read_timeout(None);
-            match relay::relay(client, sam, payload, &surplus, shared.config.idle_timeout, &shared.stop) {
+            let opts = relay::Options {
+                idle: shared.config.idle_timeout,
+                half_close_wait: shared.config.half_close_wait,
+            };
+            match relay::relay(client, sam, payload, &surplus, opts, &shared.stop) {
                 Ok((end, stats)) => debug!(
                     "{peer}: relay ended ({end:?}): {} bytes out, {} bytes in",
                     stats.to_server, stats.to_client

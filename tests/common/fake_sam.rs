@@ -4,7 +4,7 @@
 //! `SESSION CREATE` (answered with a structurally valid Ed25519/ElGamal
 //! private-key blob, a different one per session) and `STREAM CONNECT`
 //! (answered per destination from the [`Script`], after which the socket
-//! becomes a scripted peer: echo, sink, source or hang). It can misbehave on
+//! becomes a scripted peer: echo, sink, source, drip or hang). It can misbehave on
 //! purpose (hang, garbage, an endless line, close at once), kill the control
 //! sockets, send PING, and go down and up on the same port. It records every
 //! connection, every SESSION CREATE and STREAM CONNECT line, every PONG, and
@@ -67,6 +67,10 @@ pub enum Peer {
     Source(usize),
     /// Read and discard, never answer, never close.
     Hang,
+    /// Send `count` chunks of `size` bytes of [`pattern`], each after a
+    /// pause of `gap`, without reading; then read to EOF and close (an
+    /// answer that keeps coming after the client's request).
+    Drip { count: usize, size: usize, gap: Duration },
 }
 
 /// The bridge's answer to one STREAM CONNECT.
@@ -983,6 +987,15 @@ fn run_peer(mut c: Conn, peer: Peer) {
             }
         }
         Peer::Hang => c.hang(),
+        Peer::Drip { count, size, gap } => {
+            for piece in pattern(count * size).chunks(size.max(1)) {
+                c.sleep(gap);
+                if c.dropping() || !c.send(piece) {
+                    return;
+                }
+            }
+            c.hang();
+        }
     }
 }
 
