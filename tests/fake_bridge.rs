@@ -759,7 +759,7 @@ fn half_close_released_after_i2p_silence() {
     let burnt = common::process::cpu_time(p.pid()).saturating_sub(cpu);
     let conn = fake.streams()[0].conn;
     assert!(fake.wait_closed(conn, WAIT));
-    let fin_at = fake.closed_at(conn).unwrap().saturating_duration_since(t0);
+    let fin_at = fake.eof_at(conn).unwrap().saturating_duration_since(t0);
     eprintln!("default wait: FIN at the bridge {fin_at:?}, EOF at the client {eof:?} after the half-close; CPU meanwhile {burnt:?}");
     assert!(fin_at >= HOLD_DEFAULT, "FIN passed after {fin_at:?}");
     assert!(eof >= fin_at && eof < HOLD_DEFAULT + HOLD_SLACK, "EOF after {eof:?}");

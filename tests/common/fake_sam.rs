@@ -258,6 +258,8 @@ struct ConnLog {
     total: usize,
     closed: bool,
     closed_at: Option<Instant>,
+    /// When a peer read the proxy's FIN (before it answers it with its own).
+    eof_at: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -544,6 +546,13 @@ impl FakeSam {
         lock(&self.inner.records).logs.get(conn).and_then(|l| l.closed_at)
     }
 
+    /// When a peer of connection `conn` read the proxy's FIN: the echo
+    /// answers it with its own at once, so the client's EOF can come before
+    /// [`FakeSam::closed_at`] is recorded, never before this.
+    pub fn eof_at(&self, conn: usize) -> Option<Instant> {
+        lock(&self.inner.records).logs.get(conn).and_then(|l| l.eof_at)
+    }
+
     /// Every `DEST GENERATE` answered.
     pub fn dests(&self) -> Vec<DestRecord> {
         lock(&self.inner.records).dests.clone()
@@ -706,7 +715,12 @@ impl Conn {
                 return Got::Eof;
             }
             match self.s.read(out) {
-                Ok(0) => return Got::Eof,
+                Ok(0) => {
+                    if let Some(l) = lock(&self.inner.records).logs.get_mut(self.conn) {
+                        l.eof_at.get_or_insert_with(Instant::now);
+                    }
+                    return Got::Eof;
+                }
                 Ok(n) => {
                     let mut r = lock(&self.inner.records);
                     if let Some(l) = r.logs.get_mut(self.conn) {
