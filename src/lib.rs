@@ -22,3 +22,4 @@ pub mod rand;
 pub mod relay;
 pub mod sam;
 pub mod socks;
+pub mod virtual_net;
