@@ -6,6 +6,7 @@
 
 use crate::identity::Isolate;
 use crate::sam::proto::{is_safe_key, is_safe_value};
+use crate::virtual_net::{self, Cidr};
 use getopts::Options;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,7 +17,7 @@ pub const USAGE: &str = "usage: i2psocks [-hqVv] [--allow-remote] [--check] [--p
 [--print-address] [-l addr:port] [-s addr:port] [--sam-udp addr:port] [-k keyfile] [--auth-file file] \
 [--isolate none|auth|client] [--max-clients n] [--max-sessions n] [--handshake-timeout secs] \
 [--connect-timeout secs] [--idle-timeout secs] [--half-close-wait secs] [--session-idle-timeout secs] \
-[--shutdown-grace secs] [--hops n] [--tunnels n] [--sam-option key=value]";
+[--shutdown-grace secs] [--hops n] [--tunnels n] [--sam-option key=value] [--virtual-net cidr]";
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4447";
 pub const DEFAULT_SAM: &str = "127.0.0.1:7656";
@@ -77,6 +78,8 @@ pub struct Config {
     pub max_sessions: usize,
     /// Zero means never.
     pub session_idle_timeout: Duration,
+    /// Where RESOLVE's addresses for I2P names come from.
+    pub virtual_net: Cidr,
 }
 
 impl Config {
@@ -109,6 +112,7 @@ impl Default for Config {
             prefer_no_auth: false,
             max_sessions: 32,
             session_idle_timeout: Duration::from_secs(600),
+            virtual_net: virtual_net::DEFAULT,
         }
     }
 }
@@ -169,6 +173,13 @@ fn options() -> Options {
     o.optopt("", "hops", "tunnel length, inbound and outbound, 0-7 (default 3)", "N");
     o.optopt("", "tunnels", "tunnel quantity, inbound and outbound, 1-16 (default 2)", "N");
     o.optmulti("", "sam-option", "extra SAM SESSION CREATE option (repeatable)", "KEY=VALUE");
+    o.optopt(
+        "",
+        "virtual-net",
+        "IPv4 range RESOLVE takes .i2p names' addresses from, /1-/24, not in 0/8, 127/8 or 224/3 \
+         (default 10.192.0.0/10)",
+        "CIDR",
+    );
     o
 }
 
@@ -235,6 +246,9 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
     }
     if let Some(n) = num(&m, "session-idle-timeout", 0, 604_800)? {
         c.session_idle_timeout = Duration::from_secs(n);
+    }
+    if let Some(s) = m.opt_str("virtual-net") {
+        c.virtual_net = Cidr::parse(&s).map_err(|e| UsageError(format!("--virtual-net '{s}': {e}")))?;
     }
     c.keyfile = m.opt_str("k").map(PathBuf::from);
     c.auth_file = m.opt_str("auth-file").map(PathBuf::from);
@@ -392,6 +406,10 @@ mod tests {
 
         let c = run(&["--half-close-wait", "600"]).unwrap();
         assert_eq!(c.half_close_wait, Duration::from_secs(600));
+
+        assert_eq!(c.virtual_net.to_string(), virtual_net::DEFAULT_NET);
+        let c = run(&["--virtual-net", "172.16.0.0/12"]).unwrap();
+        assert_eq!(c.virtual_net.to_string(), "172.16.0.0/12");
     }
 
     #[test]
@@ -423,6 +441,10 @@ mod tests {
             &["--bogus"],
             &["--isolate", "tor"],
             &["--max-sessions", "0"],
+            &["--virtual-net", "127.192.0.0/10"],
+            &["--virtual-net", "10.0.0.0/25"],
+            &["--virtual-net", "10.0.0.1/24"],
+            &["--virtual-net", "10.0.0.0"],
             &["--print-address"],
             &["--check", "--print-address", "-k", "k"],
             &["--prefer-no-auth", "--auth-file", "f"],

@@ -21,8 +21,11 @@ pub enum Error {
     TargetNotAllowed,
     /// BIND, or a command this build does not serve.
     CommandNotSupported,
-    /// An address type other than IPv4, domain or IPv6.
+    /// An address type other than IPv4, domain or IPv6, or a RESOLVE_PTR
+    /// for something that is not an address.
     AddrTypeNotSupported,
+    /// A virtual address (`--virtual-net`) that no name has now.
+    NoMapping,
     /// The SAM bridge answered STREAM CONNECT (or HELLO) with this result.
     Sam(SamResult),
     /// Our own connect deadline passed before the bridge answered.
@@ -42,6 +45,7 @@ impl Error {
             Error::TargetNotAllowed => Rep::NotAllowed,
             Error::CommandNotSupported => Rep::CommandNotSupported,
             Error::AddrTypeNotSupported => Rep::AddrTypeNotSupported,
+            Error::NoMapping => Rep::HostUnreachable,
             Error::ConnectTimeout => Rep::TtlExpired,
             Error::SamUnreachable | Error::SessionDown | Error::Overloaded => Rep::GeneralFailure,
             Error::Sam(r) => match r {
@@ -69,6 +73,7 @@ impl fmt::Display for Error {
             Error::TargetNotAllowed => f.write_str("target not allowed"),
             Error::CommandNotSupported => f.write_str("command not supported"),
             Error::AddrTypeNotSupported => f.write_str("address type not supported"),
+            Error::NoMapping => f.write_str("no name has this virtual address"),
             Error::Sam(r) => write!(f, "SAM result {r:?}"),
             Error::ConnectTimeout => f.write_str("connect deadline passed"),
             Error::SamUnreachable => f.write_str("SAM bridge unreachable"),
@@ -112,6 +117,7 @@ mod tests {
             (Error::Sam(SamResult::InvalidKey), 0x04),
             (Error::Sam(SamResult::KeyNotFound), 0x04),
             (Error::Sam(SamResult::PeerNotFound), 0x04),
+            (Error::NoMapping, 0x04),
             (Error::Sam(SamResult::ConnectionRefused), 0x05),
             (Error::Sam(SamResult::Timeout), 0x06),
             (Error::ConnectTimeout, 0x06),

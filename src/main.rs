@@ -14,13 +14,14 @@ use i2psocks::proxy::{self, Shared};
 use i2psocks::sam::conn;
 use i2psocks::sam::datagram::DgSpec;
 use i2psocks::sam::stream::SessionSpec;
+use i2psocks::virtual_net::VirtualMap;
 use log::{error, info, warn, LevelFilter};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::io::{ErrorKind, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -201,6 +202,12 @@ fn run(config: Config, files: Files) -> Result<(), Failure> {
         identities: Arc::clone(&identities),
         auth: files.auth,
         stop: AtomicBool::new(false),
+        // A random first address: one a program kept from an earlier run of
+        // the proxy is then unlikely to belong to another name now.
+        virtual_net: Mutex::new(VirtualMap::new(
+            config.virtual_net,
+            u64::from_le_bytes(i2psocks::rand::random_bytes::<8>()),
+        )),
     });
 
     let stopping = Arc::new(AtomicBool::new(false));

@@ -3,7 +3,9 @@
 //!
 //! The target is checked before anything touches the network (only `.i2p`
 //! names and `.b32.i2p` addresses pass); success is answered only after the
-//! bridge reported the stream open.
+//! bridge reported the stream open. A virtual address from `--virtual-net`
+//! (handed out by RESOLVE) is first turned back into its name, which then
+//! goes the same way as a name sent by the client.
 
 use crate::error::Error;
 use crate::i2p_addr;
@@ -12,8 +14,10 @@ use crate::proxy::context::{self, Shared};
 use crate::relay;
 use crate::sam::stream;
 use crate::socks::{self, Addr, Rep, Request};
+use crate::virtual_net::dotted_ipv4;
 use log::debug;
-use std::net::TcpStream;
+use std::borrow::Cow;
+use std::net::{Ipv4Addr, TcpStream};
 use std::time::Instant;
 
 /// Serve a CONNECT whose request `req` was just read from `client`;
@@ -46,13 +50,11 @@ pub fn serve(mut client: TcpStream, req: &Request, payload: &[u8], peer: &str, s
 /// Validate the request and open its I2P stream on the client's identity.
 /// The lease keeps that identity alive while the stream lasts.
 fn open(req: &Request, shared: &Shared) -> Result<(TcpStream, Vec<u8>, Lease), Error> {
-    let target = match &req.addr {
-        Addr::Domain(name) => i2p_addr::parse_target(name).map_err(|e| {
-            debug!("target refused: {e:?}");
-            Error::TargetNotAllowed
-        })?,
-        Addr::Ipv4(_) | Addr::Ipv6(_) => return Err(Error::TargetNotAllowed),
-    };
+    let host = host_of(&req.addr, shared)?;
+    let target = i2p_addr::parse_target(&host).map_err(|e| {
+        debug!("target refused: {e:?}");
+        Error::TargetNotAllowed
+    })?;
     if req.port == 0 {
         return Err(Error::TargetNotAllowed);
     }
@@ -62,4 +64,22 @@ fn open(req: &Request, shared: &Shared) -> Result<(TcpStream, Vec<u8>, Lease), E
     debug!("connecting to {}:{}", target.as_str(), req.port);
     let (sam, surplus) = stream::connect(shared.config.sam, &info, target.as_str(), req.port, deadline)?;
     Ok((sam, surplus, lease))
+}
+
+/// The name a CONNECT is for: the client's own, or the one a virtual address
+/// stands for, sent as four bytes (SOCKS4 DSTIP, SOCKS5 ATYP 1) or as a
+/// dotted quad in the name field (torsocks writes connect()'s address so).
+/// Every other IP address is refused: it cannot be I2P.
+fn host_of<'a>(addr: &'a Addr, shared: &Shared) -> Result<Cow<'a, [u8]>, Error> {
+    let ip = match addr {
+        Addr::Domain(name) => match dotted_ipv4(name) {
+            Some(ip) => ip,
+            None => return Ok(Cow::Borrowed(name)),
+        },
+        Addr::Ipv4(octets) => Ipv4Addr::from(*octets),
+        Addr::Ipv6(_) => return Err(Error::TargetNotAllowed),
+    };
+    let name = shared.virtual_name(ip)?;
+    debug!("virtual address {ip} is {name}");
+    Ok(Cow::Owned(name.into_bytes()))
 }

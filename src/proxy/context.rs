@@ -1,17 +1,19 @@
 //! What the per-command handlers share: the workers' common context, the
-//! identity a request gets, and how a reply is written and a refused client
-//! is closed (a FIN after the reply, never a reset that would discard it).
+//! identity a request gets, the virtual address map, and how a reply is
+//! written and a refused client is closed (a FIN after the reply, never a
+//! reset that would discard it).
 
 use crate::auth::AuthFile;
 use crate::cli::Config;
 use crate::error::Error;
 use crate::identity::{Identities, Key};
 use crate::socks::{self, Request};
+use crate::virtual_net::{Lookup, VirtualMap};
 use log::debug;
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, TcpStream};
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// After a failure reply, how long we read what the client already sent so
@@ -31,12 +33,30 @@ pub struct Shared {
     pub auth: Option<AuthFile>,
     /// Set at the end of the shutdown grace: running relays stop.
     pub stop: AtomicBool,
+    /// Names and their `--virtual-net` addresses, one map for every
+    /// identity: the addresses mean something only to this process.
+    pub virtual_net: Mutex<VirtualMap>,
 }
 
 impl Shared {
     /// The identity a client with this request's credentials gets.
     pub fn key_for(&self, req: &Request) -> Key {
         Key::for_client(self.config.isolate, &req.credentials, self.auth.is_some())
+    }
+
+    /// The virtual address map, held only for one look-up or insertion.
+    pub fn virtual_map(&self) -> MutexGuard<'_, VirtualMap> {
+        self.virtual_net.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The name a virtual address stands for (a use of it, for the map's
+    /// LRU). In the range without a name: 0x04; outside it: not ours, 0x02.
+    pub fn virtual_name(&self, ip: Ipv4Addr) -> Result<String, Error> {
+        match self.virtual_map().lookup(ip, Instant::now()) {
+            Lookup::Name(name) => Ok(name),
+            Lookup::Unmapped => Err(Error::NoMapping),
+            Lookup::Outside => Err(Error::TargetNotAllowed),
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! One client, start to finish: the SOCKS handshake under one overall
-//! deadline, then the command: CONNECT (`connect`) or UDP ASSOCIATE
-//! (`associate`); BIND is refused.
+//! deadline, then the command: CONNECT (`connect`), UDP ASSOCIATE
+//! (`associate`), or Tor's RESOLVE and RESOLVE_PTR (`resolve`); BIND is
+//! refused.
 //!
 //! Everything a client can do wrong ends here in a reply in its own SOCKS
 //! version (or a close, where the protocol has no reply) and a graceful
@@ -9,6 +10,7 @@
 pub mod associate;
 pub mod connect;
 pub mod context;
+pub mod resolve;
 
 pub use context::Shared;
 
@@ -53,6 +55,7 @@ pub fn serve(mut client: TcpStream, shared: &Shared) {
         Command::Connect => connect::serve(client, &request, &payload, &peer, shared),
         // RFC 1928 §7: the connection stays open as the association's lifeline.
         Command::UdpAssociate => associate::serve(client, &request, shared),
+        Command::Resolve | Command::ResolvePtr => resolve::serve(client, &request, &peer, shared),
         Command::Bind => refuse(client, &request, Error::CommandNotSupported, &peer),
     }
 }

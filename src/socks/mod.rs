@@ -8,10 +8,12 @@
 //! deadline). It does not decide what a valid target is: [`Addr::Domain`]
 //! carries the client's raw bytes to `i2p_addr`, and IP targets, BIND and UDP
 //! ASSOCIATE are returned so the server can refuse them with the right reply.
-//! Every reply to a request, in either version, is encoded by
-//! [`reply_bound`]. The UDP ASSOCIATE datagram header is in `udp`.
+//! SOCKS5 also carries Tor's RESOLVE (0xF0) and RESOLVE_PTR (0xF1), which
+//! torsocks sends; their port means nothing and may be 0. Every reply to a
+//! request, in either version, is encoded by [`reply_bound`]. The UDP
+//! ASSOCIATE datagram header is in `udp`.
 //! Specs: RFC 1928 (SOCKS5), RFC 1929 (username/password), the SOCKS4 and
-//! SOCKS4a protocol notes.
+//! SOCKS4a protocol notes, Tor's socks-extensions.txt (RESOLVE, RESOLVE_PTR).
 
 pub mod udp;
 
@@ -50,6 +52,9 @@ const AUTH_FAILURE: u8 = 1;
 const CMD_CONNECT: u8 = 1;
 const CMD_BIND: u8 = 2;
 const CMD_UDP_ASSOCIATE: u8 = 3;
+// Tor's SOCKS extensions: a name to an address, an address to a name.
+const CMD_RESOLVE: u8 = 0xf0;
+const CMD_RESOLVE_PTR: u8 = 0xf1;
 // Shared with the UDP request header (`udp`), which uses the same three.
 pub(crate) const ATYP_IPV4: u8 = 1;
 pub(crate) const ATYP_DOMAIN: u8 = 3;
@@ -87,6 +92,10 @@ pub enum Command {
     Connect,
     Bind,
     UdpAssociate,
+    /// Tor's RESOLVE: the address of a name, answered in BND.ADDR.
+    Resolve,
+    /// Tor's RESOLVE_PTR: the name of an address, answered in BND.ADDR.
+    ResolvePtr,
 }
 
 /// Destination address as the client sent it.
@@ -324,24 +333,54 @@ pub fn reply(version: Version, rep: Rep) -> Vec<u8> {
     reply_bound(version, rep, SocketAddr::from(([0, 0, 0, 0], 0)))
 }
 
+/// BND.ADDR and BND.PORT of a SOCKS5 reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound<'a> {
+    Ip(SocketAddr),
+    /// A name (ATYP 3): RESOLVE_PTR's answer. At most 255 bytes.
+    Domain(&'a [u8], u16),
+}
+
+impl From<SocketAddr> for Bound<'_> {
+    fn from(a: SocketAddr) -> Self {
+        Bound::Ip(a)
+    }
+}
+
 /// Every reply to a request is encoded here. SOCKS5: `05 REP 00 ATYP BND.ADDR
-/// BND.PORT` with BND = `bnd` (UDP ASSOCIATE's relay address; `0.0.0.0:0`
-/// otherwise). SOCKS4 has no bound address: `00 5A|5B 00 00 00 00 00 00`.
-pub fn reply_bound(version: Version, rep: Rep, bnd: SocketAddr) -> Vec<u8> {
+/// BND.PORT` with BND = `bnd` (UDP ASSOCIATE's relay address, RESOLVE's
+/// address or RESOLVE_PTR's name; `0.0.0.0:0` otherwise). A name that does
+/// not fit the length byte (none of ours: validated names are shorter) turns
+/// the reply into a general failure rather than a malformed one. SOCKS4 has
+/// no bound address: `00 5A|5B 00 00 00 00 00 00`.
+pub fn reply_bound<'a>(version: Version, rep: Rep, bnd: impl Into<Bound<'a>>) -> Vec<u8> {
     match version {
         Version::V5 => {
             let mut out = vec![SOCKS5_VERSION, rep as u8, 0];
-            match bnd.ip() {
-                IpAddr::V4(ip) => {
-                    out.push(ATYP_IPV4);
-                    out.extend_from_slice(&ip.octets());
+            let port = match bnd.into() {
+                Bound::Ip(a) => {
+                    match a.ip() {
+                        IpAddr::V4(ip) => {
+                            out.push(ATYP_IPV4);
+                            out.extend_from_slice(&ip.octets());
+                        }
+                        IpAddr::V6(ip) => {
+                            out.push(ATYP_IPV6);
+                            out.extend_from_slice(&ip.octets());
+                        }
+                    }
+                    a.port()
                 }
-                IpAddr::V6(ip) => {
-                    out.push(ATYP_IPV6);
-                    out.extend_from_slice(&ip.octets());
-                }
-            }
-            out.extend_from_slice(&bnd.port().to_be_bytes());
+                Bound::Domain(name, port) => match u8::try_from(name.len()) {
+                    Ok(len) if len > 0 => {
+                        out.extend_from_slice(&[ATYP_DOMAIN, len]);
+                        out.extend_from_slice(name);
+                        port
+                    }
+                    _ => return reply(version, Rep::GeneralFailure),
+                },
+            };
+            out.extend_from_slice(&port.to_be_bytes());
             out
         }
         Version::V4 => {
@@ -534,6 +573,8 @@ fn parse_socks5_request(input: &[u8], credentials: &Credentials) -> Parsed<(Requ
         CMD_CONNECT => Command::Connect,
         CMD_BIND => Command::Bind,
         CMD_UDP_ASSOCIATE => Command::UdpAssociate,
+        CMD_RESOLVE => Command::Resolve,
+        CMD_RESOLVE_PTR => Command::ResolvePtr,
         _ => return Err(bad5(Rep::CommandNotSupported, "unknown SOCKS5 command")),
     };
     if c.byte()? != 0 {
@@ -555,7 +596,9 @@ fn parse_socks5_request(input: &[u8], credentials: &Credentials) -> Parsed<(Requ
     let port = c.port()?;
     // For UDP ASSOCIATE the address and port are the client's own, and RFC
     // 1928 §7 says a client that does not know them yet sends all zeros.
-    if port == 0 && command != Command::UdpAssociate {
+    // RESOLVE and RESOLVE_PTR ignore the port (tor-resolve sends 0).
+    let port_matters = matches!(command, Command::Connect | Command::Bind);
+    if port == 0 && port_matters {
         return Err(bad5(Rep::NotAllowed, "SOCKS5 port 0"));
     }
     let request = Request { version: Version::V5, command, addr, port, credentials: credentials.clone() };
@@ -581,6 +624,10 @@ mod tests {
     const GREET_USER_PASS: &[u8] = b"\x05\x01\x02";
     const REQ_IPV4: &[u8] = b"\x05\x01\x00\x01\x02\x02\x02\x02\x11\x11";
     const REQ_DOMAIN: &[u8] = b"\x05\x01\x00\x03\x07foo.i2p\x00\x50";
+    /// torsocks' RESOLVE: ATYP 3 and the dummy port 42.
+    const REQ_RESOLVE: &[u8] = b"\x05\xf0\x00\x03\x07foo.i2p\x00\x2a";
+    /// torsocks' RESOLVE_PTR: ATYP 1 and port 42.
+    const REQ_RESOLVE_PTR: &[u8] = b"\x05\xf1\x00\x01\x0a\xc0\x00\x01\x00\x2a";
 
     fn new() -> Handshake {
         Handshake::new(Policy::default())
@@ -663,13 +710,35 @@ mod tests {
     #[test]
     fn reply_bytes() {
         assert_eq!(
-            reply_bound(Version::V5, Rep::Succeeded, "127.0.0.1:4660".parse().unwrap()),
+            reply_bound(Version::V5, Rep::Succeeded, "127.0.0.1:4660".parse::<SocketAddr>().unwrap()),
             b"\x05\x00\x00\x01\x7f\x00\x00\x01\x12\x34"
         );
         let mut v6 = b"\x05\x00\x00\x04".to_vec();
         v6.extend_from_slice(&[0; 15]);
         v6.extend_from_slice(b"\x01\x00\x35");
-        assert_eq!(reply_bound(Version::V5, Rep::Succeeded, "[::1]:53".parse().unwrap()), v6);
+        assert_eq!(reply_bound(Version::V5, Rep::Succeeded, "[::1]:53".parse::<SocketAddr>().unwrap()), v6);
+        // RESOLVE's answer: the address, port 0 (Tor's shape; torsocks reads
+        // the first 8 bytes).
+        let a: SocketAddr = "10.192.0.1:0".parse().unwrap();
+        assert_eq!(reply_bound(Version::V5, Rep::Succeeded, a), b"\x05\x00\x00\x01\x0a\xc0\x00\x01\x00\x00");
+        assert_eq!(
+            reply_bound(Version::V5, Rep::Succeeded, Bound::Ip(a)),
+            reply_bound(Version::V5, Rep::Succeeded, a)
+        );
+        // RESOLVE_PTR's answer: the name as ATYP 3, port 0.
+        assert_eq!(
+            reply_bound(Version::V5, Rep::Succeeded, Bound::Domain(b"foo.i2p", 0)),
+            b"\x05\x00\x00\x03\x07foo.i2p\x00\x00"
+        );
+        let long = [b'a'; 255];
+        let r = reply_bound(Version::V5, Rep::Succeeded, Bound::Domain(&long, 0x1234));
+        assert_eq!((r.len(), &r[..5], &r[260..]), (262, &b"\x05\x00\x00\x03\xff"[..], &b"\x12\x34"[..]));
+        // A name the length byte cannot carry, or none, fails in one piece.
+        assert_eq!(reply_bound(Version::V5, Rep::Succeeded, Bound::Domain(&[b'a'; 256], 0)), V5_GENERAL);
+        assert_eq!(reply_bound(Version::V5, Rep::Succeeded, Bound::Domain(b"", 0)), V5_GENERAL);
+        // SOCKS4 has no bound address.
+        assert_eq!(reply_bound(Version::V4, Rep::Succeeded, Bound::Domain(b"foo.i2p", 0)), V4_GRANTED);
+        assert_eq!(reply_bound(Version::V4, Rep::HostUnreachable, a), V4_REJECTED);
     }
 
     // ---- Tor test_socks.c: 4_unsupported_commands ----
@@ -771,13 +840,17 @@ mod tests {
         let r = expect_done(&mut h, b"\x05\x03\x00\x01\x02\x02\x02\x01\x01\x01", 10);
         assert_eq!(r, v5_request(Command::UdpAssociate, ip, 0x0101, user_pass(b"", b"")));
 
-        // Tor's RESOLVE (F0) and RESOLVE_PTR (F1) are unknown commands here.
-        let mut h = v5_no_auth();
-        expect_fail(&mut h, b"\x05\xf0\x00\x03\x07foo.i2p\x01\x02", V5_BAD_COMMAND);
-        let mut h = v5_no_auth();
-        expect_fail(&mut h, b"\x05\xf1\x00\x01\x02\x02\x02\x05\x01\x03", V5_BAD_COMMAND);
-        // Decided as soon as CMD is in.
-        expect_fail(&mut v5_no_auth(), b"\x05\x00", V5_BAD_COMMAND);
+        // Commands nobody defined, Tor's F0 and F1 aside.
+        for cmd in [0x00, 0x04, 0xef, 0xf2, 0xff] {
+            let mut h = v5_no_auth();
+            expect_fail(
+                &mut h,
+                &[5, cmd, 0, 3, 7, b'f', b'o', b'o', b'.', b'i', b'2', b'p', 1, 2],
+                V5_BAD_COMMAND,
+            );
+            // Decided as soon as CMD is in.
+            expect_fail(&mut v5_no_auth(), &[5, cmd], V5_BAD_COMMAND);
+        }
     }
 
     // ---- Tor test_socks.c: 5_supported_commands ----
@@ -816,6 +889,39 @@ mod tests {
         req.extend_from_slice(b"\x00\x50");
         let r = expect_done(&mut h, &req, 262);
         assert_eq!(r.addr, Addr::Domain(vec![b'a'; 255]));
+
+        // Tor's RESOLVE (F0) for a name, as torsocks sends it (port 42)...
+        let r = expect_done(&mut v5_no_auth(), REQ_RESOLVE, REQ_RESOLVE.len());
+        assert_eq!(r, v5_request(Command::Resolve, Addr::Domain(b"foo.i2p".to_vec()), 42, Credentials::None));
+        // ...and as tor-resolve sends it (port 0, which is fine here).
+        let r = expect_done(&mut v5_no_auth(), b"\x05\xf0\x00\x03\x03a.b\x00\x00", 10);
+        assert_eq!(r, v5_request(Command::Resolve, Addr::Domain(b"a.b".to_vec()), 0, Credentials::None));
+        // RESOLVE for an IP address parses (the server refuses it).
+        let r = expect_done(&mut v5_no_auth(), b"\x05\xf0\x00\x01\x02\x02\x02\x05\x00\x00", 10);
+        assert_eq!(r.addr, Addr::Ipv4([2, 2, 2, 5]));
+        // RESOLVE_PTR (F1) of 10.192.0.1, torsocks' ATYP 1...
+        let r = expect_done(&mut v5_no_auth(), REQ_RESOLVE_PTR, 10);
+        assert_eq!(r, v5_request(Command::ResolvePtr, Addr::Ipv4([10, 192, 0, 1]), 42, Credentials::None));
+        // ...a dotted quad as a name, and IPv6, port 0.
+        let r = expect_done(&mut v5_no_auth(), b"\x05\xf1\x00\x03\x0a10.192.0.1\x00\x00", 17);
+        assert_eq!(
+            r,
+            v5_request(Command::ResolvePtr, Addr::Domain(b"10.192.0.1".to_vec()), 0, Credentials::None)
+        );
+        let mut req = b"\x05\xf1\x00\x04".to_vec();
+        req.extend_from_slice(&v6);
+        req.extend_from_slice(b"\x00\x00");
+        let r = expect_done(&mut v5_no_auth(), &req, 22);
+        assert_eq!(r.addr, Addr::Ipv6(v6));
+        // With credentials, as torsocks -u/-p sends them.
+        let mut h = new();
+        expect_reply(&mut h, GREET_USER_PASS, b"\x05\x02");
+        assert!(matches!(step(&mut h, b"\x01\x01u\x01p").action, Action::CheckAuth { .. }));
+        assert_eq!(h.auth_verdict(true), b"\x01\x00");
+        let r = expect_done(&mut h, REQ_RESOLVE, REQ_RESOLVE.len());
+        assert_eq!(r.credentials, user_pass(b"u", b"p"));
+        // An empty name is refused like CONNECT's.
+        expect_fail(&mut v5_no_auth(), b"\x05\xf0\x00\x03\x00\x00\x2a", V5_NOT_ALLOWED);
     }
 
     // ---- Tor test_socks.c: 5_no_authenticate ----
@@ -1031,6 +1137,10 @@ mod tests {
             (&[GREET_NO_AUTH], REQ_DOMAIN),
             (&[GREET_NO_AUTH], &v6),
             (&[GREET_USER_PASS, auth], REQ_DOMAIN),
+            (&[GREET_NO_AUTH], REQ_RESOLVE),
+            (&[GREET_NO_AUTH], REQ_RESOLVE_PTR),
+            (&[GREET_NO_AUTH], b"\x05\xf1\x00\x03\x0a10.192.0.1\x00\x00"),
+            (&[GREET_USER_PASS, auth], REQ_RESOLVE),
         ];
         for (before, msg) in cases {
             for cut in 0..=msg.len() {
@@ -1276,6 +1386,26 @@ mod tests {
         assert_eq!(ev, want);
         assert_eq!(left, payload);
 
+        // torsocks: RESOLVE, then (a new connection) CONNECT to the address
+        // as a dotted quad in a name, then RESOLVE_PTR; with -u/-p too.
+        let torsocks_connect: &[u8] = b"\x05\x01\x00\x03\x0a10.192.0.1\x00\x50";
+        let answers = [
+            (REQ_RESOLVE, Command::Resolve, foo(), 42),
+            (torsocks_connect, Command::Connect, Addr::Domain(b"10.192.0.1".to_vec()), 80),
+            (REQ_RESOLVE_PTR, Command::ResolvePtr, Addr::Ipv4([10, 192, 0, 1]), 42),
+        ];
+        for (req, command, addr, port) in answers {
+            let (ev, left) = same_for_every_split(open, &cat(&[GREET_NO_AUTH, req]));
+            let want = v5_request(command, addr.clone(), port, Credentials::None);
+            assert_eq!(ev, [Action::Reply(b"\x05\x00".to_vec()), Action::Done(want)]);
+            assert!(left.is_empty());
+            let (ev, _) = same_for_every_split(open, &cat(&[GREET_USER_PASS, b"\x01\x01u\x01p", req]));
+            assert_eq!(
+                ev.last(),
+                Some(&Action::Done(v5_request(command, addr, port, user_pass(b"u", b"p"))))
+            );
+        }
+
         // Rejected password: the request is never read.
         let s = cat(&[GREET_USER_PASS, b"\x01\x02me\x03bad", REQ_DOMAIN]);
         let (ev, left) = same_for_every_split(open, &s);
@@ -1370,6 +1500,8 @@ mod tests {
             cat(&[b"\x05\x02\x00\x02", b"\x01\x02me\x03you", REQ_DOMAIN, b"data"]),
             cat(&[GREET_NO_AUTH, REQ_IPV4, b"data"]),
             cat(&[&biggest_auth(), &domain_request(250)]),
+            cat(&[GREET_NO_AUTH, REQ_RESOLVE]),
+            cat(&[b"\x05\x01\x02", b"\x01\x01u\x01p", REQ_RESOLVE_PTR]),
         ];
         let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
         for _ in 0..1500 {
