@@ -28,9 +28,10 @@ pub const DEFAULT_NET: &str = "10.192.0.0/10";
 /// The range Tor's manual suggests for virtual addresses that leave the
 /// loopback interface: private, and too large to be guessed by scanning.
 pub const DEFAULT: Cidr = Cidr { base: 0x0ac0_0000, prefix: 10 };
-/// Most names mapped at once. Each costs about 200 bytes, so the map stays
-/// near 13 MiB at most; a program that resolves more names than this within
-/// its own address cache time is not one we serve well anyway.
+/// Most names mapped at once. Each `.b32.i2p` name costs about 240 bytes
+/// (measured: tests/resolve.rs), so a full map takes about 15 MiB; a program
+/// that resolves more names than this within its own address cache time is
+/// not one we serve well anyway.
 pub const MAX_NAMES: usize = 65_536;
 /// Most forgotten addresses held back at once (same memory reasoning). When
 /// this many are held and the map is full, a new name is refused until the

@@ -14,7 +14,7 @@
 
 use super::process::{children, terminate, Stopped};
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
@@ -454,6 +454,52 @@ pub fn socks5_request_raw(cmd: u8, atyp: u8, address: &[u8], port: u16) -> Vec<u
     let mut v = vec![5, cmd, 0, atyp];
     v.extend_from_slice(address);
     v.extend_from_slice(&port.to_be_bytes());
+    v
+}
+
+/// Tor's SOCKS5 commands: RESOLVE (a name to an address) and RESOLVE_PTR (back).
+pub const CMD_RESOLVE: u8 = 0xf0;
+pub const CMD_RESOLVE_PTR: u8 = 0xf1;
+/// The dummy port torsocks puts in RESOLVE and RESOLVE_PTR.
+pub const TORSOCKS_RESOLVE_PORT: u16 = 42;
+
+/// SOCKS5 greeting (+ RFC 1929 auth), then `request`; everything the proxy sends after
+/// the greeting until it closes.
+pub fn socks5_exchange(proxy: SocketAddr, creds: Option<(&str, &str)>, request: &[u8]) -> Vec<u8> {
+    let mut s = connect(proxy);
+    socks5_greet(&mut s, creds);
+    send(&mut s, request);
+    read_to_eof(&mut s, IO_TIMEOUT)
+}
+
+/// RESOLVE of `host` as torsocks sends it: the whole reply.
+pub fn socks5_resolve(proxy: SocketAddr, host: &str, creds: Option<(&str, &str)>) -> Vec<u8> {
+    socks5_exchange(proxy, creds, &socks5_request(CMD_RESOLVE, host, TORSOCKS_RESOLVE_PORT))
+}
+
+/// The address of a RESOLVE success reply, which must be exactly `05 00 00 01 a b c d 00 00`.
+pub fn resolved(reply: &[u8]) -> Ipv4Addr {
+    match reply {
+        [5, 0, 0, 1, a, b, c, d, 0, 0] => Ipv4Addr::new(*a, *b, *c, *d),
+        other => panic!("not a RESOLVE success reply: {other:02x?}"),
+    }
+}
+
+/// The RESOLVE_PTR success reply for `name`: `05 00 00 03 LEN name 00 00`.
+pub fn s5_name_reply(name: &str) -> Vec<u8> {
+    let mut v = vec![5, 0, 0, 3, name.len() as u8];
+    v.extend_from_slice(name.as_bytes());
+    v.extend_from_slice(&[0, 0]);
+    v
+}
+
+/// `04 01 PORT IP USERID 00`: SOCKS4 (not 4a) CONNECT to an IPv4 address.
+pub fn socks4_request(ip: Ipv4Addr, port: u16, userid: &str) -> Vec<u8> {
+    let mut v = vec![4, 1];
+    v.extend_from_slice(&port.to_be_bytes());
+    v.extend_from_slice(&ip.octets());
+    v.extend_from_slice(userid.as_bytes());
+    v.push(0);
     v
 }
 
