@@ -1,6 +1,7 @@
 //! Fuzz target: the SOCKS server handshake (`socks::Handshake`) fed a client
 //! byte stream in reads whose sizes the input chooses, driven the way
-//! `server.rs` drives it.
+//! `src/proxy/mod.rs` drives it, for every command (CONNECT, BIND, UDP
+//! ASSOCIATE, and Tor's RESOLVE and RESOLVE_PTR, which torsocks sends).
 //!
 //! Input: one flags byte (bit 0 `require_auth`, bit 1 `prefer_no_auth`,
 //! bit 2 the password check's verdict), a read-size header (see
@@ -131,7 +132,12 @@ fn drive(policy: Policy, verdict: bool, input: &[&[u8]]) -> Outcome {
 fn check_request(r: &Request, policy: Policy, stage: Stage, creds: &Credentials, h: &Handshake) {
     assert!(h.is_finished());
     assert_eq!(h.version(), Some(r.version));
-    assert_ne!(r.port, 0);
+    // Port 0 is the client's own "unknown" for UDP ASSOCIATE (RFC 1928 §7) and
+    // means nothing to RESOLVE and RESOLVE_PTR; a stream needs a port.
+    match r.command {
+        Command::Connect | Command::Bind => assert_ne!(r.port, 0),
+        Command::UdpAssociate | Command::Resolve | Command::ResolvePtr => {}
+    }
     if let Addr::Domain(name) = &r.addr {
         assert!(!name.is_empty() && name.len() <= MAX_HOSTNAME, "domain of {} bytes", name.len());
     }
