@@ -14,6 +14,8 @@
 #   wget                           run under proxychains4
 #   python3-requests python3-socks requests with PySocks, socks5h:// (Debian's /usr/bin/python3)
 #   git                            clone over HTTP with http.proxy=socks5h://
+#   torsocks iproute2              torsocks running curl, ssh and git (RESOLVE, virtual
+#                                  addresses) in a private network namespace (ip link)
 #   openssh-server openssh-client  sshd published as an I2P server tunnel, ssh through nc
 #   chromium                       headless browser: --proxy-server=socks5://, screenshot
 #   strace                         to see what a client really sends when a row fails
@@ -31,7 +33,7 @@ set -euo pipefail
 
 PACKAGES=(
 	i2pd curl mandoc
-	netcat-openbsd socat proxychains4 wget python3-requests python3-socks git
+	netcat-openbsd socat proxychains4 wget python3-requests python3-socks git torsocks iproute2
 	openssh-server openssh-client chromium strace microsocks
 )
 if [ $# -gt 0 ]; then

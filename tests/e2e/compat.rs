@@ -11,7 +11,11 @@
 //! a plain socket that half-closes after 65,552 bytes to the echo service (the proxy must
 //! hold that FIN, see --half-close-wait), git over dumb HTTP (`http.proxy=socks5h://`), ssh with
 //! `ProxyCommand nc -X 5 -x … %h %p` to an sshd published as a server tunnel for this test,
-//! and headless Chromium (`--proxy-server=socks5://`, DOM dump and screenshot). A client
+//! headless Chromium (`--proxy-server=socks5://`, DOM dump and screenshot), and torsocks
+//! running curl, git and ssh: it resolves names with Tor's RESOLVE, gets virtual addresses
+//! and connects to them. torsocks runs in a private network namespace that reaches nothing
+//! but the proxy, under strace, so a connect() it did not catch could not leave the machine
+//! and would be seen. A client
 //! that cannot work by design (nc -X 4 with a name: SOCKS4 carries only an IPv4 address,
 //! so nc resolves the name through DNS, then gives up) is checked for exactly that failure, with the DNS
 //! query captured on loopback inside a private mount namespace so nothing leaves the
@@ -25,8 +29,9 @@ use crate::common::i2pd::{self, Router};
 use crate::common::proxy::Proxy;
 use crate::common::rng::random_bytes;
 use crate::common::TempDir;
+use std::cell::Cell;
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -64,6 +69,11 @@ const GIT_MARKER: &str = "i2psocks-compat-git-marker";
 const SSH_MARKER: &str = "i2psocks-compat-ssh-ok";
 /// Largest DNS datagram read.
 const DNS_BUF: usize = 1500;
+/// Where the proxy is reachable inside the torsocks cases' network namespaces (torsocks'
+/// TORSOCKS_TOR_PORT); nothing else listens there.
+const NETNS_PORT: u16 = 4447;
+/// socat inside a torsocks namespace: how long it may take to listen, in 50 ms steps.
+const NETNS_LISTEN_STEPS: u32 = 200;
 
 /// One row of the matrix.
 struct Row {
@@ -246,14 +256,7 @@ pub fn run(router: &Router, proxy: &Proxy) {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        if !out.status.success() {
-            return Err(format!("{:?} {}", out.status, String::from_utf8_lossy(&out.stderr).trim()));
-        }
-        let readme = std::fs::read_to_string(dest.join("README")).map_err(|e| format!("README: {e}"))?;
-        if !readme.contains(GIT_MARKER) {
-            return Err(format!("cloned README: {readme:?}"));
-        }
-        Ok(format!("cloned, README checked ({})", git_version()))
+        cloned(&out, &dest)
     });
 
     // ---- headless Chromium
@@ -300,7 +303,56 @@ pub fn run(router: &Router, proxy: &Proxy) {
     // ---- ssh through nc, to sshd behind a server tunnel
     let pcmd = format!("ProxyCommand=nc -X 5 -x {p} %h %p");
     m.case("ssh", "openssh-client", &format!("ssh -o '{pcmd}' {}@<ssh b32> echo", sshd.user), || {
-        ssh_run(&tmp.0, &sshd, &ssh_b32, &pcmd, ssh_added)
+        ssh_run(&tmp.0, &sshd, &ssh_b32, ssh_added, |args| {
+            let mut all = vec!["-o", pcmd.as_str()];
+            all.extend(args.iter().map(String::as_str));
+            Ok(client("ssh", &all))
+        })
+    });
+
+    // ---- torsocks: names resolved with RESOLVE, connections to virtual addresses
+    let ns = Netns::start(&tmp.0, proxy.addr());
+    let ts = format!("TORSOCKS_TOR_PORT={NETNS_PORT} torsocks");
+    m.case("torsocks + curl", "torsocks", &format!("{ts} curl http://<site b32>/"), || {
+        let run = ns.torsocks(&[], &["curl", "-sS", &url], &[])?;
+        let body = expect_marker(&run.out, MARKER)?;
+        Ok(format!("{body}; {}", run.no_leak()?))
+    });
+    let echo_headers = format!("http://{}/echo-headers", router.site_name());
+    let inv = format!("{ts} -u {USER} -p {PASS} curl http://<site name>/echo-headers");
+    m.case("torsocks + curl", "torsocks", &inv, || {
+        let run = ns.torsocks(&["-u", USER, "-p", PASS], &["curl", "-sS", &echo_headers], &[])?;
+        expect_marker(&run.out, "X-I2P-DestB32:")?;
+        let seen = source_b32(&String::from_utf8_lossy(&run.out.stdout)).ok_or("no X-I2P-DestB32")?;
+        // The identity those credentials have over SOCKS5 (its session exists already).
+        let direct = client("curl", &["-sS", "-x", &with_user, &echo_headers]);
+        let want = source_b32(&String::from_utf8_lossy(&direct.stdout)).ok_or("curl -x: no X-I2P-DestB32")?;
+        if seen != want || seen == default_b32 {
+            return Err(format!(
+                "identity {seen}, expected {want} (that of {USER}:{PASS}), not {default_b32}"
+            ));
+        }
+        Ok(format!("the identity of {USER}:{PASS}, as through -x socks5h://; {}", run.no_leak()?))
+    });
+    m.case("torsocks + git", "torsocks", &format!("{ts} git clone http://<site>/repo.git"), || {
+        let dest = tmp.0.join("clone-torsocks");
+        let repo_url = format!("http://{site}/repo.git");
+        let dest_arg = dest.to_string_lossy();
+        let home = tmp.0.to_string_lossy();
+        let env = [("HOME", &*home), ("GIT_CONFIG_NOSYSTEM", "1"), ("GIT_TERMINAL_PROMPT", "0")];
+        let run = ns.torsocks(&[], &[git_bin(), "clone", "-q", &repo_url, &dest_arg], &env)?;
+        let done = cloned(&run.out, &dest)?;
+        Ok(format!("{done}; {}", run.no_leak()?))
+    });
+    m.case("torsocks + ssh", "torsocks", &format!("{ts} ssh {}@<ssh b32> echo", sshd.user), || {
+        let leaks = Cell::new(String::new());
+        let done = ssh_run(&tmp.0, &sshd, &ssh_b32, ssh_added, |args| {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let run = ns.torsocks(&[], &[&["ssh"][..], &args].concat(), &[])?;
+            leaks.set(run.no_leak()?);
+            Ok(run.out)
+        })?;
+        Ok(format!("{done}; {}", leaks.take()))
     });
 
     m.print();
@@ -389,6 +441,18 @@ fn git_version() -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default()
+}
+
+/// Ok if the clone into `dest` succeeded and has the repository's README.
+fn cloned(out: &Output, dest: &Path) -> Result<String, String> {
+    if !out.status.success() {
+        return Err(format!("{:?} {}", out.status, String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    let readme = std::fs::read_to_string(dest.join("README")).map_err(|e| format!("README: {e}"))?;
+    if !readme.contains(GIT_MARKER) {
+        return Err(format!("cloned README: {readme:?}"));
+    }
+    Ok(format!("cloned, README checked ({})", git_version()))
 }
 
 fn git(dir: &Path, args: &[&str]) {
@@ -694,27 +758,49 @@ impl Sshd {
     }
 }
 
-/// ssh to the I2P address; the host key is pinned (StrictHostKeyChecking=yes), so a
-/// success proves we reached our sshd. Retried while the tunnel's lease set is not found.
-fn ssh_run(tmp: &Path, sshd: &Sshd, b32: &str, proxy_cmd: &str, added: Instant) -> Result<String, String> {
+/// ssh to the I2P address, run by `run` with the arguments after `ssh`; the host key is
+/// pinned (StrictHostKeyChecking=yes), so a success proves we reached our sshd. Retried
+/// while the tunnel's lease set is not found.
+fn ssh_run(
+    tmp: &Path,
+    sshd: &Sshd,
+    b32: &str,
+    added: Instant,
+    run: impl Fn(&[String]) -> Result<Output, String>,
+) -> Result<String, String> {
     let known = tmp.join("ssh/known_hosts");
     let mut key = sshd.host_pub.split_whitespace();
     let (kind, blob) = (key.next().unwrap_or(""), key.next().unwrap_or(""));
     std::fs::write(&known, format!("{b32} {kind} {blob}\n")).unwrap();
+    let args: Vec<String> = [
+        "-F",
+        "/dev/null",
+        "-i",
+        &sshd.user_key.to_string_lossy(),
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        &format!("UserKnownHostsFile={}", known.display()),
+        "-o",
+        "ConnectTimeout=60",
+        "-l",
+        &sshd.user,
+        b32,
+        "echo",
+        SSH_MARKER,
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
     let t0 = Instant::now();
     let mut tries = 0;
     loop {
         tries += 1;
-        let out = Command::new("timeout")
-            .args(["-k", "5", CLIENT_TIMEOUT, "ssh", "-F", "/dev/null", "-i"])
-            .arg(&sshd.user_key)
-            .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
-            .arg("-o")
-            .arg(format!("UserKnownHostsFile={}", known.display()))
-            .args(["-o", "ConnectTimeout=60", "-o", proxy_cmd, "-l", &sshd.user, b32, "echo", SSH_MARKER])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("run ssh: {e}"))?;
+        let out = run(&args)?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         if out.status.success() && stdout.trim() == SSH_MARKER {
             return Ok(format!(
@@ -723,10 +809,143 @@ fn ssh_run(tmp: &Path, sshd: &Sshd, b32: &str, proxy_cmd: &str, added: Instant) 
             ));
         }
         let err = tail(&out.stderr);
-        // Until the new tunnel's lease set is published the proxy answers 0x04.
-        if !err.contains("unreachable") || t0.elapsed() > LEASE_WAIT {
+        // Until the new tunnel's lease set is published the proxy answers 0x04, which
+        // torsocks reports as EHOSTUNREACH.
+        let unreachable = err.contains("unreachable") || err.contains("No route to host");
+        if !unreachable || t0.elapsed() > LEASE_WAIT {
             return Err(format!("{:?} {err}", out.status));
         }
         thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// The proxy as seen from private network namespaces, which have nothing but a loopback
+/// interface: socat here forwards a Unix socket (the file system is shared) to the proxy,
+/// and socat in each namespace listens on 127.0.0.1:[`NETNS_PORT`] and forwards to that
+/// socket. A connect() that torsocks did not turn into SOCKS finds no route out.
+struct Netns {
+    _outer: Reaped,
+    sock: PathBuf,
+    dir: PathBuf,
+    runs: Cell<u32>,
+}
+
+/// One torsocks run: what the program printed (its stderr without torsocks' lines),
+/// strace's network calls, torsocks' debug lines.
+struct TorsocksRun {
+    out: Output,
+    trace: String,
+    log: String,
+}
+
+impl Netns {
+    fn start(tmp: &Path, proxy: SocketAddr) -> Netns {
+        let dir = tmp.join("netns");
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("proxy.sock");
+        let outer = Command::new("socat")
+            .arg(format!("UNIX-LISTEN:{},fork,unlink-early", sock.display()))
+            .arg(format!("TCP:{proxy}"))
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start socat (tests/deps.sh installs it)");
+        let outer = Reaped(outer);
+        let deadline = Instant::now() + SSHD_UP;
+        while !sock.exists() {
+            assert!(Instant::now() < deadline, "socat made no {}", sock.display());
+            thread::sleep(Duration::from_millis(50));
+        }
+        Netns { _outer: outer, sock, dir, runs: Cell::new(0) }
+    }
+
+    /// `torsocks OPTS CMD…` in a new network namespace under `strace -f`, with torsocks'
+    /// debug log on stderr (for the addresses it got; a log file would not do: ssh closes
+    /// every descriptor above stderr when it starts) and `env` set.
+    fn torsocks(&self, opts: &[&str], cmd: &[&str], env: &[(&str, &str)]) -> Result<TorsocksRun, String> {
+        let n = self.runs.get() + 1;
+        self.runs.set(n);
+        let trace = self.dir.join(format!("strace-{n}"));
+        let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+        // A non-root user gets the namespace inside a user namespace of its own.
+        let userns: &[&str] = if root { &[] } else { &["--user", "--map-root-user"] };
+        let script = format!(
+            "ip link set lo up || exit 97\n\
+             socat TCP-LISTEN:{NETNS_PORT},bind=127.0.0.1,reuseaddr,fork \"UNIX-CONNECT:$COMPAT_SOCK\" &\n\
+             i=0\n\
+             until ss -Hltn 'sport = :{NETNS_PORT}' | grep -q .; do\n\
+             i=$((i+1)); [ \"$i\" -lt {NETNS_LISTEN_STEPS} ] || exit 98; sleep 0.05\n\
+             done\n\
+             strace -f -qq -e trace=connect,sendto,sendmsg -o \"$COMPAT_TRACE\" torsocks \"$@\"\n\
+             rc=$?\n\
+             kill $!\n\
+             exit $rc\n"
+        );
+        let mut out = Command::new("timeout")
+            .args(["-k", "5", CLIENT_TIMEOUT, "unshare"])
+            .args(userns)
+            .args(["--net", "sh", "-c", &script, "sh"])
+            .args(opts)
+            .args(cmd)
+            .env("COMPAT_SOCK", &self.sock)
+            .env("COMPAT_TRACE", &trace)
+            .env("TORSOCKS_TOR_PORT", NETNS_PORT.to_string())
+            .env("TORSOCKS_LOG_LEVEL", "5")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("unshare: {e}"))?;
+        if matches!(out.status.code(), Some(97 | 98))
+            || String::from_utf8_lossy(&out.stderr).contains("unshare:")
+        {
+            return Err(format!(
+                "cannot set up the network namespace: {:?} {}",
+                out.status,
+                tail(&out.stderr)
+            ));
+        }
+        let trace = std::fs::read_to_string(&trace).map_err(|e| format!("no strace output: {e}"))?;
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let (log, rest): (Vec<&str>, Vec<&str>) = stderr.lines().partition(|l| l.contains(" torsocks["));
+        let log = log.join("\n");
+        out.stderr = rest.join("\n").into_bytes();
+        Ok(TorsocksRun { out, trace, log })
+    }
+}
+
+impl TorsocksRun {
+    /// Ok if torsocks got virtual addresses (from the proxy's default --virtual-net) and
+    /// every IPv4/IPv6 connect() or send with an address went to the proxy: none to a
+    /// virtual address, none to DNS or anywhere else.
+    fn no_leak(&self) -> Result<String, String> {
+        let virtual_addrs: Vec<Ipv4Addr> = self
+            .log
+            .lines()
+            .filter_map(|l| l.split(" resolved to ").nth(1)?.split_whitespace().next()?.parse().ok())
+            .collect();
+        if virtual_addrs.is_empty() {
+            return Err(format!(
+                "torsocks resolved nothing through the proxy; its log: {}",
+                tail(self.log.as_bytes())
+            ));
+        }
+        if let Some(a) = virtual_addrs.iter().find(|a| !i2psocks::virtual_net::DEFAULT.contains(**a)) {
+            return Err(format!("torsocks got {a}, outside the proxy's --virtual-net"));
+        }
+        let to_proxy = format!("sin_port=htons({NETNS_PORT}), sin_addr=inet_addr(\"127.0.0.1\")");
+        let calls: Vec<&str> = self.trace.lines().filter(|l| l.contains("sa_family=AF_INET")).collect();
+        let stray: Vec<&&str> = calls.iter().filter(|l| !l.contains(&to_proxy)).collect();
+        if calls.is_empty() || !stray.is_empty() {
+            return Err(format!("{} network calls, outside the proxy protocol: {stray:?}", calls.len()));
+        }
+        if let Some(a) = virtual_addrs.iter().find(|a| self.trace.contains(&format!("\"{a}\""))) {
+            return Err(format!("a system call named the virtual address {a}"));
+        }
+        let mut shown: Vec<String> = virtual_addrs.iter().map(Ipv4Addr::to_string).collect();
+        shown.dedup();
+        Ok(format!(
+            "RESOLVE gave {}; strace: {} connect()/send calls with an address, all to the proxy",
+            shown.join(", "),
+            calls.len()
+        ))
     }
 }
