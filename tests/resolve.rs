@@ -293,6 +293,27 @@ fn resolve_split_and_deadline() {
     assert!(took >= Duration::from_millis(800) && took < Duration::from_millis(2500), "{took:?}");
 }
 
+/// A --virtual-net the proxy cannot use stops it with exit 64 and one line saying why.
+#[test]
+fn bad_virtual_net_exits_64() {
+    for (net, why) in [
+        ("127.192.0.0/10", "127.0.0.0/8"),
+        ("0.0.0.0/8", "SOCKS4a"),
+        ("224.0.0.0/4", "multicast"),
+        ("10.0.0.0/25", "/1 to /24"),
+        ("10.192.0.1/10", "the network is 10.192.0.0/10"),
+        ("10.192.0.0", "expected an IPv4 network"),
+        ("fc00::/7", "expected an IPv4 network"),
+    ] {
+        let out = run_to_exit(&["--virtual-net", net], Duration::from_secs(5));
+        assert_eq!(out.status.code(), Some(64), "{net}: {out:?}");
+        let lines: Vec<&str> = out.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{net}: {:?}", out.stderr);
+        assert!(lines[0].starts_with(&format!("i2psocks: --virtual-net '{net}': ")), "{}", lines[0]);
+        assert!(lines[0].contains(why), "{net}: {}", lines[0]);
+    }
+}
+
 /// The proxy's memory with the map full (65,536 names in the default range), per name;
 /// then 10% more names, which only replace old ones (and fill the held-back list); and
 /// the time one client waits for a RESOLVE, connection included.
