@@ -14,11 +14,11 @@ use crate::proxy::context::{self, Shared};
 use crate::socks::{self, Addr, Bound, Command, Rep, Request};
 use crate::virtual_net::dotted_ipv4;
 use log::{debug, warn};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Instant;
 
 /// Serve a RESOLVE or RESOLVE_PTR, then close.
-pub fn serve(mut client: std::net::TcpStream, req: &Request, peer: &str, shared: &Shared) {
+pub fn serve(mut client: TcpStream, req: &Request, peer: &str, shared: &Shared) {
     let answer = if req.command == Command::ResolvePtr {
         name_of(&req.addr, shared)
             .map(|name| socks::reply_bound(req.version, Rep::Succeeded, Bound::Domain(name.as_bytes(), 0)))
@@ -45,19 +45,18 @@ fn address_of(addr: &Addr, shared: &Shared) -> Result<Ipv4Addr, Error> {
         debug!("RESOLVE refused: {e:?}");
         Error::TargetNotAllowed
     })?;
-    let mut map = shared.virtual_map();
-    match map.resolve(target.as_str(), Instant::now()) {
-        Some(ip) => {
+    // The lock is held for the map's work only, not for logging.
+    let answer = {
+        let mut map = shared.virtual_map();
+        map.resolve(target.as_str(), Instant::now()).ok_or((map.net(), map.len(), map.held()))
+    };
+    match answer {
+        Ok(ip) => {
             debug!("RESOLVE {} -> {ip}", target.as_str());
             Ok(ip)
         }
-        None => {
-            warn!(
-                "no free virtual address in --virtual-net {}: {} names mapped and {} held back; refusing RESOLVE",
-                map.net(),
-                map.len(),
-                map.held()
-            );
+        Err((net, names, held)) => {
+            warn!("no free virtual address in --virtual-net {net}: {names} names mapped and {held} held back; refusing RESOLVE");
             Err(Error::Overloaded)
         }
     }

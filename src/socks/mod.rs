@@ -1123,6 +1123,8 @@ mod tests {
         let mut v6 = b"\x05\x01\x00\x04".to_vec();
         v6.extend_from_slice(&[1; 16]);
         v6.extend_from_slice(b"\x00\x50");
+        let mut ptr_v6 = v6.clone();
+        ptr_v6[1] = 0xf1;
         // (messages before, message cut at every length).
         let cases: &[(&[&[u8]], &[u8])] = &[
             (&[], b"\x04\x01\x00\x50\x02\x02\x02\x02\x00"),
@@ -1140,6 +1142,7 @@ mod tests {
             (&[GREET_NO_AUTH], REQ_RESOLVE),
             (&[GREET_NO_AUTH], REQ_RESOLVE_PTR),
             (&[GREET_NO_AUTH], b"\x05\xf1\x00\x03\x0a10.192.0.1\x00\x00"),
+            (&[GREET_NO_AUTH], &ptr_v6),
             (&[GREET_USER_PASS, auth], REQ_RESOLVE),
         ];
         for (before, msg) in cases {
