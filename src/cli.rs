@@ -5,6 +5,7 @@
 //! The usage line here is the man page's SYNOPSIS; keep them identical.
 
 use crate::identity::Isolate;
+use crate::listen::{unix, Endpoint};
 use crate::sam::proto::{is_safe_key, is_safe_value};
 use crate::virtual_net::{self, Cidr};
 use getopts::Options;
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 /// The usage line, identical to SYNOPSIS in man/i2psocks.8.
 pub const USAGE: &str = "usage: i2psocks [-hqVv] [--allow-remote] [--check] [--prefer-no-auth] \
-[--print-address] [-l addr:port] [-s addr:port] [--sam-udp addr:port] [-k keyfile] [--auth-file file] \
+[--print-address] [-l addr:port|unix:path] [--unix-mode mode] [-s addr:port] [--sam-udp addr:port] [-k keyfile] [--auth-file file] \
 [--isolate none|auth|client] [--max-clients n] [--max-sessions n] [--handshake-timeout secs] \
 [--connect-timeout secs] [--idle-timeout secs] [--half-close-wait secs] [--session-idle-timeout secs] \
 [--shutdown-grace secs] [--hops n] [--tunnels n] [--sam-option key=value] [--virtual-net cidr]";
@@ -29,6 +30,10 @@ pub const DEFAULT_SAM: &str = "127.0.0.1:7656";
 /// echo-style client that waits for the server's close is kept waiting no
 /// more than this. Seconds. See the man page for the trade-off.
 pub const DEFAULT_HALF_CLOSE_WAIT: u64 = 5;
+
+/// Most `-l` flags accepted: each listener has an accept thread and a
+/// default identity (a SAM session) of its own.
+pub const MAX_LISTENERS: usize = 16;
 
 /// Most `--sam-option` flags accepted (each becomes part of one SAM line).
 pub const MAX_SAM_OPTIONS: usize = 64;
@@ -50,7 +55,11 @@ pub enum Command {
 /// The proxy's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    pub listen: SocketAddr,
+    /// In command-line order; the first one's default identity is the one
+    /// `--keyfile` keeps.
+    pub listen: Vec<Endpoint>,
+    /// Mode of the Unix socket files.
+    pub unix_mode: u32,
     pub sam: SocketAddr,
     /// The bridge's datagram port; None: SAM's address with port - 1.
     pub sam_udp: Option<SocketAddr>,
@@ -93,7 +102,8 @@ impl Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 4447)),
+            listen: vec![Endpoint::Tcp(SocketAddr::from(([127, 0, 0, 1], 4447)))],
+            unix_mode: unix::DEFAULT_MODE,
             sam: SocketAddr::from(([127, 0, 0, 1], 7656)),
             sam_udp: None,
             max_clients: 256,
@@ -133,7 +143,11 @@ fn options() -> Options {
     o.optflag("V", "version", "print the version and exit");
     o.optflagmulti("v", "verbose", "more logging (-v debug, -vv trace)");
     o.optflagmulti("q", "quiet", "less logging (warnings and errors only)");
-    o.optflag("", "allow-remote", "allow a non-loopback --listen address");
+    o.optflag(
+        "",
+        "allow-remote",
+        "allow a non-loopback --listen address, or a --unix-mode that lets others connect",
+    );
     o.optflag("", "check", "check the flags, files and SAM bridge, then exit");
     o.optflag("", "prefer-no-auth", "pick no-auth when a client offers it and username/password");
     o.optflag(
@@ -151,7 +165,14 @@ fn options() -> Options {
         "close identities unused this long, 0-604800, 0 = never (default 600)",
         "SECS",
     );
-    o.optopt("l", "listen", "SOCKS listen address (default 127.0.0.1:4447; port 0 picks one)", "ADDR:PORT");
+    o.optmulti(
+        "l",
+        "listen",
+        "SOCKS listen address, or unix:/path; repeatable, up to 16, each with its own default identity \
+         (default 127.0.0.1:4447; port 0 picks one)",
+        "ADDR:PORT",
+    );
+    o.optopt("", "unix-mode", "mode of unix: listener sockets, octal 0600-0777 (default 0600)", "MODE");
     o.optopt("s", "sam", "SAM v3 bridge address (default 127.0.0.1:7656)", "ADDR:PORT");
     o.optopt(
         "",
@@ -202,8 +223,12 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
     }
     let mut c =
         Config { verbosity: clamp_i8(m.opt_count("v")) - clamp_i8(m.opt_count("q")), ..Config::default() };
-    if let Some(s) = m.opt_str("l") {
-        c.listen = addr("--listen", &s)?;
+    let given = m.opt_strs("l");
+    if given.len() > MAX_LISTENERS {
+        return Err(UsageError(format!("at most {MAX_LISTENERS} --listen flags")));
+    }
+    if !given.is_empty() {
+        c.listen = listen(&given)?;
     }
     if let Some(s) = m.opt_str("s") {
         c.sam = addr("--sam", &s)?;
@@ -211,11 +236,26 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
     if let Some(s) = m.opt_str("sam-udp") {
         c.sam_udp = Some(addr("--sam-udp", &s)?);
     }
-    if !c.listen.ip().is_loopback() && !m.opt_present("allow-remote") {
-        return Err(UsageError(format!(
-            "--listen {} is not a loopback address: anyone who can reach it could use this proxy; add --allow-remote if that is intended",
-            c.listen
-        )));
+    let allow_remote = m.opt_present("allow-remote");
+    for ep in &c.listen {
+        if let Endpoint::Tcp(a) = ep {
+            if !a.ip().is_loopback() && !allow_remote {
+                return Err(UsageError(format!(
+                    "--listen {a} is not a loopback address: anyone who can reach it could use this proxy; add --allow-remote if that is intended"
+                )));
+            }
+        }
+    }
+    if let Some(s) = m.opt_str("unix-mode") {
+        if !c.listen.iter().any(|e| matches!(e, Endpoint::Unix(_))) {
+            return Err(UsageError("--unix-mode needs a --listen unix:/path".into()));
+        }
+        c.unix_mode = unix_mode(&s)?;
+        if c.unix_mode & 0o007 != 0 && !allow_remote {
+            return Err(UsageError(format!(
+                "--unix-mode {s} lets every local user connect; add --allow-remote if that is intended"
+            )));
+        }
     }
     if let Some(n) = num(&m, "max-clients", 1, 10_000)? {
         c.max_clients = n as usize;
@@ -296,6 +336,32 @@ fn addr(flag: &str, s: &str) -> Result<SocketAddr, UsageError> {
     })
 }
 
+/// The `-l` values: parsed, and none given twice (a fixed port or a path
+/// can be bound once; the second bind would fail with a misleading error).
+fn listen(values: &[String]) -> Result<Vec<Endpoint>, UsageError> {
+    let mut out: Vec<Endpoint> = Vec::with_capacity(values.len());
+    for s in values {
+        let ep = Endpoint::parse(s).map_err(|e| UsageError(format!("--listen {e}")))?;
+        let fixed = !matches!(&ep, Endpoint::Tcp(a) if a.port() == 0);
+        if fixed && out.contains(&ep) {
+            return Err(UsageError(format!("--listen {ep} is given twice")));
+        }
+        out.push(ep);
+    }
+    Ok(out)
+}
+
+/// An octal socket mode: the owner must keep read and write (else the
+/// proxy's own user could not connect), and nothing beyond 0777.
+fn unix_mode(s: &str) -> Result<u32, UsageError> {
+    match u32::from_str_radix(s, 8) {
+        Ok(m) if m <= 0o777 && m & 0o600 == 0o600 => Ok(m),
+        _ => Err(UsageError(format!(
+            "--unix-mode '{s}': expected an octal mode from 0600 to 0777 that keeps the owner's read and write"
+        ))),
+    }
+}
+
 fn num(m: &getopts::Matches, name: &str, lo: u64, hi: u64) -> Result<Option<u64>, UsageError> {
     let Some(s) = m.opt_str(name) else {
         return Ok(None);
@@ -343,7 +409,7 @@ fn sam_option(s: &str) -> Result<(String, String), UsageError> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::panic)]
+    #![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
     use super::*;
 
     fn run(args: &[&str]) -> Result<Config, UsageError> {
@@ -358,7 +424,9 @@ mod tests {
     fn defaults() {
         let c = run(&[]).unwrap();
         assert_eq!(c, Config::default());
-        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.listen.len(), 1);
+        assert_eq!(c.listen[0].to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.unix_mode, 0o600);
         assert_eq!(c.sam.to_string(), DEFAULT_SAM);
         assert!(c.connect_timeout >= Duration::from_secs(90));
         assert_eq!(c.sam_udp_addr().to_string(), "127.0.0.1:7655");
@@ -391,7 +459,7 @@ mod tests {
             "-q",
         ])
         .unwrap();
-        assert_eq!(c.listen.port(), 0);
+        assert_eq!(c.listen, vec![Endpoint::Tcp("127.0.0.1:0".parse().unwrap())]);
         assert_eq!(c.sam.to_string(), "[::1]:7000");
         assert_eq!(c.sam_udp_addr().to_string(), "[::1]:6999");
         assert_eq!(c.max_clients, 3);
@@ -449,6 +517,16 @@ mod tests {
             &["--check", "--print-address", "-k", "k"],
             &["--prefer-no-auth", "--auth-file", "f"],
             &["extra"],
+            &["-l", "unix:relative/s"],
+            &["-l", "unix:/tmp/s", "-l", "unix:/tmp/s"],
+            &["-l", "127.0.0.1:5000", "-l", "127.0.0.1:5000"],
+            &["-l", "unix:/tmp/s", "--unix-mode", "0400"],
+            &["-l", "unix:/tmp/s", "--unix-mode", "1600"],
+            &["-l", "unix:/tmp/s", "--unix-mode", "0x1"],
+            &["-l", "unix:/tmp/s", "--unix-mode", "0666"],
+            &["-l", "unix:/tmp/s", "--unix-mode", "0604"],
+            &["--unix-mode", "0660"],
+            &["-l", "127.0.0.1:0", "-l", "0.0.0.0:0"],
         ] {
             let e = run(args).unwrap_err();
             assert!(!e.0.contains('\n'), "{args:?}: one line: {e}");
@@ -458,8 +536,36 @@ mod tests {
     #[test]
     fn remote_needs_flag() {
         let c = run(&["-l", "0.0.0.0:0", "--allow-remote"]).unwrap();
-        assert!(c.listen.ip().is_unspecified());
+        assert_eq!(c.listen, vec![Endpoint::Tcp("0.0.0.0:0".parse().unwrap())]);
         assert!(run(&["-l", "[::1]:0"]).is_ok());
+        let c = run(&["-l", "unix:/tmp/s", "--unix-mode", "0666", "--allow-remote"]).unwrap();
+        assert_eq!(c.unix_mode, 0o666);
+    }
+
+    #[test]
+    fn several_listeners_in_order() {
+        let c = run(&[
+            "-l",
+            "127.0.0.1:0",
+            "-l",
+            "unix:/run/i2psocks/s",
+            "-l",
+            "[::1]:4448",
+            "-l",
+            "127.0.0.1:0",
+        ])
+        .unwrap();
+        let shown: Vec<String> = c.listen.iter().map(|e| e.to_string()).collect();
+        assert_eq!(shown, ["127.0.0.1:0", "unix:/run/i2psocks/s", "[::1]:4448", "127.0.0.1:0"]);
+        let c = run(&["-l", "unix:/run/s", "--unix-mode", "660"]).unwrap();
+        assert_eq!(c.unix_mode, 0o660);
+        let many: Vec<String> =
+            (0..=MAX_LISTENERS).flat_map(|_| ["-l".to_string(), "127.0.0.1:0".into()]).collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(run(&refs).is_err());
+        assert_eq!(run(&refs[2..]).unwrap().listen.len(), MAX_LISTENERS);
+        let long = format!("unix:/{}", "a".repeat(unix::MAX_PATH));
+        assert!(run(&["-l", &long]).is_err());
     }
 
     #[test]

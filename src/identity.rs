@@ -4,19 +4,22 @@
 //! An identity is an I2P destination of ours: a STREAM session for its
 //! CONNECTs, and, once a client of it asks for UDP ASSOCIATE, a DATAGRAM
 //! session beside it (SAM 3.1 gives a datagram session an address of its
-//! own). `--isolate` picks the key: `none` gives everybody the default
-//! identity; `auth` (the default) gives each distinct SOCKS5
-//! username+password pair (or SOCKS4 USERID; or, with access control, each
-//! username) an identity of its own, as Tor's IsolateSOCKSAuth does;
-//! `client` gives every connection a fresh one. Identities other than the
-//! default one are made on first use, kept while streams or associations
+//! own). Each listener (`-l`) has a default identity of its own, and
+//! credentials select identities per listener, as Tor isolates streams by
+//! SOCKS port. `--isolate` picks the key: `none` gives everybody their
+//! listener's default identity; `auth` (the default) gives each distinct
+//! SOCKS5 username+password pair (or SOCKS4 USERID; or, with access
+//! control, each username) an identity of its own, as Tor's
+//! IsolateSOCKSAuth does; `client` gives every connection a fresh one.
+//! Identities other than the default ones are made on first use, kept while streams or associations
 //! hold a [`Lease`] on them, closed after `--session-idle-timeout` without
 //! one, and capped by `--max-sessions` (an identity counts once, whatever
 //! sessions it has). A datagram session unused for the idle timeout closes
 //! on its own, the default identity's too. `retire_transient` (SIGHUP)
 //! makes new streams get new destinations while open streams keep theirs.
-//! The default identity's key file (`-k`) is written here, from the key the
-//! bridge made for its first session, when the file did not exist yet.
+//! The first listener's default identity is the one with the key file
+//! (`-k`), written here from the key the bridge made for its first session
+//! when the file did not exist yet.
 //!
 //! Credentials are hashed into the key at once; no secret is kept here or
 //! logged.
@@ -46,13 +49,16 @@ pub enum Isolate {
     Client,
 }
 
+/// Which listener a client came in on: its index in `-l` order.
+pub type Listener = usize;
+
 /// What an identity is keyed on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Key {
-    /// The proxy's own identity (persistent with --keyfile).
-    Default,
-    /// A hash of the credentials that select this identity.
-    Named([u8; 32]),
+    /// A listener's own identity (the first one's persistent with --keyfile).
+    Default(Listener),
+    /// A hash of the credentials that select this identity on this listener.
+    Named(Listener, [u8; 32]),
     /// One connection's own identity (--isolate client).
     Client(u64),
 }
@@ -60,16 +66,16 @@ pub enum Key {
 static CLIENT_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl Key {
-    /// The key for a client that presented `creds`. With access control on,
-    /// only the username counts (the password was checked already).
-    pub fn for_client(mode: Isolate, creds: &Credentials, access_control: bool) -> Key {
+    /// The key for a client of `listener` that presented `creds`. With access
+    /// control on, only the username counts (the password was checked already).
+    pub fn for_client(listener: Listener, mode: Isolate, creds: &Credentials, access_control: bool) -> Key {
         match mode {
-            Isolate::None => Key::Default,
+            Isolate::None => Key::Default(listener),
             Isolate::Client => Key::Client(CLIENT_SEQ.fetch_add(1, Ordering::Relaxed)),
             Isolate::Auth => {
                 let mut h = Sha256::new();
                 match creds {
-                    Credentials::None => return Key::Default,
+                    Credentials::None => return Key::Default(listener),
                     Credentials::UserPass { user, pass } => {
                         h.update(b"socks5\0");
                         h.update((user.len() as u64).to_be_bytes());
@@ -83,21 +89,30 @@ impl Key {
                         h.update(id);
                     }
                 }
-                Key::Named(h.finalize().into())
+                Key::Named(listener, h.finalize().into())
             }
         }
     }
+
+    fn is_default(&self) -> bool {
+        matches!(self, Key::Default(_))
+    }
 }
+
+/// The identity `--keyfile` belongs to.
+const KEYED: Key = Key::Default(0);
 
 /// The recipe for new sessions.
 #[derive(Debug, Clone)]
 pub struct Recipe {
-    /// Spec of the default identity's stream session (its destination may
-    /// be a persistent key); the other identities' differ only in being
-    /// TRANSIENT.
+    /// Spec of the first listener's default identity's stream session (its
+    /// destination may be a persistent key); the other identities' differ
+    /// only in being TRANSIENT and in their labels.
     pub default: SessionSpec,
-    /// Whether the default identity has a persistent key (SIGHUP keeps it).
+    /// Whether that identity has a persistent key (SIGHUP keeps it).
     pub default_persistent: bool,
+    /// How many listeners, each with a default identity (at least one).
+    pub listeners: usize,
     /// Where to keep the default identity's key once the bridge has made
     /// it: `--keyfile` when that file does not exist yet.
     pub new_keyfile: Option<PathBuf>,
@@ -288,9 +303,9 @@ impl Drop for Lease {
 }
 
 impl Identities {
-    /// The registry, with the default identity's stream session started at
-    /// once (so its address is logged at startup and the first client need
-    /// not wait).
+    /// The registry, with every listener's default identity's stream
+    /// session started at once, in parallel (so their addresses are logged
+    /// at startup and the first clients need not wait).
     pub fn start(recipe: Recipe) -> std::io::Result<Arc<Identities>> {
         let ids = Arc::new(Identities {
             recipe,
@@ -298,8 +313,10 @@ impl Identities {
             seq: AtomicU64::new(1),
             datagram_seq: AtomicU64::new(1),
         });
-        let default = ids.make_default()?;
-        ids.lock().insert(Key::Default, default);
+        for n in 0..ids.recipe.listeners.max(1) {
+            let default = ids.make_default(n)?;
+            ids.lock().insert(Key::Default(n), default);
+        }
         Ok(ids)
     }
 
@@ -308,11 +325,12 @@ impl Identities {
     }
 
     fn make(&self, key: Key) -> Arc<Identity> {
-        let persistent = key == Key::Default && self.recipe.default_persistent;
-        let label = if key == Key::Default {
-            self.recipe.default.label.clone()
-        } else {
-            format!("identity #{}", self.seq.fetch_add(1, Ordering::Relaxed))
+        let persistent = key == KEYED && self.recipe.default_persistent;
+        let label = match key {
+            // The first listener's label stays plain: scripts match it.
+            Key::Default(0) => self.recipe.default.label.clone(),
+            Key::Default(n) => format!("{} of listener {}", self.recipe.default.label, n + 1),
+            _ => format!("identity #{}", self.seq.fetch_add(1, Ordering::Relaxed)),
         };
         Arc::new(Identity {
             key,
@@ -324,9 +342,9 @@ impl Identities {
         })
     }
 
-    /// A default identity with its stream session started.
-    fn make_default(&self) -> std::io::Result<Arc<Identity>> {
-        let id = self.make(Key::Default);
+    /// A listener's default identity with its stream session started.
+    fn make_default(&self, listener: Listener) -> std::io::Result<Arc<Identity>> {
+        let id = self.make(Key::Default(listener));
         let s = self.spawn_stream(&id)?;
         *lock(&id.stream) = Some(s);
         Ok(id)
@@ -336,11 +354,11 @@ impl Identities {
     fn spawn_stream(&self, id: &Identity) -> std::io::Result<Arc<Session>> {
         let mut spec = self.recipe.default.clone();
         spec.label = id.label.clone();
-        if id.key != Key::Default {
+        if id.key != KEYED {
             spec.destination = "TRANSIENT".into();
         }
-        let keep = match (&id.key, &self.recipe.new_keyfile) {
-            (Key::Default, Some(path)) => Some(keep_key(path.clone(), id.label.clone())),
+        let keep = match &self.recipe.new_keyfile {
+            Some(path) if id.key == KEYED => Some(keep_key(path.clone(), id.label.clone())),
             _ => None,
         };
         Session::spawn(spec, keep)
@@ -362,7 +380,7 @@ impl Identities {
         if slots.len() >= self.recipe.max_sessions {
             let victim = slots
                 .values()
-                .filter(|s| s.key != Key::Default)
+                .filter(|s| !s.key.is_default())
                 .filter_map(|s| {
                     let u = lock(&s.use_);
                     (u.leases == 0).then_some((u.last_used, s.key.clone()))
@@ -388,7 +406,7 @@ impl Identities {
         Ok(self.lease(id))
     }
 
-    /// Close identities idle for longer than the idle timeout (never the
+    /// Close identities idle for longer than the idle timeout (never a
     /// default one), and datagram sessions that died or went unused that
     /// long. Returns how many identities were closed.
     pub fn reap(&self, now: Instant) -> usize {
@@ -399,7 +417,7 @@ impl Identities {
         } else {
             slots
                 .values()
-                .filter(|s| s.key != Key::Default)
+                .filter(|s| !s.key.is_default())
                 .filter(|s| {
                     let u = lock(&s.use_);
                     u.leases == 0 && now.saturating_duration_since(u.last_used) >= limit
@@ -423,8 +441,8 @@ impl Identities {
     }
 
     /// New streams get new destinations: every transient identity leaves
-    /// the registry; each is closed once its last user leaves. A transient
-    /// default identity is made again at once.
+    /// the registry; each is closed once its last user leaves. Transient
+    /// default identities are made again at once.
     pub fn retire_transient(&self) -> std::io::Result<usize> {
         let mut slots = self.lock();
         let keys: Vec<Key> = slots.values().filter(|s| !s.persistent).map(|s| s.key.clone()).collect();
@@ -440,8 +458,10 @@ impl Identities {
                 }
             }
         }
-        if let std::collections::hash_map::Entry::Vacant(e) = slots.entry(Key::Default) {
-            e.insert(self.make_default()?);
+        for n in 0..self.recipe.listeners.max(1) {
+            if let std::collections::hash_map::Entry::Vacant(e) = slots.entry(Key::Default(n)) {
+                e.insert(self.make_default(n)?);
+            }
         }
         info!("new identity: {} transient identities retired", keys.len());
         Ok(keys.len())
@@ -491,7 +511,7 @@ fn keep_key(path: PathBuf, label: String) -> OnNewKey {
 }
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
     use super::*;
     use std::net::{SocketAddr, TcpListener};
 
@@ -503,6 +523,10 @@ mod tests {
     }
 
     fn registry(max_sessions: usize, idle: u64, persistent: bool) -> Arc<Identities> {
+        registry_of(1, max_sessions, idle, persistent)
+    }
+
+    fn registry_of(listeners: usize, max_sessions: usize, idle: u64, persistent: bool) -> Arc<Identities> {
         let sam = dead_sam();
         let spec = SessionSpec {
             sam,
@@ -513,6 +537,7 @@ mod tests {
         Identities::start(Recipe {
             default: spec,
             default_persistent: persistent,
+            listeners,
             new_keyfile: None,
             datagram: DgSpec { sam, sam_udp: sam, options: Vec::new() },
             max_sessions,
@@ -522,7 +547,7 @@ mod tests {
     }
 
     fn named(user: &str) -> Key {
-        Key::for_client(Isolate::Auth, &up(user, "x"), false)
+        Key::for_client(0, Isolate::Auth, &up(user, "x"), false)
     }
 
     #[test]
@@ -532,7 +557,7 @@ mod tests {
         let a1 = ids.acquire(named("a")).unwrap();
         let a2 = ids.acquire(named("a")).unwrap();
         let b = ids.acquire(named("b")).unwrap();
-        let d = ids.acquire(Key::Default).unwrap();
+        let d = ids.acquire(Key::Default(0)).unwrap();
         assert!(Arc::ptr_eq(&a1.stream().unwrap(), &a2.stream().unwrap()));
         assert!(!Arc::ptr_eq(&a1.stream().unwrap(), &b.stream().unwrap()));
         assert!(!Arc::ptr_eq(&a1.stream().unwrap(), &d.stream().unwrap()));
@@ -546,8 +571,8 @@ mod tests {
     #[test]
     fn client_identity_ends_with_its_stream() {
         let ids = registry(8, 0, false);
-        let k1 = Key::for_client(Isolate::Client, &Credentials::None, false);
-        let k2 = Key::for_client(Isolate::Client, &Credentials::None, false);
+        let k1 = Key::for_client(0, Isolate::Client, &Credentials::None, false);
+        let k2 = Key::for_client(0, Isolate::Client, &Credentials::None, false);
         let l1 = ids.acquire(k1).unwrap();
         let l2 = ids.acquire(k2).unwrap();
         assert!(!Arc::ptr_eq(&l1.stream().unwrap(), &l2.stream().unwrap()));
@@ -568,7 +593,7 @@ mod tests {
         let busy = ids.acquire(named("busy")).unwrap();
         let idle = ids.acquire(named("idle")).unwrap();
         let idle_session = idle.stream().unwrap();
-        let default_session = ids.acquire(Key::Default).unwrap().stream().unwrap();
+        let default_session = ids.acquire(Key::Default(0)).unwrap().stream().unwrap();
         drop(idle);
         assert_eq!(ids.reap(now), 0, "not idle long enough");
         assert_eq!(ids.reap(now + Duration::from_secs(60)), 1);
@@ -619,7 +644,7 @@ mod tests {
     #[test]
     fn retire_keeps_open_streams() {
         let ids = registry(8, 0, false);
-        let old_default = ids.acquire(Key::Default).unwrap();
+        let old_default = ids.acquire(Key::Default(0)).unwrap();
         let busy = ids.acquire(named("a")).unwrap();
         let idle_session = ids.acquire(named("b")).unwrap().stream().unwrap();
         assert_eq!(ids.retire_transient().unwrap(), 3);
@@ -627,7 +652,7 @@ mod tests {
         assert!(!busy.stream().unwrap().is_closed(), "an open stream keeps its identity");
         assert!(!old_default.stream().unwrap().is_closed());
         assert_eq!(ids.count(), 1, "a fresh default identity");
-        let new_default = ids.acquire(Key::Default).unwrap();
+        let new_default = ids.acquire(Key::Default(0)).unwrap();
         assert!(!Arc::ptr_eq(&new_default.stream().unwrap(), &old_default.stream().unwrap()));
         let new_a = ids.acquire(named("a")).unwrap();
         assert!(!Arc::ptr_eq(&new_a.stream().unwrap(), &busy.stream().unwrap()));
@@ -641,12 +666,42 @@ mod tests {
     #[test]
     fn retire_keeps_a_persistent_default() {
         let ids = registry(8, 0, true);
-        let d = ids.acquire(Key::Default).unwrap().stream().unwrap();
+        let d = ids.acquire(Key::Default(0)).unwrap().stream().unwrap();
         let a = ids.acquire(named("a")).unwrap().stream().unwrap();
         assert_eq!(ids.retire_transient().unwrap(), 1);
         assert!(a.is_closed());
         assert!(!d.is_closed());
-        assert!(Arc::ptr_eq(&ids.acquire(Key::Default).unwrap().stream().unwrap(), &d));
+        assert!(Arc::ptr_eq(&ids.acquire(Key::Default(0)).unwrap().stream().unwrap(), &d));
+    }
+
+    #[test]
+    fn listeners_keep_identities_apart() {
+        let ids = registry_of(3, 8, 5, true);
+        assert_eq!(ids.count(), 3, "one default identity per listener");
+        let labels: Vec<String> =
+            (0..3).map(|n| ids.acquire(Key::Default(n)).unwrap().identity.label.clone()).collect();
+        assert_eq!(labels, ["test", "test of listener 2", "test of listener 3"]);
+        let d: Vec<Arc<Session>> =
+            (0..3).map(|n| ids.acquire(Key::Default(n)).unwrap().stream().unwrap()).collect();
+        assert!(!Arc::ptr_eq(&d[0], &d[1]) && !Arc::ptr_eq(&d[1], &d[2]));
+        // The same credentials on two listeners: two identities.
+        let creds = up("app", "x");
+        let k0 = Key::for_client(0, Isolate::Auth, &creds, false);
+        let k1 = Key::for_client(1, Isolate::Auth, &creds, false);
+        assert_ne!(k0, k1);
+        let (a0, a1) = (ids.acquire(k0).unwrap(), ids.acquire(k1).unwrap());
+        assert!(!Arc::ptr_eq(&a0.stream().unwrap(), &a1.stream().unwrap()));
+        // No credentials, or no isolation: the listener's own default.
+        assert_eq!(Key::for_client(2, Isolate::Auth, &Credentials::None, false), Key::Default(2));
+        assert_eq!(Key::for_client(1, Isolate::None, &creds, false), Key::Default(1));
+        drop((a0, a1));
+        // Defaults are never reaped; SIGHUP keeps the keyed one, remakes the others.
+        assert_eq!(ids.reap(Instant::now() + Duration::from_secs(60)), 2);
+        assert_eq!(ids.retire_transient().unwrap(), 2);
+        assert_eq!(ids.count(), 3);
+        assert!(Arc::ptr_eq(&ids.acquire(Key::Default(0)).unwrap().stream().unwrap(), &d[0]));
+        assert!(d[1].is_closed() && d[2].is_closed());
+        assert!(!Arc::ptr_eq(&ids.acquire(Key::Default(1)).unwrap().stream().unwrap(), &d[1]));
     }
 
     fn up(u: &str, p: &str) -> Credentials {
@@ -655,29 +710,29 @@ mod tests {
 
     #[test]
     fn keys() {
-        let a = Key::for_client(Isolate::Auth, &up("app1", "x"), false);
-        assert_eq!(a, Key::for_client(Isolate::Auth, &up("app1", "x"), false));
-        assert_ne!(a, Key::for_client(Isolate::Auth, &up("app1", "y"), false));
-        assert_ne!(a, Key::for_client(Isolate::Auth, &up("app2", "x"), false));
+        let a = Key::for_client(0, Isolate::Auth, &up("app1", "x"), false);
+        assert_eq!(a, Key::for_client(0, Isolate::Auth, &up("app1", "x"), false));
+        assert_ne!(a, Key::for_client(0, Isolate::Auth, &up("app1", "y"), false));
+        assert_ne!(a, Key::for_client(0, Isolate::Auth, &up("app2", "x"), false));
         // user/pass boundaries matter: "ab"+"c" differs from "a"+"bc"
         assert_ne!(
-            Key::for_client(Isolate::Auth, &up("ab", "c"), false),
-            Key::for_client(Isolate::Auth, &up("a", "bc"), false)
+            Key::for_client(0, Isolate::Auth, &up("ab", "c"), false),
+            Key::for_client(0, Isolate::Auth, &up("a", "bc"), false)
         );
         // With access control the username alone selects the identity.
         assert_eq!(
-            Key::for_client(Isolate::Auth, &up("app1", "x"), true),
-            Key::for_client(Isolate::Auth, &up("app1", "y"), true)
+            Key::for_client(0, Isolate::Auth, &up("app1", "x"), true),
+            Key::for_client(0, Isolate::Auth, &up("app1", "y"), true)
         );
         assert_ne!(
-            Key::for_client(Isolate::Auth, &Credentials::UserId(b"app1".to_vec()), false),
-            Key::for_client(Isolate::Auth, &up("app1", ""), false)
+            Key::for_client(0, Isolate::Auth, &Credentials::UserId(b"app1".to_vec()), false),
+            Key::for_client(0, Isolate::Auth, &up("app1", ""), false)
         );
-        assert_eq!(Key::for_client(Isolate::Auth, &Credentials::None, false), Key::Default);
-        assert_eq!(Key::for_client(Isolate::None, &up("a", "b"), false), Key::Default);
+        assert_eq!(Key::for_client(0, Isolate::Auth, &Credentials::None, false), Key::Default(0));
+        assert_eq!(Key::for_client(0, Isolate::None, &up("a", "b"), false), Key::Default(0));
         assert_ne!(
-            Key::for_client(Isolate::Client, &Credentials::None, false),
-            Key::for_client(Isolate::Client, &Credentials::None, false)
+            Key::for_client(0, Isolate::Client, &Credentials::None, false),
+            Key::for_client(0, Isolate::Client, &Credentials::None, false)
         );
     }
 }

@@ -5,17 +5,20 @@
 //! the integration tests and the fuzz targets share one implementation.
 //! Sans-IO codecs (`socks`, `sam::proto`, `i2p_addr`) carry the protocol
 //! logic; `sam` drives the bridge, `identity` keeps the sessions behind the
-//! identities, `proxy` serves one client per SOCKS command, and `relay` and
-//! `pool` move the bytes and bound the workers. Dependencies point one way:
-//! `proxy` → {`socks`, `identity`, `relay`} → `sam` → {`sam::proto`,
-//! `i2p_addr`, `rand`}.
+//! identities, `listen` binds the `-l` endpoints and accepts `client`s,
+//! `proxy` serves one client per SOCKS command, and `relay` and `pool` move
+//! the bytes and bound the workers. Dependencies point one way: `proxy` →
+//! {`socks`, `identity`, `relay`, `client`} → `sam` → {`sam::proto`,
+//! `i2p_addr`, `rand`}; `listen` → {`client`, `rand`}.
 
 pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod error;
 pub mod i2p_addr;
 pub mod identity;
 pub mod keyfile;
+pub mod listen;
 pub mod pool;
 pub mod proxy;
 pub mod rand;

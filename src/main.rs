@@ -1,14 +1,17 @@
-//! i2psocks: flags → logging → bind → SAM session → worker pool → accept
-//! loop, and the orderly shutdown on SIGTERM/SIGINT.
+//! i2psocks: flags → logging → bind → SAM sessions → worker pool → one
+//! accept loop per listener, and the orderly shutdown on SIGTERM/SIGINT.
 //!
 //! Startup failures print one line `i2psocks: <what failed>` on stderr and
 //! exit non-zero: 64 usage error, 69 SAM bridge unavailable (`--check`,
-//! `--print-address`), 78 bad key or auth file, 1 anything else.
+//! `--print-address`), 78 bad key or auth file or unsafe Unix socket place,
+//! 1 anything else.
 
 use i2psocks::auth::AuthFile;
 use i2psocks::cli::{self, Command, Config};
+use i2psocks::client::Client;
 use i2psocks::identity::{Identities, Recipe};
 use i2psocks::keyfile;
+use i2psocks::listen::{BindError, Listener, Wake};
 use i2psocks::pool::Pool;
 use i2psocks::proxy::{self, Shared};
 use i2psocks::sam::conn;
@@ -18,7 +21,7 @@ use i2psocks::virtual_net::VirtualMap;
 use log::{error, info, warn, LevelFilter};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::io::{ErrorKind, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::Shutdown;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,7 +32,8 @@ use std::time::{Duration, Instant};
 const EXIT_USAGE: u8 = 64;
 /// sysexits(3) EX_UNAVAILABLE: the SAM bridge cannot be reached.
 const EXIT_UNAVAILABLE: u8 = 69;
-/// sysexits(3) EX_CONFIG: a key or auth file cannot be used.
+/// sysexits(3) EX_CONFIG: a key or auth file cannot be used, or a Unix
+/// socket's place is unsafe or taken.
 const EXIT_CONFIG: u8 = 78;
 const EXIT_FAILURE: u8 = 1;
 /// After an accept error (EMFILE and the like) wait this long before the
@@ -173,10 +177,26 @@ fn run(config: Config, files: Files) -> Result<(), Failure> {
     // default action is to terminate). Signals arriving now are queued.
     let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| fail(format!("cannot install signal handlers: {e}")))?;
-    let listener = TcpListener::bind(config.listen)
-        .map_err(|e| fail(format!("cannot listen on {}: {e}", config.listen)))?;
-    let local = listener.local_addr().map_err(|e| fail(format!("cannot read the listening address: {e}")))?;
-    info!("listening on {local}");
+    // All bound before any is announced, so that a failure leaves no socket
+    // behind (a Unix socket file is removed when its listener drops).
+    let mut listeners = Vec::with_capacity(config.listen.len());
+    for ep in &config.listen {
+        let l = Listener::bind(ep, config.unix_mode).map_err(|e| match e {
+            BindError::Config(m) => (EXIT_CONFIG, m),
+            BindError::Other(m) => fail(m),
+        })?;
+        listeners.push(l);
+    }
+    let mut wakers = Vec::with_capacity(listeners.len());
+    let mut names = Vec::with_capacity(listeners.len());
+    for l in &listeners {
+        let local = l.local().map_err(|e| fail(format!("cannot read the listening address: {e}")))?;
+        wakers.push(l.waker().map_err(|e| fail(format!("cannot read the listening address: {e}")))?);
+        names.push(local.to_string());
+    }
+    for name in &names {
+        info!("listening on {name}");
+    }
 
     let persistent = config.keyfile.is_some();
     let options = session_options(&config);
@@ -188,6 +208,7 @@ fn run(config: Config, files: Files) -> Result<(), Failure> {
             label: "default identity".into(),
         },
         default_persistent: persistent,
+        listeners: listeners.len(),
         // A missing key file is created from the first session's key.
         new_keyfile: if files.key.is_none() { config.keyfile.clone() } else { None },
         datagram: DgSpec { sam: config.sam, sam_udp: config.sam_udp_addr(), options },
@@ -211,41 +232,35 @@ fn run(config: Config, files: Files) -> Result<(), Failure> {
     });
 
     let stopping = Arc::new(AtomicBool::new(false));
-    watch_signals(signals, Arc::clone(&stopping), local, Arc::clone(&identities)).map_err(fail)?;
+    let wake_started = wakers.clone();
+    watch_signals(signals, Arc::clone(&stopping), wakers, Arc::clone(&identities)).map_err(fail)?;
 
     let worker_shared = Arc::clone(&shared);
-    let pool = Pool::new(config.max_clients, move |s: TcpStream| proxy::serve(s, &worker_shared));
+    let pool =
+        Pool::new(config.max_clients, move |(c, n): (Client, usize)| proxy::serve(c, n, &worker_shared));
 
-    let mut overload_log = RateLimit::default();
-    let mut accept_log = RateLimit::default();
-    for conn in listener.incoming() {
-        if stopping.load(Ordering::SeqCst) {
-            break;
-        }
-        match conn {
-            Ok(stream) => {
-                if let Err(stream) = pool.submit(stream) {
-                    if let Some(more) = overload_log.due() {
-                        warn!(
-                            "too many clients (--max-clients {}): refusing new ones{more}",
-                            config.max_clients
-                        );
-                    }
-                    let _ = stream.shutdown(Shutdown::Both);
+    // One blocking accept loop per listener, all feeding the one pool. Each
+    // owns its listener, so the socket closes (and a Unix socket file goes)
+    // as soon as its loop ends.
+    let started = thread::scope(|scope| {
+        for (n, (listener, name)) in listeners.into_iter().zip(&names).enumerate() {
+            let (pool, stop, max) = (&pool, &*stopping, config.max_clients);
+            let spawned = thread::Builder::new()
+                .name(format!("accept {}", n + 1))
+                .spawn_scoped(scope, move || accept_loop(&listener, n, name, pool, stop, max));
+            if let Err(e) = spawned {
+                // Without all its listeners the proxy does not run: end the
+                // loops already started, as SIGTERM would.
+                error!("cannot start an accept thread: {e}");
+                stopping.store(true, Ordering::SeqCst);
+                for w in &wake_started {
+                    let _ = w.poke();
                 }
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => {
-                // EMFILE and the like last as long as the clients holding
-                // the descriptors: one line per interval, not one per pause.
-                if let Some(more) = accept_log.due() {
-                    warn!("accept failed: {e}; pausing{more}");
-                }
-                thread::sleep(ACCEPT_ERROR_PAUSE);
+                return Err(format!("cannot start an accept thread: {e}"));
             }
         }
-    }
-    drop(listener);
+        Ok(())
+    });
     info!("shutting down: waiting up to {} s for {} client(s)", config.shutdown_grace.as_secs(), pool.busy());
     if !pool.wait_idle(Instant::now() + config.shutdown_grace) {
         shared.stop.store(true, Ordering::SeqCst);
@@ -255,7 +270,46 @@ fn run(config: Config, files: Files) -> Result<(), Failure> {
     }
     identities.close_all();
     info!("stopped");
-    Ok(())
+    started.map_err(fail)
+}
+
+/// Accept clients of listener `n` (`name` in logs) and hand them to the
+/// pool until `stopping` is set (then woken by a connection to ourselves).
+fn accept_loop(
+    listener: &Listener,
+    n: usize,
+    name: &str,
+    pool: &Pool<(Client, usize)>,
+    stopping: &AtomicBool,
+    max_clients: usize,
+) {
+    let mut overload_log = RateLimit::default();
+    let mut accept_log = RateLimit::default();
+    loop {
+        let conn = listener.accept();
+        if stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        match conn {
+            Ok(client) => {
+                if let Err((client, _)) = pool.submit((client, n)) {
+                    if let Some(more) = overload_log.due() {
+                        warn!("too many clients (--max-clients {max_clients}): refusing new ones{more}");
+                    }
+                    let _ = client.shutdown(Shutdown::Both);
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => {
+                // EMFILE and the like last as long as the clients holding
+                // the descriptors: one line per interval, not one per pause.
+                if let Some(more) = accept_log.due() {
+                    warn!("accept failed on {name}: {e}; pausing{more}");
+                }
+                thread::sleep(ACCEPT_ERROR_PAUSE);
+            }
+        }
+    }
 }
 
 /// At most one log line per [`LOG_INTERVAL`]; the next line says how many
@@ -279,22 +333,19 @@ impl RateLimit {
     }
 }
 
-/// SIGTERM/SIGINT: flag the stop and wake the blocking accept with a
-/// connection to ourselves. SIGHUP: new identities for new streams.
+/// SIGTERM/SIGINT: flag the stop and wake each listener's blocking accept
+/// with a connection to itself. SIGHUP: new identities for new streams.
 fn watch_signals(
     mut signals: signal_hook::iterator::Signals,
     stopping: Arc<AtomicBool>,
-    local: SocketAddr,
+    wakers: Vec<Wake>,
     ids: Arc<Identities>,
 ) -> Result<(), String> {
-    let wake = match local.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), local.port()),
-        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), local.port()),
-        _ => local,
-    };
-    // The wake-up connection needs an fd. When idle clients hold every one
+    // A wake-up connection needs an fd. When idle clients hold every one
     // (EMFILE) and none is pending, accept blocks and would never see the
     // stop: keep one fd in reserve and give it back just before connecting.
+    // The wake-ups are made one after the other, each closed before the
+    // next, so one fd serves them all.
     let mut spare = std::fs::File::open("/dev/null").ok();
     thread::Builder::new()
         .name("signals".into())
@@ -308,16 +359,14 @@ fn watch_signals(
                 }
                 stopping.store(true, Ordering::SeqCst);
                 drop(spare.take());
-                // Another thread may take the freed fd first; then wait
-                // for the next one rather than leave accept blocked.
-                loop {
-                    match TcpStream::connect_timeout(&wake, Duration::from_secs(1)) {
-                        Ok(_) => return,
-                        // Nobody listens any more: the accept loop is over.
-                        Err(e) if e.kind() == ErrorKind::ConnectionRefused => return,
-                        Err(_) => thread::sleep(WAKE_RETRY),
+                for w in &wakers {
+                    // Another thread may take the freed fd first; then wait
+                    // for the next one rather than leave accept blocked.
+                    while w.poke().is_err() {
+                        thread::sleep(WAKE_RETRY);
                     }
                 }
+                return;
             }
         })
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;

@@ -1,5 +1,6 @@
 //! Byte relay between a SOCKS client and its SAM stream socket, both ways, in
-//! the calling thread. The two sockets are polled together with mio
+//! the calling thread. The client's socket is TCP or Unix-domain
+//! ([`ClientSocket`]); the same state machine serves both. The two sockets are polled together with mio
 //! (edge-triggered); each direction owns one fixed buffer that is allocated
 //! once, so a running relay never allocates. TCP semantics are kept: an EOF
 //! read from one side becomes `shutdown(Write)` on the other once everything
@@ -30,11 +31,12 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use mio::event::Event;
-use mio::net::TcpStream as MioStream;
+use mio::event::{Event, Source};
+use mio::net::{TcpStream as MioStream, UnixStream as MioUnix};
 use mio::{Events, Interest, Poll, Token};
 
 /// Size each direction's buffer starts at: small, so that a thousand held
@@ -61,6 +63,54 @@ const EVENTS_CAPACITY: usize = 4;
 
 const CLIENT: Token = Token(0);
 const SERVER: Token = Token(1);
+
+/// A connected stream socket the relay can take: it becomes a non-blocking
+/// socket that mio polls.
+pub trait ClientSocket {
+    type Polled: Polled;
+    fn into_polled(self) -> io::Result<Self::Polled>;
+}
+
+/// A non-blocking stream socket registered with mio: what one relay
+/// direction reads, writes and shuts down.
+pub trait Polled: Source {
+    fn read_into(&self, buf: &mut [u8]) -> io::Result<usize>;
+    fn write_from(&self, buf: &[u8]) -> io::Result<usize>;
+    fn shut(&self, how: Shutdown) -> io::Result<()>;
+    fn pending_error(&self) -> io::Result<Option<io::Error>>;
+}
+
+/// The two kinds of client socket have the same calls under the same
+/// names; one body serves both.
+macro_rules! client_socket {
+    ($std:ty, $mio:ty) => {
+        impl ClientSocket for $std {
+            type Polled = $mio;
+            fn into_polled(self) -> io::Result<$mio> {
+                self.set_nonblocking(true)?;
+                Ok(<$mio>::from_std(self))
+            }
+        }
+
+        impl Polled for $mio {
+            fn read_into(&self, buf: &mut [u8]) -> io::Result<usize> {
+                (&*self).read(buf)
+            }
+            fn write_from(&self, buf: &[u8]) -> io::Result<usize> {
+                (&*self).write(buf)
+            }
+            fn shut(&self, how: Shutdown) -> io::Result<()> {
+                self.shutdown(how)
+            }
+            fn pending_error(&self) -> io::Result<Option<io::Error>> {
+                self.take_error()
+            }
+        }
+    };
+}
+
+client_socket!(TcpStream, MioStream);
+client_socket!(UnixStream, MioUnix);
 
 /// Bytes moved in each direction.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -105,18 +155,16 @@ pub enum End {
 /// ends the relay with `Ok(End::Done)` once the other direction has
 /// delivered what it could; other socket errors come back as `Err` after the
 /// same draining. Both sockets are closed when this returns.
-pub fn relay(
-    client: TcpStream,
+pub fn relay<C: ClientSocket>(
+    client: C,
     server: TcpStream,
     to_server_first: &[u8],
     to_client_first: &[u8],
     opts: Options,
     stop: &AtomicBool,
 ) -> io::Result<(End, Stats)> {
-    client.set_nonblocking(true)?;
-    server.set_nonblocking(true)?;
-    let mut client = MioStream::from_std(client);
-    let mut server = MioStream::from_std(server);
+    let mut client = client.into_polled()?;
+    let mut server = server.into_polled()?;
 
     let mut poll = Poll::new()?;
     let both = Interest::READABLE | Interest::WRITABLE;
@@ -211,12 +259,12 @@ pub fn relay(
         // and have nothing to write to would otherwise go unnoticed until
         // the other peer acts; the error event lets us ask the socket.
         if client_ready.take_failed() {
-            if let Ok(Some(e)) = client.take_error() {
+            if let Ok(Some(e)) = client.pending_error() {
                 socket_failed(&mut down, &mut client_ready, e, &mut error);
             }
         }
         if server_ready.take_failed() {
-            if let Ok(Some(e)) = server.take_error() {
+            if let Ok(Some(e)) = server.pending_error() {
                 socket_failed(&mut up, &mut server_ready, e, &mut error);
             }
         }
@@ -228,8 +276,8 @@ pub fn relay(
         Some(e) => {
             // Make sure the peer that is still there sees the end even if
             // someone else holds a clone of the socket.
-            let _ = client.shutdown(Shutdown::Both);
-            let _ = server.shutdown(Shutdown::Both);
+            let _ = client.shut(Shutdown::Both);
+            let _ = server.shut(Shutdown::Both);
             if is_disconnect(e.kind()) {
                 log::debug!("relay ended by peer: {e}");
                 Ok((End::Done, totals))
@@ -432,10 +480,10 @@ impl<'a> Dir<'a> {
     }
 
     /// Everything is delivered: pass the source's EOF on.
-    fn pass_fin(&mut self, dst: &MioStream) {
+    fn pass_fin(&mut self, dst: &impl Polled) {
         // The peer may already be gone; the opposite direction or the final
         // close will report that, nothing to do here.
-        if let Err(e) = dst.shutdown(Shutdown::Write) {
+        if let Err(e) = dst.shut(Shutdown::Write) {
             log::debug!("relay: half-close failed: {e}");
         }
         self.flow = Flow::Closed;
@@ -445,7 +493,7 @@ impl<'a> Dir<'a> {
     /// destination is not writable, or this direction finishes. Reads are
     /// retried here after every write that made space, because a source
     /// left unread while the buffer was full produces no new event.
-    fn pump(&mut self, src: &MioStream, dst: &MioStream, sr: &mut Ready, dr: &mut Ready) -> Step {
+    fn pump(&mut self, src: &impl Polled, dst: &impl Polled, sr: &mut Ready, dr: &mut Ready) -> Step {
         let mut step = Step { moved: false, more: false, src_err: None, dst_err: None };
         let mut reads = 0;
         loop {
@@ -484,7 +532,7 @@ impl<'a> Dir<'a> {
             }
             let room = self.buf.get_mut(self.end..).unwrap_or_default();
             let room_len = room.len();
-            match (&*src).read(room) {
+            match src.read_into(room) {
                 Ok(0) => self.flow = Flow::Flushing,
                 Ok(n) => {
                     reads += 1;
@@ -517,7 +565,7 @@ impl<'a> Dir<'a> {
     }
 
     /// Writes `first`, then the buffer, until empty or the destination blocks.
-    fn flush(&mut self, dst: &MioStream, dr: &mut Ready, moved: &mut bool) -> io::Result<()> {
+    fn flush(&mut self, dst: &impl Polled, dr: &mut Ready, moved: &mut bool) -> io::Result<()> {
         while dr.write {
             let from_first = !self.first.is_empty();
             let data =
@@ -526,7 +574,7 @@ impl<'a> Dir<'a> {
                 break;
             }
             let len = data.len();
-            match (&*dst).write(data) {
+            match dst.write_from(data) {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     let n = n.min(len);
@@ -716,6 +764,48 @@ mod tests {
         let (end, stats) = run.wait().unwrap();
         assert_eq!(end, End::Done);
         assert_eq!(stats.to_server, up.len() as u64);
+        assert_eq!(stats.to_client, down.len() as u64);
+    }
+
+    /// A Unix-domain client: the same relay, bytes exact both ways, and its
+    /// half-close passed on while the answer still comes back.
+    #[test]
+    fn relay_unix_client_byte_exact_with_half_close() {
+        const SIZE: usize = 2 * 1024 * 1024 + 321;
+        let up = Rng(21).bytes(SIZE);
+        let down = Rng(22).bytes(SIZE + 999);
+        let (client, mut client_ep) = UnixStream::pair().unwrap();
+        client_ep.set_read_timeout(Some(IO_LIMIT)).unwrap();
+        let (server, server_ep) = pair();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let (tx, done) = mpsc::channel();
+        thread::spawn(move || {
+            let _ = tx.send(relay(client, server, b"first", &[], Options::default(), &flag));
+        });
+        let u = up.clone();
+        let mut writer = client_ep.try_clone().unwrap();
+        let w = thread::spawn(move || {
+            writer.write_all(&u).unwrap();
+            writer.shutdown(Shutdown::Write).unwrap();
+        });
+        let d = down.clone();
+        let s = thread::spawn(move || {
+            // The server reads the client's whole stream to EOF, then answers.
+            let got = read_chunked(&server_ep, 23, 60_000);
+            write_chunked(&server_ep, &d, 24, 60_000);
+            server_ep.shutdown(Shutdown::Write).unwrap();
+            got
+        });
+        let mut at_client = Vec::new();
+        client_ep.read_to_end(&mut at_client).unwrap();
+        w.join().unwrap();
+        let at_server = s.join().unwrap();
+        assert!(at_server.starts_with(b"first") && at_server[5..] == up[..], "client→server bytes differ");
+        assert!(at_client == down, "server→client bytes differ");
+        let (end, stats) = done.recv_timeout(RUN_LIMIT).unwrap().unwrap();
+        assert_eq!(end, End::Done);
+        assert_eq!(stats.to_server, up.len() as u64 + 5);
         assert_eq!(stats.to_client, down.len() as u64);
     }
 

@@ -20,8 +20,10 @@
 //! Not here: the header codec (`socks::udp`), the SAM framing and name
 //! cache (`sam::datagram`), which session an identity has (`identity`).
 
+use crate::client::Client;
 use crate::error::Error;
 use crate::i2p_addr;
+use crate::identity::Key;
 use crate::proxy::context::{self, Shared};
 use crate::sam::datagram::{DatagramSession, Dropped, Forwarded, Member, SendError};
 use crate::socks::udp::{decode, encode_domain, Dst, HeaderError};
@@ -184,16 +186,18 @@ impl Member for Link {
 
 // ------------------------------------------------------------ the association
 
-/// Serve a UDP ASSOCIATE whose request `req` was just read from `client`.
-/// Replies, relays until the control connection ends, frees everything.
-pub fn serve(mut client: TcpStream, req: &Request, shared: &Shared) {
+/// Serve a UDP ASSOCIATE whose request `req` was just read from `client`,
+/// on the identity `key`. Replies, relays until the control connection
+/// ends, frees everything.
+pub fn serve(client: TcpStream, req: &Request, key: Key, shared: &Shared) {
     let (Ok(peer), Ok(local)) = (client.peer_addr(), client.local_addr()) else {
         return;
     };
     let tag = peer.to_string();
-    let refuse = |c: TcpStream, e: Error| context::refuse(c, req, e, &format!("{tag}: UDP ASSOCIATE"));
+    let refuse =
+        |c: TcpStream, e: Error| context::refuse(Client::Tcp(c), req, e, &format!("{tag}: UDP ASSOCIATE"));
     let deadline = Instant::now() + shared.config.connect_timeout;
-    let lease = match shared.identities.acquire(shared.key_for(req)) {
+    let lease = match shared.identities.acquire(key) {
         Ok(l) => l,
         Err(e) => return refuse(client, e),
     };
@@ -228,10 +232,12 @@ pub fn serve(mut client: TcpStream, req: &Request, shared: &Shared) {
     });
     let member: Arc<dyn Member> = Arc::clone(&link) as Arc<dyn Member>;
     session.join(Arc::clone(&member));
-    if context::write_reply(&mut client, &socks::reply_bound(req.version, Rep::Succeeded, bnd)).is_err() {
+    let mut control = Client::Tcp(client);
+    let replied = context::write_reply(&mut control, &socks::reply_bound(req.version, Rep::Succeeded, bnd));
+    let (Ok(()), Client::Tcp(client)) = (replied, control) else {
         session.leave(&member);
         return;
-    }
+    };
     debug!("{peer}: UDP association on {bnd}");
     let end = Association {
         session: &session,

@@ -7,9 +7,10 @@
 //! (handed out by RESOLVE) is first turned back into its name, which then
 //! goes the same way as a name sent by the client.
 
+use crate::client::Client;
 use crate::error::Error;
 use crate::i2p_addr;
-use crate::identity::Lease;
+use crate::identity::{Key, Lease};
 use crate::proxy::context::{self, Shared};
 use crate::relay;
 use crate::sam::stream;
@@ -20,10 +21,10 @@ use std::borrow::Cow;
 use std::net::{Ipv4Addr, TcpStream};
 use std::time::Instant;
 
-/// Serve a CONNECT whose request `req` was just read from `client`;
-/// `payload` is what the client sent after it.
-pub fn serve(mut client: TcpStream, req: &Request, payload: &[u8], peer: &str, shared: &Shared) {
-    match open(req, shared) {
+/// Serve a CONNECT whose request `req` was just read from `client`, on the
+/// identity `key`; `payload` is what the client sent after it.
+pub fn serve(mut client: Client, req: &Request, payload: &[u8], peer: &str, key: Key, shared: &Shared) {
+    match open(req, key, shared) {
         Ok((sam, surplus, _lease)) => {
             if context::write_reply(&mut client, &socks::reply(req.version, Rep::Succeeded)).is_err() {
                 return;
@@ -35,7 +36,11 @@ pub fn serve(mut client: TcpStream, req: &Request, payload: &[u8], peer: &str, s
                 idle: shared.config.idle_timeout,
                 half_close_wait: shared.config.half_close_wait,
             };
-            match relay::relay(client, sam, payload, &surplus, opts, &shared.stop) {
+            let ended = match client {
+                Client::Tcp(c) => relay::relay(c, sam, payload, &surplus, opts, &shared.stop),
+                Client::Unix(c) => relay::relay(c, sam, payload, &surplus, opts, &shared.stop),
+            };
+            match ended {
                 Ok((end, stats)) => debug!(
                     "{peer}: relay ended ({end:?}): {} bytes out, {} bytes in",
                     stats.to_server, stats.to_client
@@ -49,7 +54,7 @@ pub fn serve(mut client: TcpStream, req: &Request, payload: &[u8], peer: &str, s
 
 /// Validate the request and open its I2P stream on the client's identity.
 /// The lease keeps that identity alive while the stream lasts.
-fn open(req: &Request, shared: &Shared) -> Result<(TcpStream, Vec<u8>, Lease), Error> {
+fn open(req: &Request, key: Key, shared: &Shared) -> Result<(TcpStream, Vec<u8>, Lease), Error> {
     let host = host_of(&req.addr, shared)?;
     let target = i2p_addr::parse_target(&host).map_err(|e| {
         debug!("target refused: {e:?}");
@@ -59,7 +64,7 @@ fn open(req: &Request, shared: &Shared) -> Result<(TcpStream, Vec<u8>, Lease), E
         return Err(Error::TargetNotAllowed);
     }
     let deadline = Instant::now() + shared.config.connect_timeout;
-    let lease = shared.identities.acquire(shared.key_for(req))?;
+    let lease = shared.identities.acquire(key)?;
     let info = lease.stream()?.wait_ready(deadline)?;
     debug!("connecting to {}:{}", target.as_str(), req.port);
     let (sam, surplus) = stream::connect(shared.config.sam, &info, target.as_str(), req.port, deadline)?;

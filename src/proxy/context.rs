@@ -5,13 +5,14 @@
 
 use crate::auth::AuthFile;
 use crate::cli::Config;
+use crate::client::Client;
 use crate::error::Error;
-use crate::identity::{Identities, Key};
+use crate::identity::{Identities, Key, Listener};
 use crate::socks::{self, Request};
 use crate::virtual_net::{Lookup, VirtualMap};
 use log::debug;
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, TcpStream};
+use std::net::{Ipv4Addr, Shutdown};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -39,9 +40,15 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// The identity a client with this request's credentials gets.
-    pub fn key_for(&self, req: &Request) -> Key {
-        Key::for_client(self.config.isolate, &req.credentials, self.auth.is_some())
+    /// The identity a client of `listener` with this request's credentials gets.
+    pub fn key_for(&self, listener: Listener, req: &Request) -> Key {
+        Key::for_client(listener, self.config.isolate, &req.credentials, self.auth.is_some())
+    }
+
+    /// How logs name a listener (`unix:/path` for a Unix socket, whose
+    /// clients have no address of their own).
+    pub fn listener_label(&self, listener: Listener) -> String {
+        self.config.listen.get(listener).map(|e| e.to_string()).unwrap_or_else(|| "?".into())
     }
 
     /// The virtual address map, held only for one look-up or insertion.
@@ -61,19 +68,19 @@ impl Shared {
 }
 
 /// Answer `req` with the reply for `e` and close gracefully.
-pub fn refuse(mut client: TcpStream, req: &Request, e: Error, peer: &str) {
+pub fn refuse(mut client: Client, req: &Request, e: Error, peer: &str) {
     debug!("{peer}: refused: {e}");
     let _ = write_reply(&mut client, &socks::reply(req.version, e.rep()));
     graceful_close(client);
 }
 
 /// Write a reply by [`REPLY_WRITE_TIMEOUT`].
-pub fn write_reply(client: &mut TcpStream, reply: &[u8]) -> io::Result<()> {
+pub fn write_reply(client: &mut Client, reply: &[u8]) -> io::Result<()> {
     write_by(client, reply, Instant::now() + REPLY_WRITE_TIMEOUT)
 }
 
 /// Write all of `data` by `deadline`.
-pub fn write_by(s: &mut TcpStream, data: &[u8], deadline: Instant) -> io::Result<()> {
+pub fn write_by(s: &mut Client, data: &[u8], deadline: Instant) -> io::Result<()> {
     let now = Instant::now();
     if now >= deadline {
         return Err(io::Error::new(ErrorKind::TimedOut, "deadline"));
@@ -84,7 +91,7 @@ pub fn write_by(s: &mut TcpStream, data: &[u8], deadline: Instant) -> io::Result
 
 /// Close after a failure reply: FIN first, then read briefly what the
 /// client already sent so the kernel does not answer it with a reset.
-pub fn graceful_close(mut s: TcpStream) {
+pub fn graceful_close(mut s: Client) {
     let _ = s.shutdown(Shutdown::Write);
     let end = Instant::now() + DRAIN_TIME;
     let mut sink = [0u8; 4096];

@@ -1,7 +1,11 @@
 //! One client, start to finish: the SOCKS handshake under one overall
-//! deadline, then the command: CONNECT (`connect`), UDP ASSOCIATE
-//! (`associate`), or Tor's RESOLVE and RESOLVE_PTR (`resolve`); BIND is
-//! refused.
+//! deadline, the identity its listener and credentials select, then the
+//! command: CONNECT (`connect`), UDP ASSOCIATE (`associate`), or Tor's
+//! RESOLVE and RESOLVE_PTR (`resolve`); BIND is refused. Clients of TCP and
+//! Unix-domain listeners get the same handshake, CONNECT and RESOLVE; UDP
+//! ASSOCIATE needs a TCP client (the reply names a UDP relay address the
+//! client can reach, and a Unix client has no IP address to check datagrams
+//! against), so a Unix client gets "command not supported".
 //!
 //! Everything a client can do wrong ends here in a reply in its own SOCKS
 //! version (or a close, where the protocol has no reply) and a graceful
@@ -14,12 +18,14 @@ pub mod resolve;
 
 pub use context::Shared;
 
+use crate::client::Client;
 use crate::error::Error;
+use crate::identity::Listener;
 use crate::proxy::context::{graceful_close, refuse, write_by};
 use crate::socks::{Action, Command, Handshake, Policy, Request};
 use log::debug;
 use std::io::{ErrorKind, Read};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::time::Instant;
 
 /// Size of each handshake read (the codec bounds the whole handshake).
@@ -33,10 +39,11 @@ enum Abort {
     Gone,
 }
 
-/// Serve one client. Never panics on input; always closes the socket.
-pub fn serve(mut client: TcpStream, shared: &Shared) {
-    let peer = client.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
-    let _ = client.set_nodelay(true);
+/// Serve one client of `listener`. Never panics on input; always closes
+/// the socket.
+pub fn serve(mut client: Client, listener: Listener, shared: &Shared) {
+    let peer = client.label(&shared.listener_label(listener));
+    client.set_nodelay();
     let deadline = Instant::now() + shared.config.handshake_timeout;
     let (request, payload) = match handshake(&mut client, deadline, shared) {
         Ok(r) => r,
@@ -51,22 +58,21 @@ pub fn serve(mut client: TcpStream, shared: &Shared) {
             return;
         }
     };
-    match request.command {
-        Command::Connect => connect::serve(client, &request, &payload, &peer, shared),
+    let key = shared.key_for(listener, &request);
+    match (request.command, client) {
+        (Command::Connect, client) => connect::serve(client, &request, &payload, &peer, key, shared),
         // RFC 1928 §7: the connection stays open as the association's lifeline.
-        Command::UdpAssociate => associate::serve(client, &request, shared),
-        Command::Resolve | Command::ResolvePtr => resolve::serve(client, &request, &peer, shared),
-        Command::Bind => refuse(client, &request, Error::CommandNotSupported, &peer),
+        (Command::UdpAssociate, Client::Tcp(tcp)) => associate::serve(tcp, &request, key, shared),
+        (Command::Resolve | Command::ResolvePtr, client) => resolve::serve(client, &request, &peer, shared),
+        (Command::UdpAssociate | Command::Bind, client) => {
+            refuse(client, &request, Error::CommandNotSupported, &peer)
+        }
     }
 }
 
 /// Run the codec over the client's bytes until a request or a refusal.
 /// Returns the request and the payload bytes that followed it.
-fn handshake(
-    client: &mut TcpStream,
-    deadline: Instant,
-    shared: &Shared,
-) -> Result<(Request, Vec<u8>), Abort> {
+fn handshake(client: &mut Client, deadline: Instant, shared: &Shared) -> Result<(Request, Vec<u8>), Abort> {
     let mut hs = Handshake::new(policy(shared));
     let mut pending: Vec<u8> = Vec::with_capacity(HANDSHAKE_CHUNK);
     let mut chunk = [0u8; HANDSHAKE_CHUNK];

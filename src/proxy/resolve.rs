@@ -8,17 +8,18 @@
 //! torsocks sends RESOLVE for every name a program looks up, then connects
 //! to the address it got (`connect` maps it back).
 
+use crate::client::Client;
 use crate::error::Error;
 use crate::i2p_addr;
 use crate::proxy::context::{self, Shared};
 use crate::socks::{self, Addr, Bound, Command, Rep, Request};
 use crate::virtual_net::dotted_ipv4;
 use log::{debug, warn};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 /// Serve a RESOLVE or RESOLVE_PTR, then close.
-pub fn serve(mut client: TcpStream, req: &Request, peer: &str, shared: &Shared) {
+pub fn serve(mut client: Client, req: &Request, peer: &str, shared: &Shared) {
     let answer = if req.command == Command::ResolvePtr {
         name_of(&req.addr, shared)
             .map(|name| socks::reply_bound(req.version, Rep::Succeeded, Bound::Domain(name.as_bytes(), 0)))
