@@ -141,12 +141,33 @@ impl Proxy {
             .unwrap_or_else(|| panic!("i2psocks {full:?} did not report `listening on` in time"));
         let rest = &line[line.find("listening on ").unwrap() + "listening on ".len()..];
         let word = rest.split_whitespace().next().unwrap_or_default();
-        p.addr = word.parse().unwrap_or_else(|_| panic!("cannot parse the listening address in {line:?}"));
+        // A Unix listener first: no address; its path is in [`Proxy::listening`].
+        if !word.starts_with("unix:") {
+            p.addr =
+                word.parse().unwrap_or_else(|_| panic!("cannot parse the listening address in {line:?}"));
+        }
         p
     }
 
+    /// The first listener's address (the first `listening on` line; 127.0.0.1:0
+    /// when that is a Unix socket); see [`Proxy::listening`] for all of them.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// What the first `n` `listening on` lines name, in order (`ADDR:PORT` or
+    /// `unix:/path`); panics if fewer come within [`START_TIMEOUT`].
+    pub fn listening(&self, n: usize) -> Vec<String> {
+        assert!(
+            self.wait_for_nth_line("listening on ", n, START_TIMEOUT).is_some(),
+            "fewer than {n} listeners"
+        );
+        self.lines()
+            .iter()
+            .filter_map(|l| l.split("listening on ").nth(1))
+            .map(|rest| rest.split_whitespace().next().unwrap_or_default().to_string())
+            .take(n)
+            .collect()
     }
 
     pub fn pid(&self) -> u32 {
@@ -510,10 +531,10 @@ pub enum Dest {
     Name(String, u16),
 }
 
-/// A plain client's SOCKS5 greeting (no auth) and CONNECT to `dest` on a connected stream,
-/// reading the whole reply (any BND address type). Err on an I/O error, an unexpected
-/// method reply or a failure reply (its REP named in the message).
-pub fn socks5_handshake(s: &mut TcpStream, dest: &Dest) -> io::Result<()> {
+/// A plain client's SOCKS5 greeting (no auth) and CONNECT to `dest` on a connected stream
+/// (TCP or Unix-domain), reading the whole reply (any BND address type). Err on an I/O
+/// error, an unexpected method reply or a failure reply (its REP named in the message).
+pub fn socks5_handshake(s: &mut (impl Read + Write), dest: &Dest) -> io::Result<()> {
     s.write_all(&[5, 1, 0])?;
     let mut m = [0u8; 2];
     s.read_exact(&mut m)?;
