@@ -2,7 +2,9 @@
 //! tests/common/i2pd.rs). One `#[test]` on purpose: the router and its ~20 s session setups
 //! are shared by every case, run in sequence inside it. Needs `i2pd` and `curl`
 //! (tests/deps.sh). Baseline first: the fixture services through i2pd's own SOCKS proxy.
-//! Last, tests/e2e/faults.rs: concurrent streams, then the router restarted under the proxy.
+//! tests/e2e/listeners.rs: a second proxy with two TCP listeners and a Unix socket, started
+//! beside the first so their sessions build together. Last, tests/e2e/faults.rs: concurrent
+//! streams, then the router restarted under the proxy.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
@@ -11,6 +13,8 @@ mod common;
 mod compat;
 #[path = "e2e/faults.rs"]
 mod faults;
+#[path = "e2e/listeners.rs"]
+mod listeners;
 
 use common::http::{expected_sha256, sha256_hex, MARKER};
 use common::i2p::{b64_decode, b64_encode, public_len};
@@ -34,10 +38,18 @@ fn real_router() {
     baseline_echo(&router);
     sam_basics(&router);
 
-    // i2psocks on the same router: the proxy under test.
+    // i2psocks on the same router: the proxy under test, and one with several listeners
+    // whose sessions build meanwhile.
+    let several = listeners::start(&router);
     let mut proxy = start_i2psocks(&router);
     through_i2psocks(&router, &proxy);
+    // Its credentialed sessions build alongside the identity cases' own.
+    let pending = listeners::begin(&router, &several);
     identities_through_i2psocks(&router, &proxy);
+    let t = Instant::now();
+    listeners::run(&router, &several, pending);
+    eprintln!("several listeners checked in {:?} after the identity cases", t.elapsed());
+    drop(several);
     compat::run(&router, &proxy);
     // Last: it restarts the router under the proxy.
     faults::run(&mut router, &mut proxy);
