@@ -155,7 +155,12 @@ fn options() -> Options {
         "print-address",
         "print the --keyfile identity's .b32.i2p address (creating the key) and exit",
     );
-    o.optopt("k", "keyfile", "persistent private key of the default identity (created if missing)", "FILE");
+    o.optopt(
+        "k",
+        "keyfile",
+        "persistent private key of the first listener's default identity (created if missing)",
+        "FILE",
+    );
     o.optopt("", "auth-file", "require SOCKS5 username/password from FILE (lines user:password)", "FILE");
     o.optopt("", "isolate", "identity per: none, auth (credentials; default) or client (connection)", "MODE");
     o.optopt("", "max-sessions", "I2P identities (SAM sessions) at once, 1-1024 (default 32)", "N");
