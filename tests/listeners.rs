@@ -3,7 +3,7 @@
 //! default identity (the fake records every SESSION CREATE and which session
 //! each STREAM CONNECT uses), credentials kept apart per listener, the
 //! `listening on` lines in order, a Unix socket's mode and owner, CONNECT
-//! over it and UDP ASSOCIATE refused on it, every refusal to start (exit
+//! and RESOLVE over it and UDP ASSOCIATE refused on it, every refusal to start (exit
 //! code, one line, foreign files left alone), the stale socket removed, the
 //! socket removed on SIGTERM and SIGINT, and the hint when i2pd's SOCKS port
 //! is taken.
@@ -197,8 +197,9 @@ fn keyfile_belongs_to_the_first_listener() {
 // ------------------------------------------------------------ Unix-domain listeners
 
 /// A Unix listener: socket of mode 0600 owned by the proxy's user, CONNECT relayed on the
-/// listener's own default identity, UDP ASSOCIATE refused with 0x07, the client logged by
-/// the listener's path; SIGTERM stops every accept loop and removes the socket.
+/// listener's own default identity, UDP ASSOCIATE refused with 0x07, RESOLVE answered, the
+/// client logged by the listener's path; SIGTERM stops every accept loop and removes the
+/// socket.
 #[test]
 fn unix_listener_serves_connect() {
     let fake = FakeSam::start(Script::default());
@@ -245,6 +246,15 @@ fn unix_listener_serves_connect() {
     u.read_exact(&mut r).unwrap();
     assert_eq!(r, s5_reply(7));
     assert_eq!(u.read(&mut m).unwrap(), 0, "closed after the refusal");
+
+    // Tor's RESOLVE (0xF0) as over TCP: a virtual IPv4 address at once.
+    let mut r = unix_client(&path);
+    r.write_all(&[5, 1, 0]).unwrap();
+    r.read_exact(&mut m).unwrap();
+    r.write_all(&socks5_request(0xF0, &b32_name("site"), 0)).unwrap();
+    let mut answer = [0u8; 10];
+    r.read_exact(&mut answer).unwrap();
+    assert_eq!(answer[..4], [5, 0, 0, 1], "RESOLVE answered with an IPv4 address: {answer:02x?}");
 
     stop(p, "TERM");
     assert!(!path.exists(), "socket removed on SIGTERM");
