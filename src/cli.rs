@@ -6,7 +6,9 @@
 
 use crate::identity::Isolate;
 use crate::listen::{unix, Endpoint};
+use crate::sam::encryption::{self, Mode};
 use crate::sam::proto::{is_safe_key, is_safe_value};
+use crate::spares::MAX_SPARES;
 use crate::virtual_net::{self, Cidr};
 use getopts::Options;
 use std::net::SocketAddr;
@@ -15,10 +17,11 @@ use std::time::Duration;
 
 /// The usage line, identical to SYNOPSIS in man/i2psocks.8.
 pub const USAGE: &str = "usage: i2psocks [-hqVv] [--allow-remote] [--check] [--prefer-no-auth] \
-[--print-address] [-l addr:port|unix:path] [--unix-mode mode] [-s addr:port] [--sam-udp addr:port] [-k keyfile] [--auth-file file] \
-[--isolate none|auth|client] [--max-clients n] [--max-sessions n] [--handshake-timeout secs] \
-[--connect-timeout secs] [--idle-timeout secs] [--half-close-wait secs] [--session-idle-timeout secs] \
-[--shutdown-grace secs] [--hops n] [--tunnels n] [--sam-option key=value] [--virtual-net cidr]";
+[--print-address] [-l addr:port|unix:path] [--unix-mode mode] [-s addr:port] [--sam-udp addr:port] [-k keyfile] \
+[--auth-file file] [--isolate none|auth|client] [--max-clients n] [--max-sessions n] [--spare-sessions n] \
+[--handshake-timeout secs] [--connect-timeout secs] [--idle-timeout secs] [--half-close-wait secs] \
+[--session-idle-timeout secs] [--shutdown-grace secs] [--hops n] [--tunnels n] \
+[--encryption auto|pq|classic] [--sam-option key=value] [--virtual-net cidr]";
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4447";
 pub const DEFAULT_SAM: &str = "127.0.0.1:7656";
@@ -89,6 +92,11 @@ pub struct Config {
     pub session_idle_timeout: Duration,
     /// Where RESOLVE's addresses for I2P names come from.
     pub virtual_net: Cidr,
+    /// Sessions built ahead of need for new identities.
+    pub spare_sessions: usize,
+    /// Which encryption types sessions ask for (`AsGiven` when a
+    /// `--sam-option` names them).
+    pub encryption: Mode,
 }
 
 impl Config {
@@ -123,6 +131,8 @@ impl Default for Config {
             max_sessions: 32,
             session_idle_timeout: Duration::from_secs(600),
             virtual_net: virtual_net::DEFAULT,
+            spare_sessions: 1,
+            encryption: Mode::Auto,
         }
     }
 }
@@ -166,6 +176,12 @@ fn options() -> Options {
     o.optopt("", "max-sessions", "I2P identities (SAM sessions) at once, 1-1024 (default 32)", "N");
     o.optopt(
         "",
+        "spare-sessions",
+        "sessions built ahead for new identities, 0-16, within --max-sessions (default 1)",
+        "N",
+    );
+    o.optopt(
+        "",
         "session-idle-timeout",
         "close identities unused this long, 0-604800, 0 = never (default 600)",
         "SECS",
@@ -198,6 +214,12 @@ fn options() -> Options {
     o.optopt("", "shutdown-grace", "on SIGTERM let relays finish this long, 0-600 (default 5)", "SECS");
     o.optopt("", "hops", "tunnel length, inbound and outbound, 0-7 (default 3)", "N");
     o.optopt("", "tunnels", "tunnel quantity, inbound and outbound, 1-16 (default 2)", "N");
+    o.optopt(
+        "",
+        "encryption",
+        "lease set encryption: auto (post-quantum where the bridge speaks SAM 3.3), pq or classic (default auto)",
+        "MODE",
+    );
     o.optmulti("", "sam-option", "extra SAM SESSION CREATE option (repeatable)", "KEY=VALUE");
     o.optopt(
         "",
@@ -295,6 +317,9 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
     if let Some(s) = m.opt_str("virtual-net") {
         c.virtual_net = Cidr::parse(&s).map_err(|e| UsageError(format!("--virtual-net '{s}': {e}")))?;
     }
+    if let Some(n) = num(&m, "spare-sessions", 0, MAX_SPARES as u64)? {
+        c.spare_sessions = n as usize;
+    }
     c.keyfile = m.opt_str("k").map(PathBuf::from);
     c.auth_file = m.opt_str("auth-file").map(PathBuf::from);
     c.prefer_no_auth = m.opt_present("prefer-no-auth");
@@ -318,6 +343,7 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
     for o in opts {
         c.sam_options.push(sam_option(&o)?);
     }
+    c.encryption = encryption_mode(m.opt_str("encryption"), &c.sam_options)?;
     let check = m.opt_present("check");
     let print = m.opt_present("print-address");
     match (check, print) {
@@ -329,6 +355,29 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
         (false, true) => Ok(Command::PrintAddress(c)),
         (false, false) => Ok(Command::Run(c)),
     }
+}
+
+/// `--encryption`, or `AsGiven` when a `--sam-option` names the types
+/// itself; both at once is a conflict (which one should win is not ours to
+/// guess).
+fn encryption_mode(flag: Option<String>, sam_options: &[(String, String)]) -> Result<Mode, UsageError> {
+    let given = sam_options.iter().any(|(k, _)| k.eq_ignore_ascii_case(encryption::OPTION));
+    let mode = match flag.as_deref() {
+        None if given => return Ok(Mode::AsGiven),
+        None | Some("auto") => Mode::Auto,
+        Some("pq") => Mode::Pq,
+        Some("classic") => Mode::Classic,
+        Some(other) => {
+            return Err(UsageError(format!("--encryption '{other}': expected auto, pq or classic")))
+        }
+    };
+    if given {
+        return Err(UsageError(format!(
+            "--encryption conflicts with --sam-option {}=...: give one of them",
+            encryption::OPTION
+        )));
+    }
+    Ok(mode)
 }
 
 fn clamp_i8(n: usize) -> i8 {
@@ -518,6 +567,14 @@ mod tests {
             &["--virtual-net", "10.0.0.0/25"],
             &["--virtual-net", "10.0.0.1/24"],
             &["--virtual-net", "10.0.0.0"],
+            &["--spare-sessions", "17"],
+            &["--spare-sessions", "-1"],
+            &["--spare-sessions", "x"],
+            &["--encryption", "PQ"],
+            &["--encryption", "none"],
+            &["--encryption", ""],
+            &["--encryption", "auto", "--sam-option", "i2cp.leaseSetEncType=4"],
+            &["--encryption", "classic", "--sam-option", "i2cp.leasesetenctype=4,0"],
             &["--print-address"],
             &["--check", "--print-address", "-k", "k"],
             &["--prefer-no-auth", "--auth-file", "f"],
@@ -536,6 +593,21 @@ mod tests {
             let e = run(args).unwrap_err();
             assert!(!e.0.contains('\n'), "{args:?}: one line: {e}");
         }
+    }
+
+    #[test]
+    fn spares_and_encryption() {
+        let c = run(&[]).unwrap();
+        assert_eq!((c.spare_sessions, c.encryption), (1, Mode::Auto));
+        assert_eq!(run(&["--spare-sessions", "0"]).unwrap().spare_sessions, 0);
+        assert_eq!(run(&["--spare-sessions", "16"]).unwrap().spare_sessions, 16);
+        for (arg, mode) in [("auto", Mode::Auto), ("pq", Mode::Pq), ("classic", Mode::Classic)] {
+            assert_eq!(run(&["--encryption", arg]).unwrap().encryption, mode);
+        }
+        // The user's own types are sent as given, not negotiated.
+        let c = run(&["--sam-option", "i2cp.leaseSetEncType=4"]).unwrap();
+        assert_eq!(c.encryption, Mode::AsGiven);
+        assert_eq!(c.sam_options, vec![("i2cp.leaseSetEncType".into(), "4".into())]);
     }
 
     #[test]

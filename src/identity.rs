@@ -21,6 +21,17 @@
 //! (`-k`), written here from the key the bridge made for its first session
 //! when the file did not exist yet.
 //!
+//! A new identity (and the transient default one after SIGHUP) takes a
+//! spare session from `spares` when one is ready or being built, and a
+//! replacement starts at once. Spares count against `--max-sessions` and
+//! are only built into room that no identity needs: at the cap a new
+//! identity finds no spare and is served as without spares (an idle
+//! identity evicted, or the client refused).
+//!
+//! A datagram session is built in a thread of its own, so that UDP
+//! ASSOCIATE can be answered at once; the association watches its
+//! [`DatagramCell`].
+//!
 //! Credentials are hashed into the key at once; no secret is kept here or
 //! logged.
 
@@ -30,6 +41,7 @@ use crate::sam::datagram::{DatagramSession, DgSpec};
 use crate::sam::ready::{Readiness, State};
 use crate::sam::stream::{OnNewKey, Session, SessionSpec};
 use crate::socks::Credentials;
+use crate::spares::{Spares, Taken};
 use log::{debug, error, info, warn};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -118,13 +130,17 @@ pub struct Recipe {
     pub new_keyfile: Option<PathBuf>,
     /// How to build datagram sessions.
     pub datagram: DgSpec,
+    /// Identities and spares at once (a datagram session is not counted:
+    /// it belongs to its identity).
     pub max_sessions: usize,
     /// Zero: never close idle sessions.
     pub idle_timeout: Duration,
+    /// Spare sessions kept ready for new identities (`--spare-sessions`).
+    pub spare_sessions: usize,
 }
 
 /// A datagram session being built, ready or dead.
-type DatagramCell = Arc<Readiness<Arc<DatagramSession>>>;
+pub type DatagramCell = Arc<Readiness<Arc<DatagramSession>>>;
 
 struct Identity {
     key: Key,
@@ -198,6 +214,8 @@ fn is_dead(cell: &DatagramCell) -> bool {
 pub struct Identities {
     recipe: Recipe,
     slots: Mutex<HashMap<Key, Arc<Identity>>>,
+    /// Only touched with `slots` locked (lock order: slots, then spares).
+    spares: Spares,
     seq: AtomicU64,
     datagram_seq: AtomicU64,
 }
@@ -224,56 +242,53 @@ impl Lease {
         Ok(s)
     }
 
-    /// The identity's datagram session: built now in this thread if it has
-    /// none (or a dead one), else the one being built is waited for, until
-    /// `deadline`.
-    pub fn datagram(&self, deadline: Instant) -> Result<Arc<DatagramSession>, Error> {
+    /// The identity's datagram session as a cell that a thread of its own
+    /// makes Ready (or Down) by `deadline`: started now if the identity has
+    /// none or only a dead one, else the one it has. Refused at once when
+    /// the identity's stream session is down (its last build failed: the
+    /// bridge is gone or refusing, and a datagram session would fare no
+    /// better).
+    pub fn datagram(&self, deadline: Instant) -> Result<DatagramCell, Error> {
         let id = &self.identity;
-        let (cell, build) = {
-            if lock(&id.use_).closed {
-                return Err(Error::SessionDown);
-            }
+        if lock(&id.use_).closed {
+            return Err(Error::SessionDown);
+        }
+        if lock(&id.stream).as_ref().is_some_and(|s| matches!(s.state(), State::Down)) {
+            return Err(Error::SessionDown);
+        }
+        let cell = {
             let mut slot = lock(&id.datagram);
             match slot.as_ref() {
-                Some(c) if !is_dead(c) => (Arc::clone(c), false),
+                Some(c) if !is_dead(c) => return Ok(Arc::clone(c)),
                 _ => {
                     if let Some(old) = slot.take().and_then(|c| c.close()) {
                         old.close();
                     }
                     let c: DatagramCell = Arc::new(Readiness::new());
                     *slot = Some(Arc::clone(&c));
-                    (c, true)
+                    c
                 }
             }
         };
-        if !build {
-            return Ok(cell.wait_ready(deadline)?);
+        let (registry, identity, c) = (Arc::clone(&self.registry), Arc::clone(id), Arc::clone(&cell));
+        let spawned = std::thread::Builder::new()
+            .name("udp-sam-build".into())
+            .spawn(move || registry.build_datagram(&identity, &c, deadline));
+        if spawned.is_err() {
+            fail_datagram(id, &cell);
+            return Err(Error::Overloaded);
         }
-        let n = self.registry.datagram_seq.fetch_add(1, Ordering::Relaxed);
-        let label = format!("datagram session #{n}");
-        match DatagramSession::open(&self.registry.recipe.datagram, &label, deadline) {
-            Ok(s) => {
-                let s = Arc::new(s);
-                if !cell.set(State::Ready(Arc::clone(&s))) {
-                    // The identity was closed meanwhile.
-                    s.close();
-                    return Err(Error::SessionDown);
-                }
-                Ok(s)
-            }
-            Err(e) => {
-                warn!(
-                    "{label}: cannot create a SAM datagram session at {}: {e}",
-                    self.registry.recipe.datagram.sam
-                );
-                cell.set(State::Down);
-                let mut slot = lock(&id.datagram);
-                if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                    slot.take();
-                }
-                Err(if e.is_timeout() { Error::ConnectTimeout } else { Error::SamUnreachable })
-            }
-        }
+        Ok(cell)
+    }
+}
+
+/// A datagram build failed: waiters are told, and the next association
+/// starts anew.
+fn fail_datagram(id: &Identity, cell: &DatagramCell) {
+    cell.set(State::Down);
+    let mut slot = lock(&id.datagram);
+    if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, cell)) {
+        slot.take();
     }
 }
 
@@ -307,17 +322,52 @@ impl Identities {
     /// session started at once, in parallel (so their addresses are logged
     /// at startup and the first clients need not wait).
     pub fn start(recipe: Recipe) -> std::io::Result<Arc<Identities>> {
+        let spares = Spares::new(recipe.default.clone(), recipe.spare_sessions);
         let ids = Arc::new(Identities {
             recipe,
             slots: Mutex::new(HashMap::new()),
+            spares,
             seq: AtomicU64::new(1),
             datagram_seq: AtomicU64::new(1),
         });
+        let mut slots = ids.lock();
         for n in 0..ids.recipe.listeners.max(1) {
-            let default = ids.make_default(n)?;
-            ids.lock().insert(Key::Default(n), default);
+            let default = ids.make_default(n, false)?;
+            slots.insert(Key::Default(n), default);
         }
+        // Built beside the default identities' sessions: on i2pd parallel
+        // creates finish together.
+        ids.spares.fill(ids.room(&slots))?;
+        drop(slots);
         Ok(ids)
+    }
+
+    /// Sessions that may still be started under `--max-sessions`.
+    fn room(&self, slots: &HashMap<Key, Arc<Identity>>) -> usize {
+        self.recipe.max_sessions.saturating_sub(slots.len() + self.spares.len())
+    }
+
+    /// Replace taken spares, as far as there is room.
+    fn top_up(&self, slots: &HashMap<Key, Arc<Identity>>) {
+        if let Err(e) = self.spares.fill(self.room(slots)) {
+            warn!("cannot start a spare session: {e}");
+        }
+    }
+
+    /// Make a taken spare `id`'s stream session.
+    fn give_spare(&self, id: &Identity, taken: Taken) {
+        taken.session.relabel(&id.label);
+        debug!(
+            "{}: took a spare session ({})",
+            id.label,
+            if taken.ready { "ready" } else { "still being built" }
+        );
+        *lock(&id.stream) = Some(taken.session);
+    }
+
+    /// Spares held now (for tests and logs).
+    pub fn spare_count(&self) -> usize {
+        self.spares.len()
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<Key, Arc<Identity>>> {
@@ -342,11 +392,14 @@ impl Identities {
         })
     }
 
-    /// A listener's default identity with its stream session started.
-    fn make_default(&self, listener: Listener) -> std::io::Result<Arc<Identity>> {
+    /// A listener's default identity with its stream session started, or
+    /// (if `from_spare` and one is there) a spare's.
+    fn make_default(&self, listener: Listener, from_spare: bool) -> std::io::Result<Arc<Identity>> {
         let id = self.make(Key::Default(listener));
-        let s = self.spawn_stream(&id)?;
-        *lock(&id.stream) = Some(s);
+        match from_spare.then(|| self.spares.take()).flatten() {
+            Some(taken) => self.give_spare(&id, taken),
+            None => *lock(&id.stream) = Some(self.spawn_stream(&id)?),
+        }
         Ok(id)
     }
 
@@ -369,15 +422,26 @@ impl Identities {
         Lease { identity, registry: Arc::clone(self) }
     }
 
-    /// The identity for `key`, made now if needed. At `--max-sessions`, an
-    /// idle identity is closed to make room; if none is idle: Overloaded.
+    /// The identity for `key`, made now if needed, with a spare session
+    /// when there is one (its slot becomes the identity's). Without a
+    /// spare, at `--max-sessions`: a spare that is down is closed, else an
+    /// idle identity, to make room; if none is idle: Overloaded.
     pub fn acquire(self: &Arc<Self>, key: Key) -> Result<Lease, Error> {
         let mut slots = self.lock();
         if let Some(id) = slots.get(&key) {
             let id = Arc::clone(id);
             return Ok(self.lease(id));
         }
-        if slots.len() >= self.recipe.max_sessions {
+        if let Some(taken) = self.spares.take() {
+            let id = self.make(key.clone());
+            self.give_spare(&id, taken);
+            slots.insert(key, Arc::clone(&id));
+            self.top_up(&slots);
+            return Ok(self.lease(id));
+        }
+        if self.room(&slots) == 0 && self.spares.close_one_down() {
+            debug!("--max-sessions reached: closed a spare session that is down");
+        } else if self.room(&slots) == 0 {
             let victim = slots
                 .values()
                 .filter(|s| !s.key.is_default())
@@ -437,6 +501,8 @@ impl Identities {
         if datagrams > 0 {
             debug!("closed {datagrams} idle or dead datagram sessions");
         }
+        // Room freed by closed identities (or spares taken) is refilled.
+        self.top_up(&slots);
         idle.len()
     }
 
@@ -458,11 +524,14 @@ impl Identities {
                 }
             }
         }
+        // A spare has never been used: as a new default identity it is as
+        // unlinked to earlier streams as a session built now, and ready sooner.
         for n in 0..self.recipe.listeners.max(1) {
             if let std::collections::hash_map::Entry::Vacant(e) = slots.entry(Key::Default(n)) {
-                e.insert(self.make_default(n)?);
+                e.insert(self.make_default(n, true)?);
             }
         }
+        self.top_up(&slots);
         info!("new identity: {} transient identities retired", keys.len());
         Ok(keys.len())
     }
@@ -474,8 +543,29 @@ impl Identities {
 
     /// Close every session (shutdown).
     pub fn close_all(&self) {
-        for (_, s) in self.lock().drain() {
+        let mut slots = self.lock();
+        for (_, s) in slots.drain() {
             s.close();
+        }
+        self.spares.close_all();
+    }
+
+    /// Build `id`'s datagram session into `cell` (in its own thread).
+    fn build_datagram(&self, id: &Identity, cell: &DatagramCell, deadline: Instant) {
+        let n = self.datagram_seq.fetch_add(1, Ordering::Relaxed);
+        let label = format!("datagram session #{n}");
+        match DatagramSession::open(&self.recipe.datagram, &label, deadline) {
+            Ok(s) => {
+                let s = Arc::new(s);
+                if !cell.set(State::Ready(Arc::clone(&s))) {
+                    // The identity was closed meanwhile.
+                    s.close();
+                }
+            }
+            Err(e) => {
+                warn!("{label}: cannot create a SAM datagram session at {}: {e}", self.recipe.datagram.sam);
+                fail_datagram(id, cell);
+            }
         }
     }
 
@@ -513,6 +603,7 @@ fn keep_key(path: PathBuf, label: String) -> OnNewKey {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
     use super::*;
+    use crate::sam::encryption::{Encryption, Mode};
     use std::net::{SocketAddr, TcpListener};
 
     /// A port nothing listens on: sessions stay down and retry in the
@@ -523,15 +614,27 @@ mod tests {
     }
 
     fn registry(max_sessions: usize, idle: u64, persistent: bool) -> Arc<Identities> {
-        registry_of(1, max_sessions, idle, persistent)
+        registry_on(dead_sam(), 1, max_sessions, idle, persistent, 0)
     }
 
     fn registry_of(listeners: usize, max_sessions: usize, idle: u64, persistent: bool) -> Arc<Identities> {
-        let sam = dead_sam();
+        registry_on(dead_sam(), listeners, max_sessions, idle, persistent, 0)
+    }
+
+    fn registry_on(
+        sam: SocketAddr,
+        listeners: usize,
+        max_sessions: usize,
+        idle: u64,
+        persistent: bool,
+        spare_sessions: usize,
+    ) -> Arc<Identities> {
+        let encryption = Arc::new(Encryption::new(Mode::Classic));
         let spec = SessionSpec {
             sam,
             destination: if persistent { "persistent-key".into() } else { "TRANSIENT".into() },
             options: Vec::new(),
+            encryption: Arc::clone(&encryption),
             label: "test".into(),
         };
         Identities::start(Recipe {
@@ -539,11 +642,108 @@ mod tests {
             default_persistent: persistent,
             listeners,
             new_keyfile: None,
-            datagram: DgSpec { sam, sam_udp: sam, options: Vec::new() },
+            datagram: DgSpec { sam, sam_udp: sam, options: Vec::new(), encryption },
             max_sessions,
             idle_timeout: Duration::from_secs(idle),
+            spare_sessions,
         })
         .unwrap()
+    }
+
+    /// A bridge that takes connections and never answers HELLO: sessions
+    /// stay "being built" (for the 10 s HELLO deadline), as spares do
+    /// while the router builds their tunnels.
+    fn hung_sam() -> (TcpListener, SocketAddr) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = l.local_addr().unwrap();
+        (l, a)
+    }
+
+    fn has_stream(l: &Lease) -> bool {
+        lock(&l.identity.stream).is_some()
+    }
+
+    #[test]
+    fn new_identities_take_spares_and_replace_them() {
+        let (_hung, sam) = hung_sam();
+        let ids = registry_on(sam, 1, 8, 0, false, 2);
+        assert_eq!((ids.count(), ids.spare_count()), (1, 2));
+        let a = ids.acquire(named("a")).unwrap();
+        assert!(has_stream(&a), "a new identity gets a spare as its session at once");
+        assert_eq!(ids.spare_count(), 2, "a replacement is started at once");
+        let c = ids.acquire(Key::for_client(0, Isolate::Client, &Credentials::None, false)).unwrap();
+        assert!(has_stream(&c));
+        // The same key again: no spare taken.
+        let a2 = ids.acquire(named("a")).unwrap();
+        assert!(Arc::ptr_eq(&a.stream().unwrap(), &a2.stream().unwrap()));
+        assert_eq!((ids.count(), ids.spare_count()), (3, 2));
+        ids.close_all();
+        assert_eq!((ids.count(), ids.spare_count()), (0, 0));
+        assert!(matches!(a.stream(), Err(Error::SessionDown)));
+    }
+
+    #[test]
+    fn spares_never_past_the_cap() {
+        let (_hung, sam) = hung_sam();
+        let ids = registry_on(sam, 1, 3, 0, false, 4);
+        assert_eq!((ids.count(), ids.spare_count()), (1, 2), "the default identity + 2 spares = 3");
+        let a = ids.acquire(named("a")).unwrap();
+        let b = ids.acquire(named("b")).unwrap();
+        assert!(has_stream(&a) && has_stream(&b));
+        assert_eq!((ids.count(), ids.spare_count()), (3, 0), "at the cap: no replacement");
+        // As without spares: refused while both are busy, then the idle one evicted.
+        assert!(matches!(ids.acquire(named("c")), Err(Error::Overloaded)));
+        let b_session = b.stream().unwrap();
+        drop(b);
+        let c = ids.acquire(named("c")).unwrap();
+        assert!(b_session.is_closed());
+        assert!(!has_stream(&c), "no spare: its session is made on first use, as before");
+        assert_eq!(ids.reap(Instant::now()), 0);
+        assert_eq!((ids.count(), ids.spare_count()), (3, 0));
+        // An identity leaving frees a slot: the reaper refills it.
+        let c_session = c.stream().unwrap();
+        drop(c);
+        drop(a);
+        assert_eq!(ids.reap(Instant::now() + Duration::from_secs(3600)), 0, "idle timeout 0: none reaped");
+        assert!(ids.retire_transient().is_ok());
+        assert!(c_session.is_closed());
+        assert_eq!(ids.count(), 1);
+        assert_eq!(ids.spare_count(), 2, "room again: refilled up to the cap");
+        ids.close_all();
+    }
+
+    #[test]
+    fn a_down_spare_gives_its_slot_to_an_identity() {
+        let ids = registry_on(dead_sam(), 1, 2, 0, false, 1);
+        assert_eq!(ids.spare_count(), 1);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while ids.spares.counts().down < 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let a = ids.acquire(named("a")).unwrap();
+        assert!(!has_stream(&a), "a down spare is not handed out");
+        assert_eq!((ids.count(), ids.spare_count()), (2, 0), "it was closed to make room");
+        ids.close_all();
+    }
+
+    #[test]
+    fn sighup_default_takes_a_spare() {
+        let (_hung, sam) = hung_sam();
+        let ids = registry_on(sam, 1, 8, 0, false, 1);
+        let old = ids.acquire(Key::Default(0)).unwrap().stream().unwrap();
+        ids.retire_transient().unwrap();
+        let new = ids.acquire(Key::Default(0)).unwrap();
+        assert!(!Arc::ptr_eq(&new.stream().unwrap(), &old));
+        assert!(old.is_closed());
+        assert_eq!(ids.spare_count(), 1, "the spare taken is replaced");
+        ids.close_all();
+        // A persistent default identity is kept; the spare stays a spare.
+        let ids = registry_on(sam, 1, 8, 0, true, 1);
+        let kept = ids.acquire(Key::Default(0)).unwrap().stream().unwrap();
+        ids.retire_transient().unwrap();
+        assert!(Arc::ptr_eq(&ids.acquire(Key::Default(0)).unwrap().stream().unwrap(), &kept));
+        assert_eq!(ids.spare_count(), 1);
+        ids.close_all();
     }
 
     fn named(user: &str) -> Key {

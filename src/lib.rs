@@ -5,11 +5,12 @@
 //! the integration tests and the fuzz targets share one implementation.
 //! Sans-IO codecs (`socks`, `sam::proto`, `i2p_addr`) carry the protocol
 //! logic; `sam` drives the bridge, `identity` keeps the sessions behind the
-//! identities, `listen` binds the `-l` endpoints and accepts `client`s,
-//! `proxy` serves one client per SOCKS command, and `relay` and `pool` move
-//! the bytes and bound the workers. Dependencies point one way: `proxy` →
-//! {`socks`, `identity`, `relay`, `client`} → `sam` → {`sam::proto`,
-//! `i2p_addr`, `rand`}; `listen` → {`client`, `rand`}.
+//! identities (with `spares` built ahead of need), `listen` binds the `-l`
+//! endpoints and accepts `client`s, `proxy` serves one client per SOCKS
+//! command, and `relay` and `pool` move the bytes and bound the workers.
+//! Dependencies point one way: `proxy` → {`socks`, `identity`, `relay`,
+//! `client`}; `identity` → `spares` → `sam` → {`sam::proto`, `i2p_addr`,
+//! `rand`}; `listen` → {`client`, `rand`}.
 
 pub mod auth;
 pub mod cli;
@@ -25,4 +26,5 @@ pub mod rand;
 pub mod relay;
 pub mod sam;
 pub mod socks;
+pub mod spares;
 pub mod virtual_net;

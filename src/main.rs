@@ -16,6 +16,7 @@ use i2psocks::pool::Pool;
 use i2psocks::proxy::{self, Shared};
 use i2psocks::sam::conn;
 use i2psocks::sam::datagram::DgSpec;
+use i2psocks::sam::encryption::{self, Encryption, Mode};
 use i2psocks::sam::stream::SessionSpec;
 use i2psocks::virtual_net::VirtualMap;
 use log::{error, info, warn, LevelFilter};
@@ -108,6 +109,10 @@ fn check(c: &Config) -> Result<(), Failure> {
     load_files(c)?;
     let minor = conn::probe(c.sam)
         .map_err(|e| (EXIT_UNAVAILABLE, format!("SAM bridge at {} unavailable: {e}", c.sam)))?;
+    if c.encryption == Mode::Pq && minor < encryption::PQ_MIN_MINOR {
+        let e = conn::CreateError::NoPostQuantum { minor };
+        return Err((EXIT_UNAVAILABLE, format!("SAM bridge at {}: --encryption pq: {e}", c.sam)));
+    }
     println!("i2psocks: configuration ok; SAM bridge at {} speaks SAM 3.{minor}", c.sam);
     Ok(())
 }
@@ -154,13 +159,14 @@ fn init_logging(verbosity: i8) {
 }
 
 /// SESSION CREATE options from the flags: ours first, the user's after.
+/// The encryption types are not among them: each build picks them after
+/// HELLO (`sam::encryption`).
 fn session_options(c: &Config) -> Vec<(String, String)> {
     let mut o: Vec<(String, String)> = vec![
         ("inbound.length".into(), c.hops.to_string()),
         ("outbound.length".into(), c.hops.to_string()),
         ("inbound.quantity".into(), c.tunnels.to_string()),
         ("outbound.quantity".into(), c.tunnels.to_string()),
-        ("i2cp.leaseSetEncType".into(), "4,0".into()),
     ];
     for (k, v) in &c.sam_options {
         // A user option replaces ours of the same key rather than repeating it.
@@ -200,20 +206,23 @@ fn run(config: Config, files: Files) -> Result<(), Failure> {
 
     let persistent = config.keyfile.is_some();
     let options = session_options(&config);
+    let encryption = Arc::new(Encryption::new(config.encryption));
     let recipe = Recipe {
         default: SessionSpec {
             sam: config.sam,
             destination: files.key.clone().unwrap_or_else(|| "TRANSIENT".into()),
             options: options.clone(),
+            encryption: Arc::clone(&encryption),
             label: "default identity".into(),
         },
         default_persistent: persistent,
         listeners: listeners.len(),
         // A missing key file is created from the first session's key.
         new_keyfile: if files.key.is_none() { config.keyfile.clone() } else { None },
-        datagram: DgSpec { sam: config.sam, sam_udp: config.sam_udp_addr(), options },
+        datagram: DgSpec { sam: config.sam, sam_udp: config.sam_udp_addr(), options, encryption },
         max_sessions: config.max_sessions,
         idle_timeout: config.session_idle_timeout,
+        spare_sessions: config.spare_sessions,
     };
     let identities =
         Identities::start(recipe).map_err(|e| fail(format!("cannot start the SAM session thread: {e}")))?;

@@ -745,7 +745,7 @@ fn retiring_a_session_being_built_cuts_its_socket() {
     let fake = FakeSam::start(Script::default().session_delay(Duration::from_secs(4)));
     let sam = fake.addr_arg();
     let port = fake.addr().port();
-    let p = Proxy::start(&bridge_args(&sam, &[]));
+    let p = Proxy::start(&bridge_args(&sam, &NO_SPARES));
     assert!(fake.wait_connections(1, WAIT), "no control connection");
     thread::sleep(SETTLE);
     assert_eq!(established_to(port), 1);

@@ -15,6 +15,14 @@
 //! sender's `.b32.i2p` and DST.PORT = its FROM_PORT (0 when the router
 //! gives none).
 //!
+//! The request is answered at once with the relay address, while the
+//! identity's datagram session is still being built (~20 s on i2pd 2.45):
+//! the association reads the relay socket meanwhile, and the datagrams
+//! that arrive before the session is ready wait in a small queue
+//! ([`WAIT_DATAGRAMS`], [`WAIT_BYTES`]), leaving in order once it is; more
+//! are dropped and counted. A session that is not ready within
+//! `--connect-timeout` ends the association (its TCP connection is closed).
+//!
 //! Nothing here blocks a TCP relay: each association runs in its own
 //! worker, each session in its own threads, and every queue is bounded.
 //! Not here: the header codec (`socks::udp`), the SAM framing and name
@@ -23,15 +31,16 @@
 use crate::client::Client;
 use crate::error::Error;
 use crate::i2p_addr;
-use crate::identity::Key;
+use crate::identity::{DatagramCell, Key};
 use crate::proxy::context::{self, Shared};
 use crate::sam::datagram::{DatagramSession, Dropped, Forwarded, Member, SendError};
+use crate::sam::ready::State;
 use crate::socks::udp::{decode, encode_domain, Dst, HeaderError};
 use crate::socks::{self, Addr, Rep, Request};
-use log::debug;
+use log::{debug, warn};
 use mio::net::{TcpStream as MioStream, UdpSocket as MioUdp};
 use mio::{Events, Interest, Poll, Token};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, ErrorKind, Read};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,6 +63,17 @@ pub const DROP_LOG_INTERVAL: Duration = Duration::from_secs(1);
 /// Bytes read at once from the control connection (and thrown away: the
 /// client has nothing to say on it after the request).
 const CONTROL_BUF: usize = 512;
+/// Datagrams held per association while its datagram session is being
+/// built: a client's first burst (a handshake, a few queries) fits, a
+/// client that streams at full speed before anyone can carry it does not.
+pub const WAIT_DATAGRAMS: usize = 64;
+/// Payload bytes held per association meanwhile: two full-size (31 KiB)
+/// datagrams fit eight times over, and 256 waiting associations (the
+/// default --max-clients) hold 64 MiB at most.
+pub const WAIT_BYTES: usize = 256 * 1024;
+/// While the session is being built, how often its state is looked at:
+/// the most the first datagrams wait after it is ready.
+const WAIT_CHECK: Duration = Duration::from_millis(20);
 
 // ------------------------------------------------------------ per-association state
 
@@ -69,6 +89,8 @@ pub struct Stats {
     pub not_i2p: AtomicU64,
     pub too_large: AtomicU64,
     pub queue_full: AtomicU64,
+    /// Over the bound of what waits for the session to be built.
+    pub wait_full: AtomicU64,
     pub unresolved: AtomicU64,
     pub send_failed: AtomicU64,
     pub to_client_failed: AtomicU64,
@@ -92,6 +114,7 @@ impl Stats {
             &self.not_i2p,
             &self.too_large,
             &self.queue_full,
+            &self.wait_full,
             &self.unresolved,
             &self.send_failed,
             &self.to_client_failed,
@@ -187,8 +210,8 @@ impl Member for Link {
 // ------------------------------------------------------------ the association
 
 /// Serve a UDP ASSOCIATE whose request `req` was just read from `client`,
-/// on the identity `key`. Replies, relays until the control connection
-/// ends, frees everything.
+/// on the identity `key`. Replies at once, relays until the control
+/// connection ends (or the session cannot be had), frees everything.
 pub fn serve(client: TcpStream, req: &Request, key: Key, shared: &Shared) {
     let (Ok(peer), Ok(local)) = (client.peer_addr(), client.local_addr()) else {
         return;
@@ -201,8 +224,8 @@ pub fn serve(client: TcpStream, req: &Request, key: Key, shared: &Shared) {
         Ok(l) => l,
         Err(e) => return refuse(client, e),
     };
-    let session = match lease.datagram(deadline) {
-        Ok(s) => s,
+    let cell = match lease.datagram(deadline) {
+        Ok(c) => c,
         Err(e) => return refuse(client, e),
     };
     // The relay listens where the client reached us (the listen address,
@@ -231,32 +254,35 @@ pub fn serve(client: TcpStream, req: &Request, key: Key, shared: &Shared) {
         born: Instant::now(),
     });
     let member: Arc<dyn Member> = Arc::clone(&link) as Arc<dyn Member>;
-    session.join(Arc::clone(&member));
     let mut control = Client::Tcp(client);
     let replied = context::write_reply(&mut control, &socks::reply_bound(req.version, Rep::Succeeded, bnd));
     let (Ok(()), Client::Tcp(client)) = (replied, control) else {
-        session.leave(&member);
         return;
     };
     debug!("{peer}: UDP association on {bnd}");
-    let end = Association {
-        session: &session,
+    let mut assoc = Association {
+        cell: &cell,
+        session: None,
+        waiting: Waiting::default(),
+        deadline,
         link: &link,
         member: &member,
         expect,
         shared,
         peer,
         last_drop_log: None,
+    };
+    let end = assoc.run(client, relay);
+    if let Some(s) = &assoc.session {
+        s.leave(&member);
     }
-    .run(client, relay);
-    session.leave(&member);
     drop(lease);
     let s = &link.stats;
     debug!(
         "{peer}: UDP association ended ({end}): {} datagrams from the client, {} sent to I2P, \
          {} delivered from I2P, {} dropped (foreign source {}, malformed {}, fragments {}, \
-         not I2P {}, too large {}, queue full {}, unresolved {}, send failed {}, \
-         delivery failed {}, before the client's port was known {})",
+         not I2P {}, too large {}, queue full {}, waiting queue full {}, unresolved {}, \
+         send failed {}, delivery failed {}, before the client's port was known {})",
         get(&s.from_client),
         get(&s.to_i2p),
         get(&s.to_client),
@@ -267,11 +293,38 @@ pub fn serve(client: TcpStream, req: &Request, key: Key, shared: &Shared) {
         get(&s.not_i2p),
         get(&s.too_large),
         get(&s.queue_full),
+        get(&s.wait_full),
         get(&s.unresolved),
         get(&s.send_failed),
         get(&s.to_client_failed),
         get(&s.no_client_yet),
     );
+}
+
+/// Datagrams from the client (target name, payload) held until the
+/// session is ready, within [`WAIT_DATAGRAMS`] and [`WAIT_BYTES`].
+#[derive(Debug, Default)]
+struct Waiting {
+    queue: VecDeque<(String, Vec<u8>)>,
+    bytes: usize,
+}
+
+impl Waiting {
+    /// Keep it, or false (dropped) when the bound would be passed.
+    fn push(&mut self, target: &str, payload: &[u8]) -> bool {
+        if self.queue.len() >= WAIT_DATAGRAMS || self.bytes + payload.len() > WAIT_BYTES {
+            return false;
+        }
+        self.bytes += payload.len();
+        self.queue.push_back((target.to_string(), payload.to_vec()));
+        true
+    }
+
+    /// Everything held, oldest first.
+    fn drain(&mut self) -> impl Iterator<Item = (String, Vec<u8>)> + '_ {
+        self.bytes = 0;
+        self.queue.drain(..)
+    }
 }
 
 /// Which source addresses may use the association.
@@ -328,6 +381,10 @@ fn same_ip(a: IpAddr, b: IpAddr) -> bool {
 enum End {
     ControlClosed,
     ControlError,
+    /// The session could not be built (its builder logged why).
+    NoSession,
+    /// Still being built at --connect-timeout.
+    SessionLate,
     SessionLost,
     Idle,
     Stopped,
@@ -339,6 +396,8 @@ impl std::fmt::Display for End {
         f.write_str(match self {
             End::ControlClosed => "control connection closed",
             End::ControlError => "control connection failed",
+            End::NoSession => "no datagram session",
+            End::SessionLate => "no datagram session within --connect-timeout",
             End::SessionLost => "datagram session lost",
             End::Idle => "idle timeout",
             End::Stopped => "shutting down",
@@ -351,7 +410,14 @@ const CONTROL: Token = Token(0);
 const RELAY: Token = Token(1);
 
 struct Association<'a> {
-    session: &'a DatagramSession,
+    /// The identity's datagram session, ready or not yet.
+    cell: &'a DatagramCell,
+    /// Set (and joined) once the cell is ready.
+    session: Option<Arc<DatagramSession>>,
+    /// What the client sent before that.
+    waiting: Waiting,
+    /// When a session still being built is given up.
+    deadline: Instant,
     link: &'a Link,
     /// The same association as the session knows it.
     member: &'a Arc<dyn Member>,
@@ -362,9 +428,56 @@ struct Association<'a> {
 }
 
 impl Association<'_> {
-    fn run(mut self, client: TcpStream, relay: UdpSocket) -> End {
+    fn run(&mut self, client: TcpStream, relay: UdpSocket) -> End {
         let end = self.relay(client, relay);
         end.unwrap_or(End::PollFailed)
+    }
+
+    /// While no session: take it once ready (joining it and sending what
+    /// waited, in order); Some when the association must end instead.
+    fn await_session(&mut self) -> Option<End> {
+        if self.session.is_some() {
+            return None;
+        }
+        match self.cell.get() {
+            State::Ready(s) => {
+                s.join(Arc::clone(self.member));
+                let waited: Vec<(String, Vec<u8>)> = self.waiting.drain().collect();
+                if !waited.is_empty() {
+                    debug!(
+                        "{}: datagram session ready; sending {} waiting datagrams",
+                        self.peer,
+                        waited.len()
+                    );
+                }
+                for (target, payload) in waited {
+                    self.send(&s, &target, payload);
+                }
+                self.session = Some(s);
+                None
+            }
+            State::Down | State::Closed => Some(End::NoSession),
+            State::Starting if Instant::now() >= self.deadline => {
+                warn!(
+                    "UDP association closed: the SAM datagram session was not ready within \
+                     --connect-timeout ({} s)",
+                    self.shared.config.connect_timeout.as_secs()
+                );
+                Some(End::SessionLate)
+            }
+            State::Starting => None,
+        }
+    }
+
+    fn send(&mut self, session: &DatagramSession, target: &str, payload: Vec<u8>) {
+        match session.send(target, payload, Arc::clone(self.member)) {
+            Ok(()) => {}
+            Err(SendError::QueueFull) => {
+                bump(&self.link.stats.queue_full);
+                self.log_drop("send queue full");
+            }
+            Err(SendError::Closed) => bump(&self.link.stats.send_failed),
+        }
     }
 
     fn relay(&mut self, client: TcpStream, relay: UdpSocket) -> io::Result<End> {
@@ -380,7 +493,14 @@ impl Association<'_> {
         // Edge-triggered: a turn cut short must be resumed without waiting.
         let mut relay_pending = true;
         let end = loop {
-            let wait = if relay_pending { Duration::ZERO } else { CHECK_INTERVAL };
+            if let Some(end) = self.await_session() {
+                break end;
+            }
+            let wait = match (relay_pending, &self.session) {
+                (true, _) => Duration::ZERO,
+                (false, None) => WAIT_CHECK,
+                (false, Some(_)) => CHECK_INTERVAL,
+            };
             if let Err(e) = poll.poll(&mut events, Some(wait)) {
                 if e.kind() != ErrorKind::Interrupted {
                     break End::PollFailed;
@@ -405,7 +525,7 @@ impl Association<'_> {
             if self.shared.stop.load(Ordering::SeqCst) {
                 break End::Stopped;
             }
-            if !self.session.is_alive() {
+            if self.session.as_ref().is_some_and(|s| !s.is_alive()) {
                 break End::SessionLost;
             }
             let idle = self.shared.config.idle_timeout;
@@ -473,13 +593,14 @@ impl Association<'_> {
                 return self.log_drop("not an I2P target");
             }
         };
-        match self.session.send(target.as_str(), d.data.to_vec(), Arc::clone(self.member)) {
-            Ok(()) => {}
-            Err(SendError::QueueFull) => {
-                bump(&stats.queue_full);
-                self.log_drop("send queue full");
+        match self.session.clone() {
+            Some(s) => self.send(&s, target.as_str(), d.data.to_vec()),
+            None => {
+                if !self.waiting.push(target.as_str(), d.data) {
+                    bump(&self.link.stats.wait_full);
+                    self.log_drop("while the session is being built, over the waiting bound");
+                }
             }
-            Err(SendError::Closed) => bump(&stats.send_failed),
         }
     }
 
@@ -551,6 +672,28 @@ mod tests {
         // IPv4-mapped IPv6 equals IPv4.
         let mut e = Expect::from_request(&req(Addr::Ipv6([0; 16]), 0), a("[::ffff:127.0.0.1]:1"));
         assert!(e.admit(a("127.0.0.1:5000")));
+    }
+
+    #[test]
+    fn waiting_is_bounded_and_ordered() {
+        let mut w = Waiting::default();
+        for i in 0..WAIT_DATAGRAMS {
+            assert!(w.push("a.i2p", &[i as u8]), "{i}");
+        }
+        assert!(!w.push("a.i2p", b"x"), "over the count bound");
+        let got: Vec<u8> = w.drain().map(|(_, p)| p[0]).collect();
+        assert_eq!(got, (0..WAIT_DATAGRAMS).map(|i| i as u8).collect::<Vec<_>>());
+        assert_eq!((w.queue.len(), w.bytes), (0, 0));
+        // The byte bound: full-size payloads, exactly up to it.
+        let big = vec![0u8; MAX_PAYLOAD];
+        let fit = WAIT_BYTES / MAX_PAYLOAD;
+        for i in 0..fit {
+            assert!(w.push("b.i2p", &big), "{i}");
+        }
+        assert!(!w.push("b.i2p", &big));
+        assert!(w.push("b.i2p", &vec![0u8; WAIT_BYTES - fit * MAX_PAYLOAD]), "the rest still fits");
+        assert!(!w.push("b.i2p", b"1"));
+        assert_eq!(w.bytes, WAIT_BYTES);
     }
 
     #[test]

@@ -3,13 +3,18 @@
 //! here: a session's control socket, each stream's own socket, `--check`
 //! and DEST GENERATE for a new key file.
 //!
+//! `create_session` is the one SESSION CREATE exchange of both session
+//! kinds: the encryption types are chosen there, after HELLO, from the
+//! version the bridge negotiated (`encryption`).
+//!
 //! Not here: what the commands mean (`proto` builds and decodes them) and
 //! what a session is (`stream`, `datagram`).
 
-use crate::sam::proto::{self, LineBuf, ReplyError, SamResult};
-use log::trace;
+use crate::sam::encryption::{self, Choice, Encryption, CLASSIC_TYPES};
+use crate::sam::proto::{self, LineBuf, ReplyError, SamResult, Style};
+use log::{info, trace};
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 /// Deadline for the TCP connect to the bridge.
@@ -28,6 +33,11 @@ pub enum CreateError {
     Io(io::Error),
     Protocol(String),
     Refused(SamResult),
+    /// Post-quantum encryption is required and the bridge negotiated only
+    /// SAM 3.`minor` (see `encryption`): nothing was sent.
+    NoPostQuantum {
+        minor: u32,
+    },
 }
 
 impl std::fmt::Display for CreateError {
@@ -36,6 +46,12 @@ impl std::fmt::Display for CreateError {
             CreateError::Io(e) => write!(f, "{e}"),
             CreateError::Protocol(s) => f.write_str(s),
             CreateError::Refused(r) => write!(f, "the bridge answered {r:?}"),
+            CreateError::NoPostQuantum { minor } => write!(
+                f,
+                "post-quantum encryption is required but the bridge speaks SAM 3.{minor}; \
+                 it needs SAM 3.{} (i2pd 2.58 or later, Java I2P 2.10 or later)",
+                encryption::PQ_MIN_MINOR
+            ),
         }
     }
 }
@@ -139,6 +155,78 @@ impl Conn {
     pub fn into_parts(self) -> io::Result<(TcpStream, LineBuf)> {
         self.socket.set_read_timeout(None)?;
         Ok((self.socket, self.lines))
+    }
+}
+
+/// One SESSION CREATE, all but the ID and the encryption types.
+#[derive(Debug, Clone, Copy)]
+pub struct CreateSpec<'a> {
+    pub style: Style,
+    /// `TRANSIENT` or a private key in I2P base64 (never logged).
+    pub destination: &'a str,
+    /// Options after SIGNATURE_TYPE (and PORT/HOST), in order.
+    pub options: &'a [(String, String)],
+    pub encryption: &'a Encryption,
+    /// For log lines (never a credential).
+    pub label: &'a str,
+}
+
+/// A session the bridge made.
+#[derive(Debug)]
+pub struct Created {
+    /// Its control connection: closing it ends the session.
+    pub conn: Conn,
+    pub id: String,
+    /// The private key the bridge returned (never logged).
+    pub private_key: String,
+    pub b32: String,
+}
+
+/// SESSION CREATE on `conn` (which has said HELLO) by `deadline`, with the
+/// encryption types [`Encryption::choose`] picks for its SAM version. A
+/// post-quantum create that the bridge refuses is tried once more, on a new
+/// connection to `sam` (`register` sees it), with [`CLASSIC_TYPES`].
+pub fn create_session(
+    mut conn: Conn,
+    spec: &CreateSpec<'_>,
+    sam: SocketAddr,
+    deadline: Instant,
+    register: &dyn Fn(&TcpStream),
+) -> Result<Created, CreateError> {
+    let mut classic = false;
+    loop {
+        let choice = if classic { Choice::Send(CLASSIC_TYPES) } else { spec.encryption.choose(conn.minor) };
+        if choice == Choice::Unsupported {
+            return Err(CreateError::NoPostQuantum { minor: conn.minor });
+        }
+        let id = crate::rand::random_id();
+        let options = encryption::with_choice(spec.options, choice);
+        let cmd = proto::session_create(spec.style, &id, spec.destination, &options)
+            .map_err(|e| CreateError::Protocol(e.to_string()))?;
+        trace!("{}: > {}", spec.label, proto::redact_line(&cmd));
+        let line = conn.command(&cmd, deadline)?;
+        // The reply carries our private key: the trace shows it redacted.
+        trace!("{}: < {}", spec.label, proto::redact_line(&line));
+        match proto::session_status(&line) {
+            Ok((private_key, b32)) => {
+                if classic {
+                    spec.encryption.note_fallback();
+                }
+                return Ok(Created { conn, id, private_key, b32 });
+            }
+            Err(ReplyError::Refused(r)) if !classic && spec.encryption.retry_classic(choice, &r) => {
+                info!(
+                    "{}: the SAM bridge refused a post-quantum session ({r:?}); \
+                     trying {} = {CLASSIC_TYPES} once",
+                    spec.label,
+                    encryption::OPTION
+                );
+                let _ = conn.socket.shutdown(Shutdown::Both);
+                conn = Conn::open(sam, deadline, register)?;
+                classic = true;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

@@ -20,7 +20,8 @@
 //! end of the line, so we never add FROM_PORT/TO_PORT there.
 
 use crate::i2p_addr;
-use crate::sam::conn::{self, Conn, CreateError, SESSION_CREATE_TIMEOUT};
+use crate::sam::conn::{self, Conn, CreateError, CreateSpec, SESSION_CREATE_TIMEOUT};
+use crate::sam::encryption::Encryption;
 use crate::sam::proto::{self, BadValue, Resolved, Style};
 use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender, TrySendError};
 use log::{debug, info, trace, warn};
@@ -215,14 +216,17 @@ impl NameCache {
 // ------------------------------------------------------------ the session
 
 /// How to build datagram sessions.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct DgSpec {
     /// The SAM bridge (TCP).
     pub sam: SocketAddr,
     /// The bridge's datagram port (UDP), by default SAM's port - 1.
     pub sam_udp: SocketAddr,
-    /// SESSION CREATE options after PORT/HOST (tunnels, user options).
+    /// SESSION CREATE options after PORT/HOST (tunnels, user options; the
+    /// encryption types are added per build, after HELLO).
     pub options: Vec<(String, String)>,
+    /// Which encryption types to ask for; shared with the stream sessions.
+    pub encryption: Arc<Encryption>,
 }
 
 /// Why a queued datagram never left.
@@ -309,7 +313,8 @@ impl DatagramSession {
     /// `label` names the session in logs. Blocks until the router answers
     /// (tunnels are built first) or `deadline`.
     pub fn open(spec: &DgSpec, label: &str, deadline: Instant) -> Result<DatagramSession, CreateError> {
-        let mut conn = Conn::open(spec.sam, deadline, &|_| {})?;
+        let deadline = deadline.min(Instant::now() + SESSION_CREATE_TIMEOUT);
+        let conn = Conn::open(spec.sam, deadline, &|_| {})?;
         // The router forwards to HOST:PORT; our side of the control
         // connection is an address the bridge can reach.
         let IpAddr::V4(host) = conn.socket.local_addr()?.ip() else {
@@ -317,16 +322,18 @@ impl DatagramSession {
         };
         let udp = UdpSocket::bind((host, 0))?;
         let port = udp.local_addr()?.port();
-        let id = crate::rand::random_id();
-        let cmd = proto::session_create(Style::Datagram { host, port }, &id, "TRANSIENT", &spec.options)
-            .map_err(|e| CreateError::Protocol(e.to_string()))?;
-        trace!("{label}: > SESSION CREATE STYLE=DATAGRAM ID={id} ... PORT={port} HOST={host}");
-        let line = conn.command(&cmd, deadline.min(Instant::now() + SESSION_CREATE_TIMEOUT))?;
-        trace!("{label}: < {}", proto::redact_line(&line));
+        let what = CreateSpec {
+            style: Style::Datagram { host, port },
+            destination: "TRANSIENT",
+            options: &spec.options,
+            encryption: &spec.encryption,
+            label,
+        };
         // The reply's DESTINATION is our private key: used for the b32, never kept.
-        let (_, b32) = proto::session_status(&line)?;
-        let minor = conn.minor;
-        let (control, lines) = conn.into_parts()?;
+        let created = conn::create_session(conn, &what, spec.sam, deadline, &|_| {})?;
+        let (b32, id) = (created.b32, created.id);
+        let minor = created.conn.minor;
+        let (control, lines) = created.conn.into_parts()?;
         info!("{label}: I2P datagram destination ready: {b32} (SAM 3.{minor})");
 
         let alive = Arc::new(AtomicBool::new(true));

@@ -11,13 +11,14 @@
 //! Not here: which identity a client gets and what becomes of a new key
 //! (`identity`), and the command/reply syntax (`proto`).
 
-use crate::sam::conn::{self, Conn, CreateError, SESSION_CREATE_TIMEOUT};
+use crate::sam::conn::{self, Conn, CreateError, CreateSpec, SESSION_CREATE_TIMEOUT};
+use crate::sam::encryption::Encryption;
 use crate::sam::proto::{self, SamResult, Style};
 use crate::sam::ready::{NotReady, Readiness, State};
 use log::{debug, info, trace, warn};
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -26,13 +27,16 @@ pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// How to build a session: everything but the nickname.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct SessionSpec {
     pub sam: SocketAddr,
     /// `TRANSIENT` or a private key in I2P base64 (never logged).
     pub destination: String,
-    /// SESSION CREATE options after SIGNATURE_TYPE, in order.
+    /// SESSION CREATE options after SIGNATURE_TYPE, in order (the
+    /// encryption types are added per build, after HELLO).
     pub options: Vec<(String, String)>,
+    /// Which encryption types to ask for; shared by every session.
+    pub encryption: Arc<Encryption>,
     /// A label for log lines (never a credential).
     pub label: String,
 }
@@ -91,13 +95,16 @@ pub struct Session {
     state: Readiness<Arc<SessionInfo>>,
     /// A clone of the live control socket, so `close` can wake its reader.
     control: Mutex<Option<TcpStream>>,
+    /// What log lines call it: the spec's label until [`Session::relabel`].
+    label: Mutex<String>,
 }
 
 impl Session {
     /// Start the supervisor thread; the session begins in the Starting
     /// state. `on_new_key` is told when a TRANSIENT destination got its key.
     pub fn spawn(spec: SessionSpec, on_new_key: Option<OnNewKey>) -> io::Result<Arc<Session>> {
-        let s = Arc::new(Session { spec, state: Readiness::new(), control: Mutex::new(None) });
+        let label = Mutex::new(spec.label.clone());
+        let s = Arc::new(Session { spec, state: Readiness::new(), control: Mutex::new(None), label });
         let me = Arc::clone(&s);
         thread::Builder::new().name("sam-session".into()).spawn(move || me.supervise(on_new_key))?;
         Ok(s)
@@ -121,8 +128,23 @@ impl Session {
         self.state.is_closed()
     }
 
-    fn lock_control(&self) -> std::sync::MutexGuard<'_, Option<TcpStream>> {
-        self.control.lock().unwrap_or_else(|p| p.into_inner())
+    /// Where it stands now (without waiting).
+    pub fn state(&self) -> State<Arc<SessionInfo>> {
+        self.state.get()
+    }
+
+    /// Log lines name it `label` from now on (a spare handed to an identity
+    /// takes that identity's name).
+    pub fn relabel(&self, label: &str) {
+        *lock(&self.label) = label.to_string();
+    }
+
+    fn label(&self) -> String {
+        lock(&self.label).clone()
+    }
+
+    fn lock_control(&self) -> MutexGuard<'_, Option<TcpStream>> {
+        lock(&self.control)
     }
 
     /// Keep a handle on the control socket for `close`; if the session
@@ -144,7 +166,7 @@ impl Session {
             if !self.state.set(State::Starting) {
                 return;
             }
-            let result = create(&spec, &|s| self.register_control(s));
+            let result = create(&spec, &self.label(), &|s| self.register_control(s));
             if result.is_err() {
                 self.lock_control().take();
             }
@@ -164,23 +186,26 @@ impl Session {
                         let _ = conn.socket.shutdown(Shutdown::Both);
                         return;
                     }
-                    info!("{}: I2P destination ready: {b32}", spec.label);
+                    info!("{}: I2P destination ready: {b32}", self.label());
                     let why = watch(conn);
                     self.lock_control().take();
                     if !self.state.set(State::Down) {
-                        debug!("{}: session closed", spec.label);
+                        debug!("{}: session closed", self.label());
                         return;
                     }
-                    warn!("{}: SAM session lost ({why}); rebuilding", spec.label);
+                    warn!("{}: SAM session lost ({why}); rebuilding", self.label());
                 }
                 Err(e) => {
                     if !self.state.set(State::Down) {
                         return;
                     }
+                    let hint = match e {
+                        CreateError::NoPostQuantum { .. } => "",
+                        _ => " (is the I2P router running with SAM enabled?)",
+                    };
                     warn!(
-                        "{}: cannot create a SAM session at {}: {e}; retrying in {} s \
-                         (is the I2P router running with SAM enabled?)",
-                        spec.label,
+                        "{}: cannot create a SAM session at {}: {e}; retrying in {} s{hint}",
+                        self.label(),
                         spec.sam,
                         backoff.as_secs()
                     );
@@ -197,19 +222,27 @@ impl Session {
 /// Connect, HELLO, SESSION CREATE. Returns the control connection and the
 /// session's facts. `register` sees the socket as soon as it is connected,
 /// so that a close during the (long) SESSION CREATE can cut it.
-fn create(spec: &SessionSpec, register: &dyn Fn(&TcpStream)) -> Result<(Conn, SessionInfo), CreateError> {
+fn create(
+    spec: &SessionSpec,
+    label: &str,
+    register: &dyn Fn(&TcpStream),
+) -> Result<(Conn, SessionInfo), CreateError> {
     let deadline = Instant::now() + SESSION_CREATE_TIMEOUT;
-    let mut conn = Conn::open(spec.sam, deadline, register)?;
-    let id = crate::rand::random_id();
-    let cmd = proto::session_create(Style::Stream, &id, &spec.destination, &spec.options)
-        .map_err(|e| CreateError::Protocol(e.to_string()))?;
-    trace!("{}: > {}", spec.label, proto::redact_line(&cmd));
-    let line = conn.command(&cmd, deadline)?;
-    // The reply carries our private key: the trace shows it redacted.
-    trace!("{}: < {}", spec.label, proto::redact_line(&line));
-    let (private_key, b32) = proto::session_status(&line)?;
-    let minor = conn.minor;
-    Ok((conn, SessionInfo { id, minor, b32, private_key }))
+    let conn = Conn::open(spec.sam, deadline, register)?;
+    let what = CreateSpec {
+        style: Style::Stream,
+        destination: &spec.destination,
+        options: &spec.options,
+        encryption: &spec.encryption,
+        label,
+    };
+    let c = conn::create_session(conn, &what, spec.sam, deadline, register)?;
+    let minor = c.conn.minor;
+    Ok((c.conn, SessionInfo { id: c.id, minor, b32: c.b32, private_key: c.private_key }))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Hold the control socket: answer PING, return when it dies.

@@ -10,6 +10,12 @@
 //! connection, every SESSION CREATE and STREAM CONNECT line, every PONG, and
 //! every byte it received, so tests can check that nothing was injected.
 //!
+//! Every SESSION CREATE line is recorded as received, options included,
+//! whatever the answer ([`FakeSam::creates`]); a script can refuse the ones
+//! that ask for an encryption type (`RESULT=I2P_ERROR`, Java's answer when
+//! it cannot make a session), and hold DATAGRAM creates longer than STREAM
+//! ones.
+//!
 //! `DEST GENERATE` is answered with a fresh key pair; with
 //! [`Script::keep_given_keys`], a SESSION CREATE that brings its own private
 //! key gets that key back (as routers do), so persistent identities can be
@@ -114,6 +120,11 @@ pub struct Script {
     pub hello_result: Option<String>,
     /// Wait this long before answering SESSION CREATE (tunnel building).
     pub session_delay: Duration,
+    /// If set, DATAGRAM creates wait this long instead of `session_delay`.
+    pub dg_session_delay: Option<Duration>,
+    /// If set, a SESSION CREATE whose `i2cp.leaseSetEncType` lists this
+    /// type is refused with `RESULT=I2P_ERROR`.
+    pub refuse_enc_type: Option<String>,
     /// If set, SESSION CREATE is refused with this RESULT (e.g. `I2P_ERROR`).
     pub session_result: Option<String>,
     /// Per-destination STREAM CONNECT outcomes.
@@ -143,6 +154,8 @@ impl Default for Script {
             version: "3.1".into(),
             hello_result: None,
             session_delay: Duration::ZERO,
+            dg_session_delay: None,
+            refuse_enc_type: None,
             session_result: None,
             outcomes: HashMap::new(),
             default_outcome: Outcome::Ok(Peer::Echo),
@@ -174,6 +187,10 @@ impl Script {
     }
     pub fn session_delay(mut self, d: Duration) -> Self {
         self.session_delay = d;
+        self
+    }
+    pub fn refuse_enc_type(mut self, t: &str) -> Self {
+        self.refuse_enc_type = Some(t.into());
         self
     }
     pub fn keep_given_keys(mut self) -> Self {
@@ -265,6 +282,8 @@ struct ConnLog {
 #[derive(Default)]
 struct Records {
     connections: usize,
+    /// Every SESSION CREATE line, as received.
+    creates: Vec<String>,
     sessions: Vec<SessionRecord>,
     streams: Vec<StreamRecord>,
     pongs: Vec<String>,
@@ -501,6 +520,15 @@ impl FakeSam {
 
     pub fn sessions(&self) -> Vec<SessionRecord> {
         lock(&self.inner.records).sessions.clone()
+    }
+
+    /// Every SESSION CREATE line received, answered or not, in order.
+    pub fn creates(&self) -> Vec<String> {
+        lock(&self.inner.records).creates.clone()
+    }
+
+    pub fn wait_creates(&self, n: usize, timeout: Duration) -> bool {
+        self.wait(timeout, |r| r.creates.len() >= n)
     }
 
     pub fn streams(&self) -> Vec<StreamRecord> {
@@ -850,9 +878,19 @@ fn serve(mut c: Conn) {
 
 fn session(mut c: Conn, line: String) {
     let script = c.script();
-    c.sleep(script.session_delay);
+    c.record(|r| r.creates.push(line.clone()));
+    let datagram = param(&line, "STYLE") == Some("DATAGRAM");
+    c.sleep(match script.dg_session_delay {
+        Some(d) if datagram => d,
+        _ => script.session_delay,
+    });
     if let Some(res) = &script.session_result {
         c.send_line(&format!("SESSION STATUS RESULT={res} MESSAGE=\"fake refusal\""));
+        return;
+    }
+    let types = param(&line, "i2cp.leaseSetEncType").unwrap_or_default();
+    if script.refuse_enc_type.as_deref().is_some_and(|t| types.split(',').any(|x| x == t)) {
+        c.send_line("SESSION STATUS RESULT=I2P_ERROR MESSAGE=\"fake: unsupported crypto type\"");
         return;
     }
     let id = param(&line, "ID").unwrap_or_default().to_string();
@@ -872,7 +910,7 @@ fn session(mut c: Conn, line: String) {
     if let Ok(clone) = c.s.try_clone() {
         lock(&c.inner.controls).push((c.conn, clone));
     }
-    let forward = (param(&line, "STYLE") == Some("DATAGRAM")).then(|| {
+    let forward = datagram.then(|| {
         let host = param(&line, "HOST").unwrap_or("127.0.0.1");
         let port = param(&line, "PORT").unwrap_or("0");
         format!("{host}:{port}").parse::<SocketAddr>().expect("PORT/HOST of a DATAGRAM session")

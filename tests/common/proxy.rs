@@ -37,6 +37,11 @@ pub fn bridge_args<'a>(sam: &'a str, args: &[&'a str]) -> Vec<&'a str> {
     all
 }
 
+/// For tests that count the SAM sessions of the default identity and of
+/// identities made on demand: no spare sessions beside them (the spares'
+/// own tests are tests/spares.rs).
+pub const NO_SPARES: [&str; 2] = ["--spare-sessions", "0"];
+
 /// The binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_i2psocks")

@@ -1,11 +1,14 @@
 //! A proxy on a fake bridge, as the fake-bridge tests start one: the real binary with
 //! `--hops 0 --tunnels 1` on a [`FakeSam`], handed back once its default session is up
-//! on both sides (the proxy logged it, the fake holds its control socket).
+//! on both sides (the proxy logged it, the fake holds its control socket). Unless `args`
+//! say otherwise it builds no spare sessions, so that the fake's sessions are the default
+//! identity's and those made on demand, which the tests count (tests/spares.rs starts
+//! its own proxies).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use super::fake_sam::{FakeSam, Script, WAIT};
-use super::proxy::{bridge_args, Proxy, READY};
+use super::proxy::{bridge_args, Proxy, NO_SPARES, READY};
 
 /// A fake with `script` and a proxy on it (`args` added), once the session is up.
 pub fn setup(script: Script, args: &[&str]) -> (FakeSam, Proxy) {
@@ -24,7 +27,11 @@ pub fn setup_wrapped(wrapper: &[&str], script: Script, args: &[&str]) -> (FakeSa
 pub fn start_on(fake: &FakeSam, wrapper: &[&str], args: &[&str]) -> Proxy {
     let sam = fake.addr_arg();
     let before = fake.sessions().len();
-    let p = Proxy::start_wrapped(wrapper, &bridge_args(&sam, args));
+    let mut all = args.to_vec();
+    if !args.contains(&NO_SPARES[0]) {
+        all.extend(NO_SPARES);
+    }
+    let p = Proxy::start_wrapped(wrapper, &bridge_args(&sam, &all));
     assert!(p.wait_for_line(READY, WAIT).is_some(), "no `{READY}` line");
     // The fake records a session, and its control socket, before it answers.
     assert!(fake.wait_sessions(before + 1, WAIT), "no session recorded by the fake");
