@@ -37,6 +37,7 @@
 
 use crate::error::Error;
 use crate::keyfile;
+use crate::sam::conn::SESSION_CREATE_TIMEOUT;
 use crate::sam::datagram::{DatagramSession, DgSpec};
 use crate::sam::ready::{Readiness, State};
 use crate::sam::stream::{OnNewKey, Session, SessionSpec};
@@ -243,12 +244,14 @@ impl Lease {
     }
 
     /// The identity's datagram session as a cell that a thread of its own
-    /// makes Ready (or Down) by `deadline`: started now if the identity has
-    /// none or only a dead one, else the one it has. Refused at once when
-    /// the identity's stream session is down (its last build failed: the
-    /// bridge is gone or refusing, and a datagram session would fare no
-    /// better).
-    pub fn datagram(&self, deadline: Instant) -> Result<DatagramCell, Error> {
+    /// makes Ready (or Down): started now if the identity has none or only
+    /// a dead one, else the one it has. The build is not bound to the
+    /// deadline of the client that asked for it (a client that gives up
+    /// and asks again finds it further along); it ends with the identity.
+    /// Refused at once when the identity's stream session is down (its last
+    /// build failed: the bridge is gone or refusing, and a datagram session
+    /// would fare no better).
+    pub fn datagram(&self) -> Result<DatagramCell, Error> {
         let id = &self.identity;
         if lock(&id.use_).closed {
             return Err(Error::SessionDown);
@@ -273,7 +276,7 @@ impl Lease {
         let (registry, identity, c) = (Arc::clone(&self.registry), Arc::clone(id), Arc::clone(&cell));
         let spawned = std::thread::Builder::new()
             .name("udp-sam-build".into())
-            .spawn(move || registry.build_datagram(&identity, &c, deadline));
+            .spawn(move || registry.build_datagram(&identity, &c));
         if spawned.is_err() {
             fail_datagram(id, &cell);
             return Err(Error::Overloaded);
@@ -551,9 +554,10 @@ impl Identities {
     }
 
     /// Build `id`'s datagram session into `cell` (in its own thread).
-    fn build_datagram(&self, id: &Identity, cell: &DatagramCell, deadline: Instant) {
+    fn build_datagram(&self, id: &Identity, cell: &DatagramCell) {
         let n = self.datagram_seq.fetch_add(1, Ordering::Relaxed);
         let label = format!("datagram session #{n}");
+        let deadline = Instant::now() + SESSION_CREATE_TIMEOUT;
         match DatagramSession::open(&self.recipe.datagram, &label, deadline) {
             Ok(s) => {
                 let s = Arc::new(s);

@@ -4,7 +4,10 @@
 //! frames the proxy sends, NAMING LOOKUP caching, association teardown with
 //! the TCP control connection, the source check, the datagrams that must be
 //! dropped, isolation between identities, and a refusal when the bridge is
-//! down. A real router: tests/e2e_udp.rs.
+//! down. The reply does not wait for the datagram session: what the client
+//! sends meanwhile waits within its bound and leaves in order, and a
+//! session that never comes ends the association at --connect-timeout.
+//! A real router: tests/e2e_udp.rs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
@@ -253,13 +256,13 @@ fn identities_are_isolated() {
     b.send("echo.i2p", 1, b"bob");
     assert_eq!(a.recv(ARRIVE).expect("alice's echo").data, b"alice");
     assert_eq!(b.recv(ARRIVE).expect("bob's echo").data, b"bob");
-    let by_session: Vec<(String, Vec<u8>)> =
-        fake.datagrams().into_iter().map(|g| (g.id, g.payload)).collect();
-    assert!(by_session.contains(&(ids[0].clone(), b"alice".to_vec())));
-    assert!(by_session.contains(&(ids[1].clone(), b"bob".to_vec())));
-    // Alice's association made session 0.
+    // Both sessions are built at once: which is alice's shows in what it sent.
+    let sender_of = |payload: &[u8]| fake.datagrams().into_iter().find(|g| g.payload == payload).unwrap().id;
+    let (alices, bobs) = (sender_of(b"alice"), sender_of(b"bob"));
+    assert_ne!(alices, bobs);
+    assert!(ids.contains(&alices) && ids.contains(&bobs));
     let (other, _) = peer(9);
-    fake.inject_datagram(0, &other, b"for alice");
+    fake.inject_datagram(ids.iter().position(|i| *i == alices).unwrap(), &other, b"for alice");
     assert_eq!(a.recv(ARRIVE).expect("injected").data, b"for alice");
     assert!(b.silent_for(QUIET), "bob got alice's datagram");
 }
@@ -281,14 +284,122 @@ fn shared_identity_routes_replies() {
     assert_eq!(fake.dg_sessions().len(), 1);
 }
 
-/// The bridge is gone: UDP ASSOCIATE gets 0x01 at once.
+/// The bridge is gone (the identity's session is known to be down): UDP
+/// ASSOCIATE gets 0x01 at once.
 #[test]
 fn bridge_down_refuses() {
     let (fake, p) = setup(Script::default(), &[]);
     fake.stop();
+    assert!(p.wait_for_line("default identity: SAM session lost", WAIT).is_some());
     let t = Instant::now();
     assert_eq!(associate(p.addr(), None).err(), Some(0x01));
     assert!(t.elapsed() < Duration::from_secs(10));
+}
+
+/// Datagram sessions that take this long to build (STREAM ones do not).
+const DG_BUILD: Duration = Duration::from_millis(1500);
+
+fn slow_datagrams(script: Script) -> Script {
+    Script { dg_session_delay: Some(DG_BUILD), ..script }
+}
+
+/// The association of `a` ended: its TCP connection is closed by the proxy.
+fn control_closed(a: &mut common::udp_client::UdpAssoc, within: Duration) -> bool {
+    common::proxy::closed_within(&mut a.control, within, 0)
+}
+
+/// The reply comes at once, while the datagram session is still being
+/// built; datagrams sent right after it wait and then reach the bridge in
+/// order, and their echoes come back.
+#[test]
+fn reply_at_once_datagrams_wait_in_order() {
+    let (d, b32) = peer(14);
+    let (fake, p) = setup(slow_datagrams(echo_script(&[("echo.i2p", &d)])), &[]);
+    let t = Instant::now();
+    let a = associate(p.addr(), None).unwrap();
+    let replied = t.elapsed();
+    assert!(replied < Duration::from_millis(100), "reply after {replied:?}");
+    assert!(fake.dg_sessions().is_empty(), "answered before the session was built");
+    for i in 0..20u8 {
+        a.send("echo.i2p", 1, &[i; 100]);
+    }
+    assert!(fake.wait_datagrams(20, DG_BUILD + WAIT));
+    let payloads: Vec<u8> = fake.datagrams().iter().map(|g| g.payload[0]).collect();
+    assert_eq!(payloads, (0..20).collect::<Vec<u8>>(), "not all, or not in order");
+    for i in 0..20u8 {
+        let r = a.recv(ARRIVE).expect("echo");
+        assert_eq!((r.host.as_str(), r.data), (b32.as_str(), vec![i; 100]));
+    }
+    assert_eq!(fake.lookups(), vec!["echo.i2p".to_string()]);
+    eprintln!(
+        "UDP ASSOCIATE replied in {replied:?}; session built in {DG_BUILD:?}; 20 waiting datagrams delivered"
+    );
+}
+
+/// Beyond 64 datagrams, or 128 KiB, what arrives before the session is
+/// ready is dropped and counted; what fits leaves in order.
+#[test]
+fn waiting_is_bounded() {
+    let (d, _) = peer(15);
+    let (fake, p) = setup(slow_datagrams(echo_script(&[("echo.i2p", &d)])), &[]);
+    let a = associate(p.addr(), None).unwrap();
+    for i in 0..100u8 {
+        a.send("echo.i2p", 1, &[i; 16]);
+    }
+    assert!(fake.wait_datagrams(64, DG_BUILD + WAIT));
+    std::thread::sleep(QUIET);
+    let got: Vec<u8> = fake.datagrams().iter().map(|g| g.payload[0]).collect();
+    assert_eq!(got, (0..64).collect::<Vec<u8>>(), "the first 64, in order");
+    drop(a);
+    assert!(p.wait_for_line("waiting queue full 36", WAIT).is_some(), "drops not counted");
+
+    // The byte bound, on another identity's association: 4 x 31 KiB fit in 128 KiB.
+    // Paced, and not echoed: a burst of 31 KiB datagrams overflows a UDP
+    // socket's kernel buffer (~208 KiB) before its reader gets to it, the
+    // relay's or the fake bridge's, which is not what is tested here.
+    fake.script(|s| s.datagram_echo = false);
+    let b = associate(p.addr(), Some(("big", "x"))).unwrap();
+    for i in 0..20u8 {
+        b.send("echo.i2p", 1, &vec![i; MAX_PAYLOAD]);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(fake.wait_datagrams(64 + 4, DG_BUILD + WAIT), "{} datagrams", fake.datagrams().len());
+    std::thread::sleep(QUIET);
+    let big: Vec<u8> = fake.datagrams()[64..].iter().map(|g| g.payload[0]).collect();
+    assert_eq!(big, (0..4).collect::<Vec<u8>>());
+    drop(b);
+    assert!(p.wait_for_line("waiting queue full 16", WAIT).is_some());
+}
+
+/// A datagram session still not ready at --connect-timeout ends the
+/// association: its TCP connection is closed, with one warning.
+#[test]
+fn session_never_ready_closes_the_association() {
+    let script = Script { dg_session_delay: Some(Duration::from_secs(30)), ..Script::default() };
+    let (_fake, p) = setup(script, &["--connect-timeout", "2"]);
+    let t = Instant::now();
+    let mut a = associate(p.addr(), None).unwrap();
+    assert!(t.elapsed() < Duration::from_millis(100));
+    a.send("echo.i2p", 1, b"never sent");
+    assert!(control_closed(&mut a, Duration::from_secs(5)), "association kept");
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(1900) && took < Duration::from_secs(4), "closed after {took:?}");
+    let warn = p.wait_for_line("was not ready within", WAIT).unwrap();
+    assert!(warn.contains("warn: ") && warn.contains("(2 s)"), "{warn}");
+    assert_eq!(p.count_lines("was not ready within"), 1);
+}
+
+/// The bridge refuses the datagram session: the association ends promptly
+/// (the builder's warning says why).
+#[test]
+fn session_refused_closes_the_association() {
+    let (fake, p) = setup(Script::default(), &[]);
+    fake.script(|s| s.session_result = Some("I2P_ERROR".into()));
+    let t = Instant::now();
+    let mut a = associate(p.addr(), None).unwrap();
+    assert!(control_closed(&mut a, Duration::from_secs(3)), "association kept");
+    assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+    assert!(p.wait_for_line("cannot create a SAM datagram session", WAIT).is_some());
 }
 
 /// The helper the real-router test uses, end to end on the fake.

@@ -67,10 +67,12 @@ const CONTROL_BUF: usize = 512;
 /// built: a client's first burst (a handshake, a few queries) fits, a
 /// client that streams at full speed before anyone can carry it does not.
 pub const WAIT_DATAGRAMS: usize = 64;
-/// Payload bytes held per association meanwhile: two full-size (31 KiB)
-/// datagrams fit eight times over, and 256 waiting associations (the
-/// default --max-clients) hold 64 MiB at most.
-pub const WAIT_BYTES: usize = 256 * 1024;
+/// Payload bytes held per association meanwhile: four full-size (31 KiB)
+/// datagrams. Sent at once when the session is ready, this fits a default
+/// Linux UDP receive buffer (rmem_default, 208 KiB) at the bridge even if
+/// it reads nothing meanwhile; 256 waiting associations (the default
+/// --max-clients) hold 32 MiB at most.
+pub const WAIT_BYTES: usize = 128 * 1024;
 /// While the session is being built, how often its state is looked at:
 /// the most the first datagrams wait after it is ready.
 const WAIT_CHECK: Duration = Duration::from_millis(20);
@@ -224,7 +226,7 @@ pub fn serve(client: TcpStream, req: &Request, key: Key, shared: &Shared) {
         Ok(l) => l,
         Err(e) => return refuse(client, e),
     };
-    let cell = match lease.datagram(deadline) {
+    let cell = match lease.datagram() {
         Ok(c) => c,
         Err(e) => return refuse(client, e),
     };
