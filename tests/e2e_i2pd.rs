@@ -3,18 +3,24 @@
 //! are shared by every case, run in sequence inside it. Needs `i2pd` and `curl`
 //! (tests/deps.sh). Baseline first: the fixture services through i2pd's own SOCKS proxy.
 //! tests/e2e/listeners.rs: a second proxy with two TCP listeners and a Unix socket, started
-//! beside the first so their sessions build together. Last, tests/e2e/faults.rs: concurrent
-//! streams, then the router restarted under the proxy.
+//! beside the first so their sessions build together. tests/e2e/spares.rs runs two more
+//! proxies beside them, one in a thread while the compatibility matrix runs;
+//! tests/e2e/encryption.rs checks that the router never got type 6. Last,
+//! tests/e2e/faults.rs: concurrent streams, then the router restarted under the proxy.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod common;
 #[path = "e2e/compat.rs"]
 mod compat;
+#[path = "e2e/encryption.rs"]
+mod encryption;
 #[path = "e2e/faults.rs"]
 mod faults;
 #[path = "e2e/listeners.rs"]
 mod listeners;
+#[path = "e2e/spares.rs"]
+mod spares;
 
 use common::http::{expected_sha256, sha256_hex, MARKER};
 use common::i2p::{b64_decode, b64_encode, public_len};
@@ -38,10 +44,14 @@ fn real_router() {
     baseline_echo(&router);
     sam_basics(&router);
 
-    // i2psocks on the same router: the proxy under test, and one with several listeners
-    // whose sessions build meanwhile.
+    // i2psocks on the same router: the proxy under test, one with several listeners and
+    // the spares' own two, whose sessions build meanwhile.
     let several = listeners::start(&router);
+    let mut spares = spares::Spares::start(&router);
     let mut proxy = start_i2psocks(&router);
+    spares.idle_cost(&router);
+    let isolating = spares.isolate_client(&router);
+    spares.new_credentials(&router);
     through_i2psocks(&router, &proxy);
     // Its credentialed sessions build alongside the identity cases' own.
     let pending = listeners::begin(&router, &several);
@@ -51,6 +61,11 @@ fn real_router() {
     eprintln!("several listeners checked in {:?} after the identity cases", t.elapsed());
     drop(several);
     compat::run(&router, &proxy);
+    spares.sighup(&router);
+    let (burst, isolating) = isolating.join().expect("the --isolate client run");
+    eprintln!("spares: burst first bytes {burst:?}");
+    drop((isolating, spares)); // their SAM sessions go before the router restarts
+    encryption::run(&router);
     // Last: it restarts the router under the proxy.
     faults::run(&mut router, &mut proxy);
     drop(proxy); // close its SAM sessions before stopping the router

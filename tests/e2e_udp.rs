@@ -2,8 +2,10 @@
 //! tests/common/i2pd.rs). A SAM DATAGRAM session held by the test echoes every datagram it
 //! receives; a SOCKS5 UDP client sends 100 datagrams through i2psocks to that echo's
 //! `.b32.i2p` and must get each back intact, sender shown as the echo's b32. PySocks does
-//! the same once when installed. One `#[test]`: i2pd 2.45 takes ~20 s per session, and three
-//! are needed (the echo, the proxy's default identity, its datagram session).
+//! the same once when installed. First, the UDP ASSOCIATE reply comes at once, before the
+//! datagram session exists, and datagrams sent right after it are all echoed once the
+//! session is up. One `#[test]`: i2pd 2.45 takes ~20 s per session, and four are needed
+//! (the echo, the proxy's default identity and spare, its datagram session).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
@@ -13,7 +15,7 @@ use common::i2p::{b32_of_blob, b64_decode};
 use common::i2pd::Router;
 use common::proxy::{bridge_args, Proxy, READY};
 use common::sam_client::{datagram_parse, datagram_send, Sam, LS1};
-use common::udp_client::{udp_echo_roundtrip, Echo};
+use common::udp_client::{associate, udp_echo_roundtrip, Echo};
 use std::net::UdpSocket;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +27,13 @@ use std::time::{Duration, Instant};
 const SESSION_WAIT: Duration = Duration::from_secs(90);
 /// Per-datagram wait for its echo (the first one includes the lease set lookups).
 const ECHO_WAIT: Duration = Duration::from_secs(15);
+/// The UDP ASSOCIATE reply must come within this.
+const REPLY_WAIT: Duration = Duration::from_millis(100);
+/// Datagrams sent at once after the reply, before the session is up (within the
+/// association's waiting bound of 64).
+const EARLY: usize = 16;
+/// Their size.
+const EARLY_SIZE: usize = 1024;
 
 #[test]
 fn real_router_udp() {
@@ -38,6 +47,8 @@ fn real_router_udp() {
     let (echo_b32, echo) = start_echo(&router);
     proxy.wait_for_line(READY, SESSION_WAIT).expect("i2psocks' session");
     eprintln!("sessions ready at {:?}", t0.elapsed());
+
+    early_datagrams(&proxy, &echo_b32);
 
     let t = Instant::now();
     let e = Echo {
@@ -57,6 +68,34 @@ fn real_router_udp() {
     echo.stop();
     let stopped = router.stop();
     assert!(stopped.graceful, "i2pd needed SIGKILL: {stopped:?}");
+}
+
+/// UDP ASSOCIATE answered within [`REPLY_WAIT`]; [`EARLY`] datagrams sent at once after the
+/// reply wait for the datagram session and are all echoed back once it is up.
+fn early_datagrams(proxy: &Proxy, echo_b32: &str) {
+    let t = Instant::now();
+    let a = associate(proxy.addr(), None).expect("UDP ASSOCIATE");
+    let replied = t.elapsed();
+    assert!(replied < REPLY_WAIT, "UDP ASSOCIATE answered after {replied:?}");
+    let payload = |seq: usize| -> Vec<u8> { (0..EARLY_SIZE).map(|i| (seq * 7 + i) as u8).collect() };
+    for seq in 0..EARLY {
+        a.send(echo_b32, 7, &payload(seq));
+    }
+    let mut back = [false; EARLY];
+    let deadline = Instant::now() + SESSION_WAIT;
+    while back.iter().any(|b| !b) {
+        let r = a.recv(deadline.saturating_duration_since(Instant::now())).unwrap_or_else(|| {
+            panic!("echoed {} of {EARLY} early datagrams", back.iter().filter(|b| **b).count())
+        });
+        assert_eq!(r.host, echo_b32, "sender");
+        let seq = (0..EARLY).find(|&s| payload(s) == r.data).expect("an echo of what was sent");
+        back[seq] = true;
+    }
+    eprintln!(
+        "UDP ASSOCIATE answered in {replied:?}; {EARLY} datagrams sent at once after it all echoed \
+         {:?} after the request (the datagram session's build)",
+        t.elapsed()
+    );
 }
 
 /// A running echo destination; `stop` closes its session.

@@ -15,6 +15,7 @@ mod common;
 
 use common::fake_sam::{FakeSam, Fault, Script, SessionRecord, WAIT};
 use common::i2p::{b32_name, b64_decode, make_key, param};
+use common::process;
 use common::proxy::{self, *};
 use common::rng::random_bytes;
 use common::setup::start_on;
@@ -724,20 +725,6 @@ fn check_exit_codes() {
     );
 }
 
-/// Connections to `port` on 127.0.0.1 still ESTABLISHED from the client side
-/// (read from /proc/net/tcp: state 01, remote port = `port`).
-fn established_to(port: u16) -> usize {
-    let table = fs::read_to_string("/proc/net/tcp").unwrap();
-    table
-        .lines()
-        .skip(1)
-        .filter(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 3 && f[3] == "01" && f[2].ends_with(&format!(":{port:04X}"))
-        })
-        .count()
-}
-
 /// A session retired while its SESSION CREATE is still pending is cut at
 /// once, not left half-built on the router until the reply comes.
 #[test]
@@ -748,12 +735,12 @@ fn retiring_a_session_being_built_cuts_its_socket() {
     let p = Proxy::start(&bridge_args(&sam, &NO_SPARES));
     assert!(fake.wait_connections(1, WAIT), "no control connection");
     thread::sleep(SETTLE);
-    assert_eq!(established_to(port), 1);
+    assert_eq!(process::tcp_connections_to(p.pid(), port), 1);
     p.signal("HUP");
     // The replacement connects; the pending one is shut at once.
     assert!(fake.wait_connections(2, WAIT), "no replacement session");
     thread::sleep(SETTLE);
-    assert_eq!(established_to(port), 1, "the pending session's socket stayed open");
+    assert_eq!(process::tcp_connections_to(p.pid(), port), 1, "the pending session's socket stayed open");
     // Only the replacement becomes ready.
     assert!(p.wait_for_line(READY, WAIT).is_some());
     thread::sleep(SETTLE);

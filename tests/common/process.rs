@@ -115,6 +115,36 @@ pub fn fds_below(pid: u32, limit: usize) -> usize {
         .unwrap_or(0)
 }
 
+/// How many TCP connections `pid` holds open to `port` on the IPv4 loopback
+/// side it connected to: its sockets (/proc/PID/fd) matched by inode with
+/// ESTABLISHED entries of /proc/net/tcp whose remote port is `port`. For a
+/// proxy and its SAM port: the SAM sessions it holds (one control socket
+/// each) plus its open streams.
+pub fn tcp_connections_to(pid: u32, port: u16) -> usize {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().into_owned();
+                    Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 9
+                && f[3] == "01"
+                && f[2].ends_with(&format!(":{port:04X}"))
+                && inodes.iter().any(|i| i == f[9])
+        })
+        .count()
+}
+
 /// The soft RLIMIT_NOFILE of this process (from /proc/self/limits).
 pub fn nofile_soft_limit() -> u64 {
     let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
