@@ -25,7 +25,7 @@ mod spares;
 use common::http::{expected_sha256, sha256_hex, MARKER};
 use common::i2p::{b64_decode, b64_encode, public_len};
 use common::i2pd::{curl, socks5_stream, Router};
-use common::proxy::{bridge_args, Proxy, READY};
+use common::proxy::{bridge_args, Proxy};
 use common::rng::random_bytes;
 use common::sam_client::Sam;
 use std::io::{Read, Write};
@@ -134,7 +134,7 @@ fn start_i2psocks(router: &Router) -> Proxy {
     let sam = router.sam_addr().to_string();
     let proxy = Proxy::start(&bridge_args(&sam, &[]));
     let t = Instant::now();
-    proxy.wait_for_line(READY, SESSION_WAIT).expect("i2psocks' default session on the real router");
+    proxy.ready_b32("default identity", SESSION_WAIT).expect("i2psocks' default session on the real router");
     eprintln!("i2psocks session ready in {:?}", t.elapsed());
     proxy
 }
@@ -173,7 +173,7 @@ fn through_i2psocks(router: &Router, proxy: &Proxy) {
     // The default identity is what the site sees, and it is the address we logged.
     assert_eq!(
         source_b32(router, &s5),
-        proxy.ready_b32(1, Duration::ZERO).expect("the proxy's default identity")
+        proxy.ready_b32("default identity", Duration::ZERO).expect("the proxy's default identity")
     );
 
     const TEN_MIB: usize = 10 << 20;
@@ -237,7 +237,7 @@ fn identities_through_i2psocks(router: &Router, proxy: &Proxy) {
     let (a, b) = (a.join().unwrap(), b.join().unwrap());
     eprintln!("two new identities in {:?}", t.elapsed());
     assert_ne!(a, b, "different credentials must get different destinations");
-    let default = proxy.ready_b32(1, Duration::ZERO).expect("the proxy's default identity");
+    let default = proxy.ready_b32("default identity", Duration::ZERO).expect("the proxy's default identity");
     assert_ne!(a, default);
     assert_ne!(b, default);
     let again = source_b32(router, &["--socks5-hostname", &p, "--proxy-user", "app1:x"]);

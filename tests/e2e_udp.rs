@@ -13,7 +13,7 @@ mod common;
 
 use common::i2p::{b32_of_blob, b64_decode};
 use common::i2pd::Router;
-use common::proxy::{bridge_args, Proxy, READY};
+use common::proxy::{bridge_args, Proxy};
 use common::sam_client::{datagram_parse, datagram_send, Sam, LS1};
 use common::udp_client::{associate, udp_echo_roundtrip, Echo};
 use std::net::UdpSocket;
@@ -45,7 +45,7 @@ fn real_router_udp() {
     let sam = router.sam_addr().to_string();
     let proxy = Proxy::start(&bridge_args(&sam, &["-v"]));
     let (echo_b32, echo) = start_echo(&router);
-    proxy.wait_for_line(READY, SESSION_WAIT).expect("i2psocks' session");
+    proxy.ready_b32("default identity", SESSION_WAIT).expect("i2psocks' session");
     eprintln!("sessions ready at {:?}", t0.elapsed());
 
     early_datagrams(&proxy, &echo_b32);

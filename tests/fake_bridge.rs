@@ -308,7 +308,7 @@ fn session_create_line_and_ready_log() {
     keys.dedup();
     assert_eq!(keys.len(), before, "a key repeated: {}", rec.line);
 
-    assert_eq!(p.ready_b32(1, WAIT).unwrap(), rec.b32);
+    assert_eq!(p.ready_b32("default identity", WAIT).unwrap(), rec.b32);
     assert_eq!(p.count_lines(&rec.private_key), 0, "private key logged");
 }
 

@@ -219,11 +219,13 @@ impl Proxy {
         self.wait_for_nth_line(substr, 1, timeout)
     }
 
-    /// The address of the `n`-th [`READY`] line (the first is the default identity's),
-    /// waiting for it up to `timeout`.
-    pub fn ready_b32(&self, n: usize, timeout: Duration) -> Option<String> {
-        let line = self.wait_for_nth_line(READY, n, timeout)?;
-        let rest = &line[line.find(READY)? + READY.len()..];
+    /// The address in the first [`READY`] line of the session `label` logs it under
+    /// (`default identity`, `spare #1`, `identity #2`), waiting for it up to `timeout`.
+    /// By label, not by order: spares become ready beside the default identity.
+    pub fn ready_b32(&self, label: &str, timeout: Duration) -> Option<String> {
+        let prefix = format!("{label}: {READY}");
+        let line = self.wait_for_line(&prefix, timeout)?;
+        let rest = &line[line.find(&prefix)? + prefix.len()..];
         rest.split_whitespace().next().map(str::to_owned)
     }
 

@@ -133,7 +133,8 @@ pub fn run(router: &Router, proxy: &Proxy) {
     let tmp = TempDir::new("compat");
     let p = proxy.addr().to_string();
     let site = router.site_b32();
-    let default_b32 = proxy.ready_b32(1, Duration::ZERO).expect("the proxy's default identity");
+    let default_b32 =
+        proxy.ready_b32("default identity", Duration::ZERO).expect("the proxy's default identity");
 
     // The slow parts first, so they are ready when their turn comes: the sshd tunnel's
     // lease set, and (started by the first user:pw request) a new SAM session.

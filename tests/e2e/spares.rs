@@ -18,7 +18,7 @@
 
 use crate::common::i2pd::Router;
 use crate::common::process::tcp_connections_to;
-use crate::common::proxy::{bridge_args, Proxy, ReadEnd, READY, S5_OK};
+use crate::common::proxy::{bridge_args, Proxy, ReadEnd, S5_OK};
 use crate::common::proxy::{read_exact_by, read_n, s5_reply, send, socks5_greet, socks5_request};
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
@@ -64,8 +64,8 @@ impl Spares {
     /// The idle proxy holds the default identity's session and one spare, and nothing more.
     pub fn idle_cost(&self, router: &Router) {
         for p in [Some(&self.default), self.isolating.as_ref()].into_iter().flatten() {
-            ready_b32(p, "default identity", SESSION_WAIT);
-            ready_b32(p, "spare #1", SESSION_WAIT);
+            p.ready_b32("default identity", SESSION_WAIT).expect("default identity");
+            p.ready_b32("spare #1", SESSION_WAIT).expect("spare #1");
             thread::sleep(Duration::from_secs(1));
             let n = tcp_connections_to(p.pid(), router.sam_addr().port());
             eprintln!("spares: idle proxy holds {n} SAM sessions (default identity + 1 spare)");
@@ -75,12 +75,15 @@ impl Spares {
 
     /// New credentials with a spare ready: the first byte within [`FAST`], from the spare.
     pub fn new_credentials(&self, router: &Router) {
-        let spare = ready_b32(&self.default, "spare #1", SESSION_WAIT);
+        let spare = self.default.ready_b32("spare #1", SESSION_WAIT).expect("spare #1");
         let f = fetch(self.default.addr(), router.site_b32(), Some(("spare-user", "x")), FAST * 10);
         eprintln!("spares: new credentials, spare ready: first byte after {:?}", f.first_byte);
         assert!(f.first_byte < FAST, "new credentials waited {:?} for the first byte", f.first_byte);
         assert_eq!(f.source, spare, "the site did not see the spare's address");
-        assert_ne!(f.source, ready_b32(&self.default, "default identity", Duration::ZERO));
+        assert_ne!(
+            f.source,
+            self.default.ready_b32("default identity", Duration::ZERO).expect("default identity")
+        );
     }
 
     /// SIGHUP, then a connection without credentials: the first byte within [`FAST`], and the
@@ -88,8 +91,8 @@ impl Spares {
     pub fn sighup(&self, router: &Router) {
         let p = &self.default;
         let before = fetch(p.addr(), router.site_b32(), None, SLOW);
-        assert_eq!(before.source, ready_b32(p, "default identity", Duration::ZERO));
-        let spare = ready_b32(p, "spare #2", SESSION_WAIT);
+        assert_eq!(before.source, p.ready_b32("default identity", Duration::ZERO).expect("default identity"));
+        let spare = p.ready_b32("spare #2", SESSION_WAIT).expect("spare #2");
         p.signal("HUP");
         assert!(p.wait_for_line("new identity", Duration::from_secs(10)).is_some());
         let after = fetch(p.addr(), router.site_b32(), None, FAST * 10);
@@ -105,24 +108,19 @@ impl Spares {
         let p = self.isolating.take().expect("the --isolate client proxy");
         let addr = p.addr();
         let site = router.site_b32().to_string();
-        let spare_lines: Vec<_> = (1..=SPACED + 1).map(|k| format!("spare #{k}: {READY}")).collect();
         thread::spawn(move || {
             let mut seen = Vec::new();
-            for (k, line) in spare_lines.iter().take(SPACED).enumerate() {
-                let spare = last_word(&p.wait_for_nth_line(line, 1, SESSION_WAIT).expect("spare ready"));
+            for k in 1..=SPACED {
+                let spare = p.ready_b32(&format!("spare #{k}"), SESSION_WAIT).expect("spare ready");
                 let f = fetch(addr, &site, None, FAST * 10);
-                eprintln!(
-                    "spares: --isolate client connection {}: first byte after {:?}",
-                    k + 1,
-                    f.first_byte
-                );
-                assert!(f.first_byte < FAST, "connection {}: {:?}", k + 1, f.first_byte);
-                assert_eq!(f.source, spare, "connection {} not on its spare", k + 1);
-                assert!(!seen.contains(&f.source), "connection {}: an address seen before", k + 1);
+                eprintln!("spares: --isolate client connection {k}: first byte after {:?}", f.first_byte);
+                assert!(f.first_byte < FAST, "connection {k}: {:?}", f.first_byte);
+                assert_eq!(f.source, spare, "connection {k} not on its spare");
+                assert!(!seen.contains(&f.source), "connection {k}: an address seen before");
                 seen.push(f.source);
             }
             // The burst: as many connections at once as there are ready spares, plus two.
-            p.wait_for_nth_line(&spare_lines[SPACED], 1, SESSION_WAIT).expect("spare ready");
+            p.ready_b32(&format!("spare #{}", SPACED + 1), SESSION_WAIT).expect("spare ready");
             let t = Instant::now();
             let burst: Vec<_> = (0..BURST)
                 .map(|_| {
@@ -145,16 +143,6 @@ impl Spares {
             (times, p)
         })
     }
-}
-
-/// The `.b32.i2p` of the session `label` logged ready (waiting up to `timeout`).
-fn ready_b32(p: &Proxy, label: &str, timeout: Duration) -> String {
-    let line = p.wait_for_line(&format!("{label}: {READY}"), timeout);
-    last_word(&line.unwrap_or_else(|| panic!("no `{label}: {READY}` within {timeout:?}")))
-}
-
-fn last_word(line: &str) -> String {
-    line.rsplit(' ').next().unwrap_or_default().trim().to_string()
 }
 
 /// `GET /echo-headers` on `site` through the SOCKS5 proxy at `proxy` (with `creds`), all
