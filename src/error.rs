@@ -8,17 +8,45 @@
 //! `sam::ready::NotReady`); they become an [`Error`] here, so `sam` needs
 //! to know nothing of SOCKS.
 
+use crate::i2p_addr::AddrError;
 use crate::sam::proto::SamResult;
 use crate::sam::ready::NotReady;
 use crate::sam::stream::ConnectError;
 use crate::socks::Rep;
 use std::fmt;
 
+/// Why a target is not one the proxy will try (all are 0x02). The kind
+/// matters to the user: an IP address means the program resolved the name
+/// itself, through DNS; a name outside I2P means it was pointed at the
+/// wrong proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    IpAddress,
+    NotI2p,
+    /// A malformed I2P name, port 0, or a request no target can satisfy.
+    Malformed,
+}
+
+impl From<AddrError> for Denied {
+    fn from(e: AddrError) -> Self {
+        match e {
+            AddrError::IpAddress => Denied::IpAddress,
+            AddrError::NotI2p => Denied::NotI2p,
+            AddrError::Empty
+            | AddrError::TooLong
+            | AddrError::BadChar
+            | AddrError::BadB32
+            | AddrError::BadB33
+            | AddrError::BadName => Denied::Malformed,
+        }
+    }
+}
+
 /// A failed request, from validation to the SAM stream reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
     /// Clearnet name, IP address, malformed I2P name or port 0.
-    TargetNotAllowed,
+    TargetNotAllowed(Denied),
     /// BIND, or a command this build does not serve.
     CommandNotSupported,
     /// An address type other than IPv4, domain or IPv6, or a RESOLVE_PTR
@@ -42,7 +70,7 @@ impl Error {
     /// The single cause → SOCKS5 reply table.
     pub fn rep(&self) -> Rep {
         match self {
-            Error::TargetNotAllowed => Rep::NotAllowed,
+            Error::TargetNotAllowed(_) => Rep::NotAllowed,
             Error::CommandNotSupported => Rep::CommandNotSupported,
             Error::AddrTypeNotSupported => Rep::AddrTypeNotSupported,
             Error::NoMapping => Rep::HostUnreachable,
@@ -67,10 +95,18 @@ impl Error {
     }
 }
 
+impl Error {
+    /// A failure to open a stream that passed every local check: the router
+    /// or the bridge said no, or did not answer in time.
+    pub fn reached_the_router(&self) -> bool {
+        matches!(self, Error::Sam(_) | Error::ConnectTimeout | Error::SamUnreachable | Error::SessionDown)
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::TargetNotAllowed => f.write_str("target not allowed"),
+            Error::TargetNotAllowed(why) => write!(f, "target not allowed ({why:?})"),
             Error::CommandNotSupported => f.write_str("command not supported"),
             Error::AddrTypeNotSupported => f.write_str("address type not supported"),
             Error::NoMapping => f.write_str("no name has this virtual address"),
@@ -92,7 +128,7 @@ impl From<ConnectError> for Error {
             ConnectError::Timeout => Error::ConnectTimeout,
             ConnectError::Unreachable => Error::SamUnreachable,
             ConnectError::Refused(r) => Error::Sam(r),
-            ConnectError::BadTarget => Error::TargetNotAllowed,
+            ConnectError::BadTarget => Error::TargetNotAllowed(Denied::Malformed),
         }
     }
 }
@@ -112,7 +148,9 @@ mod tests {
     fn reply_table() {
         let rows: &[(Error, u8)] = &[
             (Error::Sam(SamResult::Ok), 0x01), // OK is never an error; if it were, fail closed
-            (Error::TargetNotAllowed, 0x02),
+            (Error::TargetNotAllowed(Denied::IpAddress), 0x02),
+            (Error::TargetNotAllowed(Denied::NotI2p), 0x02),
+            (Error::TargetNotAllowed(Denied::Malformed), 0x02),
             (Error::Sam(SamResult::CantReachPeer), 0x04),
             (Error::Sam(SamResult::InvalidKey), 0x04),
             (Error::Sam(SamResult::KeyNotFound), 0x04),

@@ -35,12 +35,13 @@
 //! Credentials are hashed into the key at once; no secret is kept here or
 //! logged.
 
+use crate::counters::{bump, COUNTERS};
 use crate::error::Error;
 use crate::keyfile;
 use crate::sam::conn::SESSION_CREATE_TIMEOUT;
 use crate::sam::datagram::{DatagramSession, DgSpec};
 use crate::sam::ready::{Readiness, State};
-use crate::sam::stream::{OnNewKey, Session, SessionSpec};
+use crate::sam::stream::{OnNewKey, Session, SessionInfo, SessionSpec};
 use crate::socks::Credentials;
 use crate::spares::{Spares, Taken};
 use log::{debug, error, info, warn};
@@ -50,6 +51,16 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
+
+/// Identities by kind, for the status report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Census {
+    pub default: usize,
+    pub by_credentials: usize,
+    pub per_connection: usize,
+    /// Sessions built ahead for new identities.
+    pub spare: usize,
+}
 
 /// How often idle identities and datagram sessions are looked for.
 pub const REAP_INTERVAL: Duration = Duration::from_secs(1);
@@ -544,6 +555,28 @@ impl Identities {
         self.lock().len()
     }
 
+    /// How many identities of each kind there are now (the status report).
+    pub fn census(&self) -> Census {
+        let mut c = Census::default();
+        for key in self.lock().keys() {
+            match key {
+                Key::Default(_) => c.default += 1,
+                Key::Named(..) => c.by_credentials += 1,
+                Key::Client(_) => c.per_connection += 1,
+            }
+        }
+        c.spare = self.spares.len();
+        c
+    }
+
+    /// Where the first listener's default identity's stream session stands
+    /// (the status report shows it as the bridge's state).
+    pub fn default_state(&self) -> Option<State<Arc<SessionInfo>>> {
+        let id = self.lock().get(&Key::Default(0)).map(Arc::clone)?;
+        let stream = lock(&id.stream).as_ref().map(Arc::clone)?;
+        Some(stream.state())
+    }
+
     /// Close every session (shutdown).
     pub fn close_all(&self) {
         let mut slots = self.lock();
@@ -560,6 +593,7 @@ impl Identities {
         let deadline = Instant::now() + SESSION_CREATE_TIMEOUT;
         match DatagramSession::open(&self.recipe.datagram, &label, deadline) {
             Ok(s) => {
+                bump(&COUNTERS.session_builds);
                 let s = Arc::new(s);
                 if !cell.set(State::Ready(Arc::clone(&s))) {
                     // The identity was closed meanwhile.
@@ -567,6 +601,7 @@ impl Identities {
                 }
             }
             Err(e) => {
+                bump(&COUNTERS.session_failures);
                 warn!("{label}: cannot create a SAM datagram session at {}: {e}", self.recipe.datagram.sam);
                 fail_datagram(id, cell);
             }

@@ -9,18 +9,21 @@
 use i2psocks::auth::AuthFile;
 use i2psocks::cli::{self, Command, Config};
 use i2psocks::client::Client;
+use i2psocks::counters::{bump, COUNTERS};
 use i2psocks::identity::{Identities, Recipe};
 use i2psocks::keyfile;
 use i2psocks::listen::{BindError, Listener, Wake};
+use i2psocks::log_limit::{held_back_suffix, RateLimit};
 use i2psocks::pool::Pool;
 use i2psocks::proxy::{self, Shared};
 use i2psocks::sam::conn;
 use i2psocks::sam::datagram::DgSpec;
 use i2psocks::sam::encryption::{self, Encryption, Mode};
 use i2psocks::sam::stream::SessionSpec;
+use i2psocks::status::Reporter;
 use i2psocks::virtual_net::VirtualMap;
 use log::{error, info, warn, LevelFilter};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use std::io::{ErrorKind, Write};
 use std::net::Shutdown;
 use std::process::ExitCode;
@@ -181,7 +184,7 @@ fn run(config: Config, files: Files) -> Result<(), Failure> {
     // Before anything is announced: a signal sent as soon as `listening on`
     // (or the destination) is logged must be caught, not kill us (SIGHUP's
     // default action is to terminate). Signals arriving now are queued.
-    let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+    let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
         .map_err(|e| fail(format!("cannot install signal handlers: {e}")))?;
     // All bound before any is announced, so that a failure leaves no socket
     // behind (a Unix socket file is removed when its listener drops).
@@ -242,11 +245,15 @@ fn run(config: Config, files: Files) -> Result<(), Failure> {
 
     let stopping = Arc::new(AtomicBool::new(false));
     let wake_started = wakers.clone();
-    watch_signals(signals, Arc::clone(&stopping), wakers, Arc::clone(&identities)).map_err(fail)?;
+    let status = Arc::new(Reporter::new(config.sam, config.max_clients, Arc::clone(&identities)));
+    watch_signals(signals, Arc::clone(&stopping), wakers, Arc::clone(&identities), Arc::clone(&status))
+        .map_err(fail)?;
 
     let worker_shared = Arc::clone(&shared);
-    let pool =
-        Pool::new(config.max_clients, move |(c, n): (Client, usize)| proxy::serve(c, n, &worker_shared));
+    let pool = Pool::new(config.max_clients, move |(c, n): (Client, usize)| {
+        proxy::serve(c, n, &worker_shared);
+        bump(&COUNTERS.clients_ended);
+    });
 
     // One blocking accept loop per listener, all feeding the one pool. Each
     // owns its listener, so the socket closes (and a Unix socket file goes)
@@ -277,6 +284,7 @@ fn run(config: Config, files: Files) -> Result<(), Failure> {
             error!("{} client(s) still running at exit", pool.busy());
         }
     }
+    status.log();
     identities.close_all();
     info!("stopped");
     started.map_err(fail)
@@ -292,27 +300,31 @@ fn accept_loop(
     stopping: &AtomicBool,
     max_clients: usize,
 ) {
-    let mut overload_log = RateLimit::default();
-    let mut accept_log = RateLimit::default();
+    let mut overload_log = RateLimit::new(LOG_INTERVAL);
+    let mut accept_log = RateLimit::new(LOG_INTERVAL);
     loop {
         let conn = listener.accept();
         if stopping.load(Ordering::SeqCst) {
             return;
         }
         match conn {
-            Ok(client) => {
-                if let Err((client, _)) = pool.submit((client, n)) {
-                    if let Some(more) = overload_log.due() {
+            Ok(client) => match pool.submit((client, n)) {
+                Ok(()) => bump(&COUNTERS.clients),
+                Err((client, _)) => {
+                    bump(&COUNTERS.refused_overload);
+                    if let Some(more) = overload_log.due(Instant::now()) {
+                        let more = held_back_suffix(more);
                         warn!("too many clients (--max-clients {max_clients}): refusing new ones{more}");
                     }
                     let _ = client.shutdown(Shutdown::Both);
                 }
-            }
+            },
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => {
                 // EMFILE and the like last as long as the clients holding
                 // the descriptors: one line per interval, not one per pause.
-                if let Some(more) = accept_log.due() {
+                if let Some(more) = accept_log.due(Instant::now()) {
+                    let more = held_back_suffix(more);
                     warn!("accept failed on {name}: {e}; pausing{more}");
                 }
                 thread::sleep(ACCEPT_ERROR_PAUSE);
@@ -321,34 +333,15 @@ fn accept_loop(
     }
 }
 
-/// At most one log line per [`LOG_INTERVAL`]; the next line says how many
-/// were held back.
-#[derive(Default)]
-struct RateLimit {
-    last: Option<Instant>,
-    held_back: u64,
-}
-
-impl RateLimit {
-    /// `Some(suffix)` when a line may be logged now.
-    fn due(&mut self) -> Option<String> {
-        if self.last.is_some_and(|t| t.elapsed() < LOG_INTERVAL) {
-            self.held_back += 1;
-            return None;
-        }
-        self.last = Some(Instant::now());
-        let n = std::mem::take(&mut self.held_back);
-        Some(if n == 0 { String::new() } else { format!(" ({n} more since the last such line)") })
-    }
-}
-
 /// SIGTERM/SIGINT: flag the stop and wake each listener's blocking accept
 /// with a connection to itself. SIGHUP: new identities for new streams.
+/// SIGUSR1: the status report.
 fn watch_signals(
     mut signals: signal_hook::iterator::Signals,
     stopping: Arc<AtomicBool>,
     wakers: Vec<Wake>,
     ids: Arc<Identities>,
+    status: Arc<Reporter>,
 ) -> Result<(), String> {
     // A wake-up connection needs an fd. When idle clients hold every one
     // (EMFILE) and none is pending, accept blocks and would never see the
@@ -364,6 +357,10 @@ fn watch_signals(
                     if let Err(e) = ids.retire_transient() {
                         error!("cannot make a new identity: {e}");
                     }
+                    continue;
+                }
+                if sig == SIGUSR1 {
+                    status.log();
                     continue;
                 }
                 stopping.store(true, Ordering::SeqCst);

@@ -542,14 +542,6 @@ fn sam_syntax_names(b32: &str) -> Vec<String> {
     ]
 }
 
-/// SOCKS5 CONNECT with raw ATYP + address bytes; the 10-byte reply.
-fn socks5_raw(addr: SocketAddr, atyp: u8, address: &[u8], port: u16) -> [u8; 10] {
-    let mut s = connect(addr);
-    socks5_greet(&mut s, None);
-    send(&mut s, &socks5_request_raw(1, atyp, address, port));
-    read_exact_by(&mut s, 10, IO_TIMEOUT).try_into().unwrap()
-}
-
 /// SOCKS4 (not 4a) CONNECT to an IPv4 address; the 8-byte reply.
 fn socks4_ip(addr: SocketAddr, ip: [u8; 4], port: u16) -> [u8; 8] {
     let mut s = connect(addr);

@@ -29,9 +29,11 @@
 //! cache (`sam::datagram`), which session an identity has (`identity`).
 
 use crate::client::Client;
+use crate::counters::{add, bump, get, COUNTERS};
 use crate::error::Error;
 use crate::i2p_addr;
 use crate::identity::{DatagramCell, Key};
+use crate::leak::{warn_leak, Leak};
 use crate::proxy::context::{self, Shared};
 use crate::sam::datagram::{DatagramSession, Dropped, Forwarded, Member, SendError};
 use crate::sam::ready::State;
@@ -97,14 +99,6 @@ pub struct Stats {
     pub send_failed: AtomicU64,
     pub to_client_failed: AtomicU64,
     pub no_client_yet: AtomicU64,
-}
-
-fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
-}
-
-fn get(c: &AtomicU64) -> u64 {
-    c.load(Ordering::Relaxed)
 }
 
 impl Stats {
@@ -262,6 +256,7 @@ pub fn serve(client: TcpStream, req: &Request, key: Key, shared: &Shared) {
         return;
     };
     debug!("{peer}: UDP association on {bnd}");
+    bump(&COUNTERS.udp_opened);
     let mut assoc = Association {
         cell: &cell,
         session: None,
@@ -280,6 +275,11 @@ pub fn serve(client: TcpStream, req: &Request, key: Key, shared: &Shared) {
     }
     drop(lease);
     let s = &link.stats;
+    let c = &COUNTERS;
+    bump(&c.udp_ended);
+    add(&c.datagrams_out, get(&s.to_i2p));
+    add(&c.datagrams_in, get(&s.to_client));
+    add(&c.datagrams_dropped, s.dropped());
     debug!(
         "{peer}: UDP association ended ({end}): {} datagrams from the client, {} sent to I2P, \
          {} delivered from I2P, {} dropped (foreign source {}, malformed {}, fragments {}, \
@@ -585,6 +585,7 @@ impl Association<'_> {
         };
         let Dst::Domain(host) = d.dst else {
             bump(&stats.not_i2p);
+            warn_leak(Leak::IpAddress, "SOCKS5 UDP", d.port, &self.peer.to_string());
             return self.log_drop("an IP address target");
         };
         let target = match i2p_addr::parse_target(host) {
@@ -592,6 +593,9 @@ impl Association<'_> {
             Err(e) => {
                 bump(&stats.not_i2p);
                 debug!("{}: datagram target refused: {e:?}", self.peer);
+                if let Some(leak) = Leak::of(e.into()) {
+                    warn_leak(leak, "SOCKS5 UDP", d.port, &self.peer.to_string());
+                }
                 return self.log_drop("not an I2P target");
             }
         };

@@ -8,7 +8,8 @@
 //! goes the same way as a name sent by the client.
 
 use crate::client::Client;
-use crate::error::Error;
+use crate::counters::{add, bump, COUNTERS};
+use crate::error::{Denied, Error};
 use crate::i2p_addr;
 use crate::identity::{Key, Lease};
 use crate::proxy::context::{self, Shared};
@@ -36,19 +37,30 @@ pub fn serve(mut client: Client, req: &Request, payload: &[u8], peer: &str, key:
                 idle: shared.config.idle_timeout,
                 half_close_wait: shared.config.half_close_wait,
             };
+            bump(&COUNTERS.streams_opened);
             let ended = match client {
                 Client::Tcp(c) => relay::relay(c, sam, payload, &surplus, opts, &shared.stop),
                 Client::Unix(c) => relay::relay(c, sam, payload, &surplus, opts, &shared.stop),
             };
+            bump(&COUNTERS.streams_ended);
             match ended {
-                Ok((end, stats)) => debug!(
-                    "{peer}: relay ended ({end:?}): {} bytes out, {} bytes in",
-                    stats.to_server, stats.to_client
-                ),
+                Ok((end, stats)) => {
+                    add(&COUNTERS.bytes_out, stats.to_server);
+                    add(&COUNTERS.bytes_in, stats.to_client);
+                    debug!(
+                        "{peer}: relay ended ({end:?}): {} bytes out, {} bytes in",
+                        stats.to_server, stats.to_client
+                    )
+                }
                 Err(e) => debug!("{peer}: relay failed: {e}"),
             }
         }
-        Err(e) => context::refuse(client, req, e, peer),
+        Err(e) => {
+            if e.reached_the_router() {
+                bump(&COUNTERS.streams_failed);
+            }
+            context::refuse(client, req, e, peer)
+        }
     }
 }
 
@@ -58,10 +70,10 @@ fn open(req: &Request, key: Key, shared: &Shared) -> Result<(TcpStream, Vec<u8>,
     let host = host_of(&req.addr, shared)?;
     let target = i2p_addr::parse_target(&host).map_err(|e| {
         debug!("target refused: {e:?}");
-        Error::TargetNotAllowed
+        Error::TargetNotAllowed(e.into())
     })?;
     if req.port == 0 {
-        return Err(Error::TargetNotAllowed);
+        return Err(Error::TargetNotAllowed(Denied::Malformed));
     }
     let deadline = Instant::now() + shared.config.connect_timeout;
     let lease = shared.identities.acquire(key)?;
@@ -82,7 +94,7 @@ fn host_of<'a>(addr: &'a Addr, shared: &Shared) -> Result<Cow<'a, [u8]>, Error> 
             None => return Ok(Cow::Borrowed(name)),
         },
         Addr::Ipv4(octets) => Ipv4Addr::from(*octets),
-        Addr::Ipv6(_) => return Err(Error::TargetNotAllowed),
+        Addr::Ipv6(_) => return Err(Error::TargetNotAllowed(Denied::IpAddress)),
     };
     let name = shared.virtual_name(ip)?;
     debug!("virtual address {ip} is {name}");

@@ -6,8 +6,10 @@
 use crate::auth::AuthFile;
 use crate::cli::Config;
 use crate::client::Client;
-use crate::error::Error;
+use crate::counters::{bump, COUNTERS};
+use crate::error::{Denied, Error};
 use crate::identity::{Identities, Key, Listener};
+use crate::leak::{socks_label, warn_leak, Leak};
 use crate::socks::{self, Request};
 use crate::virtual_net::{Lookup, VirtualMap};
 use log::debug;
@@ -62,16 +64,44 @@ impl Shared {
         match self.virtual_map().lookup(ip, Instant::now()) {
             Lookup::Name(name) => Ok(name),
             Lookup::Unmapped => Err(Error::NoMapping),
-            Lookup::Outside => Err(Error::TargetNotAllowed),
+            Lookup::Outside => Err(Error::TargetNotAllowed(Denied::IpAddress)),
         }
     }
 }
 
-/// Answer `req` with the reply for `e` and close gracefully.
+/// Answer `req` with the reply for `e` and close gracefully. Refusals of
+/// the client's own making are counted, and a program that leaks or is
+/// pointed at the wrong proxy is warned about.
 pub fn refuse(mut client: Client, req: &Request, e: Error, peer: &str) {
     debug!("{peer}: refused: {e}");
+    count_refusal(&e, req, peer);
     let _ = write_reply(&mut client, &socks::reply(req.version, e.rep()));
     graceful_close(client);
+}
+
+/// Count `e` among the refusals when the client caused it (a failure to
+/// reach the destination is counted where streams are), and warn about a leak.
+fn count_refusal(e: &Error, req: &Request, peer: &str) {
+    let c = &COUNTERS;
+    match e {
+        Error::TargetNotAllowed(denied) => {
+            bump(match denied {
+                Denied::IpAddress => &c.refused_ip,
+                Denied::NotI2p => &c.refused_not_i2p,
+                Denied::Malformed => &c.refused_malformed,
+            });
+            if let Some(leak) = Leak::of(*denied) {
+                warn_leak(leak, socks_label(req), req.port, peer);
+            }
+        }
+        Error::CommandNotSupported | Error::AddrTypeNotSupported => bump(&c.refused_malformed),
+        Error::Overloaded => bump(&c.refused_overload),
+        Error::NoMapping
+        | Error::Sam(_)
+        | Error::ConnectTimeout
+        | Error::SamUnreachable
+        | Error::SessionDown => {}
+    }
 }
 
 /// Write a reply by [`REPLY_WRITE_TIMEOUT`].

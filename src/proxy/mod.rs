@@ -19,6 +19,7 @@ pub mod resolve;
 pub use context::Shared;
 
 use crate::client::Client;
+use crate::counters::{bump, COUNTERS};
 use crate::error::Error;
 use crate::identity::Listener;
 use crate::proxy::context::{graceful_close, refuse, write_by};
@@ -33,9 +34,14 @@ const HANDSHAKE_CHUNK: usize = 512;
 
 /// How a handshake ended without a request.
 enum Abort {
-    /// Reply (possibly empty) sent; close gracefully.
-    Refused,
-    /// The client went away or the deadline passed.
+    /// Not SOCKS, or SOCKS we refuse; the reply (possibly empty) is sent:
+    /// close gracefully.
+    Malformed,
+    /// Credentials refused (`01 01` sent): close gracefully.
+    AuthFailed,
+    /// The handshake deadline passed.
+    TimedOut,
+    /// The client went away.
     Gone,
 }
 
@@ -47,13 +53,20 @@ pub fn serve(mut client: Client, listener: Listener, shared: &Shared) {
     let deadline = Instant::now() + shared.config.handshake_timeout;
     let (request, payload) = match handshake(&mut client, deadline, shared) {
         Ok(r) => r,
-        Err(Abort::Refused) => {
+        Err(why @ (Abort::Malformed | Abort::AuthFailed)) => {
             debug!("{peer}: handshake refused");
+            let c = &COUNTERS;
+            bump(if matches!(why, Abort::AuthFailed) { &c.refused_auth } else { &c.refused_malformed });
             graceful_close(client);
             return;
         }
-        Err(Abort::Gone) => {
-            debug!("{peer}: handshake abandoned or timed out");
+        Err(why @ (Abort::TimedOut | Abort::Gone)) => {
+            if matches!(why, Abort::TimedOut) {
+                debug!("{peer}: handshake timed out");
+                bump(&COUNTERS.refused_handshake_timeout);
+            } else {
+                debug!("{peer}: handshake abandoned");
+            }
             let _ = client.shutdown(Shutdown::Both);
             return;
         }
@@ -88,7 +101,7 @@ fn handshake(client: &mut Client, deadline: Instant, shared: &Shared) -> Result<
                     let ok = check_credentials(shared, &user, &pass);
                     write_by(client, &hs.auth_verdict(ok), deadline).map_err(|_| Abort::Gone)?;
                     if !ok {
-                        return Err(Abort::Refused);
+                        return Err(Abort::AuthFailed);
                     }
                 }
                 Action::Done(req) => return Ok((req, pending)),
@@ -97,19 +110,22 @@ fn handshake(client: &mut Client, deadline: Instant, shared: &Shared) -> Result<
                     if !reply.is_empty() {
                         let _ = write_by(client, &reply, deadline);
                     }
-                    return Err(Abort::Refused);
+                    return Err(Abort::Malformed);
                 }
             }
         }
         let now = Instant::now();
         if now >= deadline {
-            return Err(Abort::Gone);
+            return Err(Abort::TimedOut);
         }
         client.set_read_timeout(Some(deadline - now)).map_err(|_| Abort::Gone)?;
         match client.read(&mut chunk) {
             Ok(0) => return Err(Abort::Gone),
             Ok(n) => pending.extend_from_slice(chunk.get(..n).unwrap_or_default()),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err(Abort::TimedOut)
+            }
             Err(_) => return Err(Abort::Gone),
         }
     }

@@ -9,7 +9,7 @@
 //! to the address it got (`connect` maps it back).
 
 use crate::client::Client;
-use crate::error::Error;
+use crate::error::{Denied, Error};
 use crate::i2p_addr;
 use crate::proxy::context::{self, Shared};
 use crate::socks::{self, Addr, Bound, Command, Rep, Request};
@@ -40,11 +40,11 @@ pub fn serve(mut client: Client, req: &Request, peer: &str, shared: &Shared) {
 /// RESOLVE: the virtual address of a valid I2P name.
 fn address_of(addr: &Addr, shared: &Shared) -> Result<Ipv4Addr, Error> {
     let Addr::Domain(host) = addr else {
-        return Err(Error::TargetNotAllowed);
+        return Err(Error::TargetNotAllowed(Denied::IpAddress));
     };
     let target = i2p_addr::parse_target(host).map_err(|e| {
         debug!("RESOLVE refused: {e:?}");
-        Error::TargetNotAllowed
+        Error::TargetNotAllowed(e.into())
     })?;
     // The lock is held for the map's work only, not for logging.
     let answer = {
@@ -69,7 +69,8 @@ fn name_of(addr: &Addr, shared: &Shared) -> Result<String, Error> {
     let ip = match addr {
         Addr::Ipv4(octets) => Ipv4Addr::from(*octets),
         Addr::Domain(text) => dotted_ipv4(text).ok_or(Error::AddrTypeNotSupported)?,
-        Addr::Ipv6(_) => return Err(Error::TargetNotAllowed),
+        // No IPv6 range is mapped: no name can be behind it.
+        Addr::Ipv6(_) => return Err(Error::TargetNotAllowed(Denied::Malformed)),
     };
     shared.virtual_name(ip)
 }

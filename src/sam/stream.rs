@@ -11,6 +11,7 @@
 //! Not here: which identity a client gets and what becomes of a new key
 //! (`identity`), and the command/reply syntax (`proto`).
 
+use crate::counters::{bump, COUNTERS};
 use crate::sam::conn::{self, Conn, CreateError, CreateSpec, SESSION_CREATE_TIMEOUT};
 use crate::sam::encryption::Encryption;
 use crate::sam::proto::{self, SamResult, Style};
@@ -162,6 +163,8 @@ impl Session {
     fn supervise(self: Arc<Self>, mut on_new_key: Option<OnNewKey>) {
         let mut backoff = BACKOFF_MIN;
         let mut spec = self.spec.clone();
+        // Whether a session was up before: the next one is a rebuild.
+        let mut lost = false;
         loop {
             if !self.state.set(State::Starting) {
                 return;
@@ -173,6 +176,10 @@ impl Session {
             match result {
                 Ok((conn, info)) => {
                     backoff = BACKOFF_MIN;
+                    bump(&COUNTERS.session_builds);
+                    if lost {
+                        bump(&COUNTERS.session_rebuilds);
+                    }
                     if spec.destination == "TRANSIENT" {
                         if let Some(mut keep) = on_new_key.take() {
                             if keep(&info) {
@@ -193,12 +200,14 @@ impl Session {
                         debug!("{}: session closed", self.label());
                         return;
                     }
+                    lost = true;
                     warn!("{}: SAM session lost ({why}); rebuilding", self.label());
                 }
                 Err(e) => {
                     if !self.state.set(State::Down) {
                         return;
                     }
+                    bump(&COUNTERS.session_failures);
                     let hint = match e {
                         CreateError::NoPostQuantum { .. } => "",
                         _ => " (is the I2P router running with SAM enabled?)",

@@ -13,6 +13,7 @@ pub mod proxy;
 pub mod rng;
 pub mod sam_client;
 pub mod setup;
+pub mod status;
 pub mod udp_client;
 
 use std::sync::atomic::{AtomicU64, Ordering};

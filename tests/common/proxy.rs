@@ -521,6 +521,14 @@ pub fn s5_name_reply(name: &str) -> Vec<u8> {
     v
 }
 
+/// SOCKS5 CONNECT with raw ATYP + address bytes; the 10-byte reply.
+pub fn socks5_raw(addr: SocketAddr, atyp: u8, address: &[u8], port: u16) -> [u8; 10] {
+    let mut s = connect(addr);
+    socks5_greet(&mut s, None);
+    send(&mut s, &socks5_request_raw(1, atyp, address, port));
+    read_exact_by(&mut s, 10, IO_TIMEOUT).try_into().unwrap()
+}
+
 /// `04 01 PORT IP USERID 00`: SOCKS4 (not 4a) CONNECT to an IPv4 address.
 pub fn socks4_request(ip: Ipv4Addr, port: u16, userid: &str) -> Vec<u8> {
     let mut v = vec![4, 1];
