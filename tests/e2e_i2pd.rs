@@ -5,7 +5,8 @@
 //! tests/e2e/listeners.rs: a second proxy with two TCP listeners and a Unix socket, started
 //! beside the first so their sessions build together. tests/e2e/spares.rs runs two more
 //! proxies beside them, one in a thread while the compatibility matrix runs;
-//! tests/e2e/encryption.rs checks that the router never got type 6. Last,
+//! tests/e2e/encryption.rs checks that the router never got type 6. After the matrix, the
+//! status report's counts are checked against known traffic. Last,
 //! tests/e2e/faults.rs: concurrent streams, then the router restarted under the proxy.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
@@ -28,6 +29,7 @@ use common::i2pd::{curl, socks5_stream, Router};
 use common::proxy::{bridge_args, Proxy};
 use common::rng::random_bytes;
 use common::sam_client::Sam;
+use common::status;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
@@ -61,6 +63,7 @@ fn real_router() {
     eprintln!("several listeners checked in {:?} after the identity cases", t.elapsed());
     drop(several);
     compat::run(&router, &proxy);
+    status_matches_traffic(&router, &proxy);
     spares.sighup(&router);
     let (burst, isolating) = isolating.join().expect("the --isolate client run");
     eprintln!("spares: burst first bytes {burst:?}");
@@ -244,4 +247,50 @@ fn identities_through_i2psocks(router: &Router, proxy: &Proxy) {
     assert_eq!(again, a, "the same credentials must keep their destination");
     let url = format!("socks5h://app2:x@{p}");
     assert_eq!(source_b32(router, &["-x", &url]), b);
+}
+
+/// After the compatibility matrix: the status report's stream and byte counts move by
+/// exactly what two known exchanges move through the proxy (an echo, and an HTTP GET
+/// read to its end).
+fn status_matches_traffic(router: &Router, proxy: &Proxy) {
+    const ASK: Duration = Duration::from_secs(10);
+    // Streams of the matrix may still be ending (a held FIN lasts --half-close-wait).
+    let quiet = |since: u64| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = status::ask(proxy, ASK);
+            if r.count("streams", "now") == 0 && r.count("streams", "since start") >= since {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "streams still open: {:?}", r.0);
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    let before = quiet(0);
+
+    let msg = random_bytes(123_457, 17);
+    let mut s = socks5_stream(proxy.addr(), router.echo_b32(), 7).expect("echo via i2psocks");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(&msg).unwrap();
+    let mut back = vec![0u8; msg.len()];
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(back, msg);
+    drop(s);
+
+    let request = format!("GET /bytes/65536 HTTP/1.0\r\nHost: {}\r\n\r\n", router.site_b32());
+    let mut s = socks5_stream(proxy.addr(), router.site_b32(), 80).expect("site via i2psocks");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    s.read_to_end(&mut response).unwrap();
+    assert!(response.starts_with(b"HTTP/1.") && response.len() > 65536, "{} bytes", response.len());
+    drop(s);
+
+    let after = quiet(before.count("streams", "since start") + 2);
+    let delta = |label: &str| after.count("streams", label) - before.count("streams", label);
+    assert_eq!(delta("since start"), 2, "{:?}", after.0);
+    assert_eq!(delta("bytes out"), (msg.len() + request.len()) as u64, "{:?}", after.0);
+    assert_eq!(delta("bytes in"), (msg.len() + response.len()) as u64, "{:?}", after.0);
+    assert_eq!(delta("failed to open"), 0);
+    eprintln!("status report after the matrix: {:?}", after.0);
 }

@@ -161,7 +161,7 @@ fn status_block_counts_a_scripted_mix() {
         "status: UDP: 0 associations now, 0 since start; datagrams 0 to I2P, 0 from I2P, 0 dropped"
     );
     let first = r.line("up");
-    let b32 = p.ready_b32(1, Duration::ZERO).unwrap();
+    let b32 = p.ready_b32("default identity", Duration::ZERO).unwrap();
     assert!(first.ends_with(&format!("ready (SAM 3.1); default identity {b32}")), "{first}");
     assert!(r.count("identities", "built") >= 2, "{:?}", r.0);
 
