@@ -217,6 +217,11 @@ impl Router {
         router
     }
 
+    /// The i2pd process id (for its CPU time), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.child.as_ref().map(Child::id)
+    }
+
     /// The SAM v3 bridge (TCP).
     pub fn sam_addr(&self) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.ports.sam))
