@@ -13,6 +13,7 @@
 //! `rand`}; `listen` → {`client`, `rand`}.
 
 pub mod auth;
+pub mod buffers;
 pub mod cli;
 pub mod client;
 pub mod counters;

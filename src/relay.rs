@@ -1,14 +1,16 @@
 //! Byte relay between a SOCKS client and its SAM stream socket, both ways, in
 //! the calling thread. The client's socket is TCP or Unix-domain
-//! ([`ClientSocket`]); the same state machine serves both. The two sockets are polled together with mio
-//! (edge-triggered); each direction owns one fixed buffer that is allocated
-//! once, so a running relay never allocates. TCP semantics are kept: an EOF
-//! read from one side becomes `shutdown(Write)` on the other once everything
-//! read before it has been delivered, while the opposite direction keeps
-//! flowing (RFC 9293 half-close). It does not parse or log payload, set socket
-//! options (`TCP_NODELAY` is the caller's choice) or speak SOCKS/SAM; the
-//! handshakes happen before it and hand over any bytes they read ahead as
-//! `to_server_first` / `to_client_first`.
+//! ([`ClientSocket`]); the same state machine serves both. The two sockets
+//! are polled together with mio (edge-triggered). A direction holds a buffer
+//! only while it has bytes to move: it borrows one from [`BUFFERS`] when its
+//! source is readable and gives it back once everything read is written and
+//! the source has nothing more, so an idle connection holds none. TCP
+//! semantics are kept: an EOF read from one side becomes `shutdown(Write)` on
+//! the other once everything read before it has been delivered, while the
+//! opposite direction keeps flowing (RFC 9293 half-close). It does not parse
+//! or log payload, set socket options (`TCP_NODELAY` is the caller's choice)
+//! or speak SOCKS/SAM; the handshakes happen before it and hand over any
+//! bytes they read ahead as `to_server_first` / `to_client_first`.
 //!
 //! One exception to passing an EOF on at once, for the client→server
 //! direction only: with [`Options::half_close_wait`] the client's FIN is held
@@ -39,8 +41,9 @@ use mio::event::{Event, Source};
 use mio::net::{TcpStream as MioStream, UnixStream as MioUnix};
 use mio::{Events, Interest, Poll, Token};
 
-/// Size each direction's buffer starts at: small, so that a thousand held
-/// interactive connections stay cheap.
+use crate::buffers::{Buf, Lender};
+
+/// Size of the buffer a direction borrows first.
 pub const BUF_SIZE: usize = 16 * 1024;
 
 /// Size a direction's buffer grows to once it carries bulk data: `make
@@ -50,6 +53,15 @@ pub const BUF_MAX: usize = 64 * 1024;
 
 /// Reads that fill the whole buffer before it grows to [`BUF_MAX`].
 const GROW_AFTER: u32 = 4;
+
+/// Given-back buffers kept for the next relay that needs one, per size:
+/// about one per direction of the relays that move bytes at the same moment
+/// on a small machine; more are freed (at most 1.5 MiB stays allocated).
+const KEEP_SMALL: usize = 32;
+const KEEP_LARGE: usize = 16;
+
+/// The buffers every relay of the process borrows from.
+pub static BUFFERS: Lender = Lender::new(BUF_SIZE, BUF_MAX, KEEP_SMALL, KEEP_LARGE);
 
 /// Longest single wait in `poll`, so that `stop` is seen at least this often.
 pub const STOP_CHECK: Duration = Duration::from_millis(250);
@@ -163,6 +175,19 @@ pub fn relay<C: ClientSocket>(
     opts: Options,
     stop: &AtomicBool,
 ) -> io::Result<(End, Stats)> {
+    relay_with(client, server, to_server_first, to_client_first, opts, stop, &BUFFERS)
+}
+
+/// [`relay`] with buffers from `lender`.
+fn relay_with<C: ClientSocket>(
+    client: C,
+    server: TcpStream,
+    to_server_first: &[u8],
+    to_client_first: &[u8],
+    opts: Options,
+    stop: &AtomicBool,
+    lender: &Lender,
+) -> io::Result<(End, Stats)> {
     let mut client = client.into_polled()?;
     let mut server = server.into_polled()?;
 
@@ -173,8 +198,8 @@ pub fn relay<C: ClientSocket>(
     let mut events = Events::with_capacity(EVENTS_CAPACITY);
 
     let hold = !opts.half_close_wait.is_zero();
-    let mut up = Dir::new(to_server_first, hold);
-    let mut down = Dir::new(to_client_first, false);
+    let mut up = Dir::new(to_server_first, hold, lender);
+    let mut down = Dir::new(to_client_first, false, lender);
     // Optimistic start: the handshake may have left bytes waiting and fresh
     // sockets are writable, so try before the first wait.
     let mut client_ready = Ready::optimistic();
@@ -401,7 +426,9 @@ enum Flow {
 struct Dir<'a> {
     /// Bytes the handshake read ahead; written before anything in `buf`.
     first: &'a [u8],
-    buf: Vec<u8>,
+    /// Borrowed while there are bytes to move (see the module doc).
+    buf: Option<Buf<'a>>,
+    lender: &'a Lender,
     /// `buf[start..end]` is read but not yet written.
     start: usize,
     end: usize,
@@ -410,6 +437,8 @@ struct Dir<'a> {
     moved: u64,
     /// Reads that filled the buffer while it was small.
     full_reads: u32,
+    /// This direction carries bulk data: it borrows [`BUF_MAX`] buffers.
+    large: bool,
     /// On EOF, stop at `Held` instead of shutting the destination down.
     hold: bool,
 }
@@ -449,16 +478,27 @@ impl Step {
 }
 
 impl<'a> Dir<'a> {
-    fn new(first: &'a [u8], hold: bool) -> Self {
+    fn new(first: &'a [u8], hold: bool, lender: &'a Lender) -> Self {
         Dir {
             first,
-            buf: vec![0; BUF_SIZE],
+            buf: None,
+            lender,
             start: 0,
             end: 0,
             flow: Flow::Open,
             moved: 0,
             full_reads: 0,
+            large: false,
             hold,
+        }
+    }
+
+    /// Give the buffer back if everything in it has been written.
+    fn give_back_if_empty(&mut self) {
+        if self.start == self.end {
+            self.buf = None;
+            self.start = 0;
+            self.end = 0;
         }
     }
 
@@ -474,6 +514,7 @@ impl<'a> Dir<'a> {
         if self.flow != Flow::Closed {
             self.flow = Flow::Broken;
             self.first = &[];
+            self.buf = None;
             self.start = 0;
             self.end = 0;
         }
@@ -505,6 +546,7 @@ impl<'a> Dir<'a> {
                 }
             }
             if self.flow == Flow::Flushing && self.is_empty() {
+                self.buf = None;
                 if self.hold {
                     self.flow = Flow::Held;
                 } else {
@@ -513,45 +555,51 @@ impl<'a> Dir<'a> {
                 return step;
             }
             if self.flow != Flow::Open || !sr.read {
+                // Nothing to read for now: an emptied buffer goes back.
+                self.give_back_if_empty();
                 return step;
             }
             if reads == TURN_READS {
                 step.more = true;
                 return step;
             }
-            if self.end == self.buf.len() {
+            let (lender, large) = (self.lender, self.large);
+            let buf = self.buf.get_or_insert_with(|| lender.take(large));
+            if self.end == buf.len() {
                 if self.start == 0 {
                     // Full; the destination's next writable event resumes us.
                     return step;
                 }
                 // Blocked on a partial write: move the tail to the front so
                 // the next read can be large.
-                self.buf.copy_within(self.start..self.end, 0);
+                buf.copy_within(self.start..self.end, 0);
                 self.end -= self.start;
                 self.start = 0;
             }
-            let room = self.buf.get_mut(self.end..).unwrap_or_default();
+            let cap = buf.len();
+            let room = buf.get_mut(self.end..).unwrap_or_default();
             let room_len = room.len();
             match src.read_into(room) {
                 Ok(0) => self.flow = Flow::Flushing,
                 Ok(n) => {
                     reads += 1;
-                    self.end = self.end.saturating_add(n).min(self.buf.len());
+                    self.end = self.end.saturating_add(n).min(cap);
                     step.moved = true;
                     // A short read drained the socket: skip the read that
                     // would only say WouldBlock and wait for the next edge.
                     if n < room_len && !sr.read_closed {
                         sr.read = false;
                     }
-                    if n == room_len && self.buf.len() < BUF_MAX {
+                    if n == room_len && !self.large {
                         self.full_reads += 1;
                         if self.full_reads >= GROW_AFTER {
-                            self.buf.resize(BUF_MAX, 0);
+                            self.grow();
                         }
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     sr.read = false;
+                    self.give_back_if_empty();
                     return step;
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -564,12 +612,28 @@ impl<'a> Dir<'a> {
         }
     }
 
+    /// From now on borrow [`BUF_MAX`] buffers; the bytes waiting in the
+    /// small one move over.
+    fn grow(&mut self) {
+        self.large = true;
+        let mut big = self.lender.take(true);
+        if let Some(small) = self.buf.take() {
+            let waiting = small.get(self.start..self.end).unwrap_or_default();
+            if let Some(to) = big.get_mut(..waiting.len()) {
+                to.copy_from_slice(waiting);
+            }
+            self.end -= self.start;
+            self.start = 0;
+        }
+        self.buf = Some(big);
+    }
+
     /// Writes `first`, then the buffer, until empty or the destination blocks.
     fn flush(&mut self, dst: &impl Polled, dr: &mut Ready, moved: &mut bool) -> io::Result<()> {
         while dr.write {
             let from_first = !self.first.is_empty();
-            let data =
-                if from_first { self.first } else { self.buf.get(self.start..self.end).unwrap_or_default() };
+            let waiting = self.buf.as_ref().and_then(|b| b.get(self.start..self.end));
+            let data = if from_first { self.first } else { waiting.unwrap_or_default() };
             if data.is_empty() {
                 break;
             }
@@ -1236,6 +1300,90 @@ mod tests {
         assert_eq!(end, End::Done);
         assert_eq!(stats.to_server, N as u64);
         assert_eq!(stats.to_client, N as u64);
+    }
+
+    /// Waits up to [`IO_LIMIT`] for `lender` to have `n` buffers out.
+    fn wait_lent(lender: &Lender, n: usize) -> bool {
+        let t = Instant::now();
+        while t.elapsed() < IO_LIMIT {
+            if lender.lent() == n {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+        false
+    }
+
+    /// A relay borrowing from its own lender (keeping `keep` of each size),
+    /// with the client-side and server-side endpoints.
+    fn start_lending(keep: usize, idle: Duration) -> (Running, Arc<Lender>, TcpStream, TcpStream) {
+        let lender = Arc::new(Lender::new(BUF_SIZE, BUF_MAX, keep, keep));
+        let (client, client_ep) = pair();
+        let (server, server_ep) = pair();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, done) = mpsc::channel();
+        let (l, flag) = (Arc::clone(&lender), Arc::clone(&stop));
+        thread::spawn(move || {
+            let opts = Options { idle, half_close_wait: Duration::ZERO };
+            let _ = tx.send(relay_with(client, server, b"", b"", opts, &flag, &l));
+        });
+        (Running { done, stop }, lender, client_ep, server_ep)
+    }
+
+    #[test]
+    fn relay_borrows_buffers_only_while_bytes_move() {
+        let (run, lender, client_ep, server_ep) = start_lending(1, TEST_IDLE * 4);
+        // A one-byte exchange each way, then quiet: the held connection
+        // keeps no buffer.
+        let mut byte = [0u8; 1];
+        (&client_ep).write_all(b"q").unwrap();
+        (&server_ep).read_exact(&mut byte).unwrap();
+        (&server_ep).write_all(b"a").unwrap();
+        (&client_ep).read_exact(&mut byte).unwrap();
+        assert!(wait_lent(&lender, 0), "an idle relay still holds {} buffer(s)", lender.lent());
+        assert!(run.done.try_recv().is_err(), "the relay ended");
+
+        // A client that does not read: the answer waits in the relay's
+        // buffer, which stays borrowed until it is written.
+        let answer = Rng(30).bytes(32 * 1024 * 1024);
+        let a = answer.clone();
+        let w = server_ep.try_clone().unwrap();
+        let writer = thread::spawn(move || (&w).write_all(&a).unwrap());
+        thread::sleep(Duration::from_millis(300));
+        assert_eq!(lender.lent(), 1, "the waiting answer's buffer");
+        let mut got = vec![0u8; answer.len()];
+        (&client_ep).read_exact(&mut got).unwrap();
+        writer.join().unwrap();
+        assert!(got == answer, "answer bytes differ");
+        assert!(wait_lent(&lender, 0), "a drained relay still holds {} buffer(s)", lender.lent());
+        // The bulk answer grew its direction's buffer; the small one and the
+        // large one were each given back and kept (one of each at most).
+        assert_eq!(lender.kept(), (1, 1));
+
+        drop(client_ep);
+        drop(server_ep);
+        let (end, stats) = run.wait().unwrap();
+        assert_eq!(end, End::Done);
+        assert_eq!(stats, Stats { to_server: 1, to_client: 1 + answer.len() as u64 });
+        assert_eq!(lender.lent(), 0);
+    }
+
+    #[test]
+    fn relay_that_ends_gives_its_buffers_back() {
+        // Ended with bytes still buffered towards a client that never read.
+        let (run, lender, client_ep, server_ep) = start_lending(4, Duration::from_millis(500));
+        let w = server_ep.try_clone().unwrap();
+        let writer = thread::spawn(move || {
+            let chunk = [0x33u8; 1 << 16];
+            // Ends with an error once the relay has given up.
+            while (&w).write_all(&chunk).is_ok() {}
+        });
+        let (end, _) = run.wait().unwrap();
+        assert_eq!(end, End::Idle);
+        assert_eq!(lender.lent(), 0);
+        drop(client_ep);
+        drop(server_ep);
+        writer.join().unwrap();
     }
 
     /// Throughput one way and both ways, against plain loopback.
