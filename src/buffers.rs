@@ -71,6 +71,13 @@ impl Lender {
         (s.small.len(), s.large.len())
     }
 
+    /// Free the buffers kept for the next taker (once nobody is likely to
+    /// take one soon).
+    pub fn release_spares(&self) {
+        let spares = std::mem::take(&mut *self.lock());
+        drop(spares);
+    }
+
     fn give_back(&self, data: Vec<u8>) {
         self.lent.fetch_sub(1, Ordering::Relaxed);
         let mut s = self.lock();
@@ -156,5 +163,7 @@ mod tests {
         drop(large);
         assert_eq!(l.lent(), 0);
         assert_eq!(l.kept(), (2, 1));
+        l.release_spares();
+        assert_eq!(l.kept(), (0, 0));
     }
 }

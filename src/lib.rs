@@ -24,6 +24,7 @@ pub mod keyfile;
 pub mod leak;
 pub mod listen;
 pub mod log_limit;
+pub mod memory;
 pub mod pool;
 pub mod proxy;
 pub mod rand;

@@ -87,7 +87,9 @@ pub fn serve(mut client: Client, listener: Listener, shared: &Shared) {
 /// Returns the request and the payload bytes that followed it.
 fn handshake(client: &mut Client, deadline: Instant, shared: &Shared) -> Result<(Request, Vec<u8>), Abort> {
     let mut hs = Handshake::new(policy(shared));
-    let mut pending: Vec<u8> = Vec::with_capacity(HANDSHAKE_CHUNK);
+    // Grown to what the client sends (tens of bytes), not to a whole
+    // chunk: what follows the request stays in it for the whole relay.
+    let mut pending: Vec<u8> = Vec::new();
     let mut chunk = [0u8; HANDSHAKE_CHUNK];
     loop {
         loop {
