@@ -9,7 +9,7 @@
 # while it is measured, and prints the top symbols, kernel and user. Needs
 # linux-perf (Debian: apt-get install linux-perf) and the same setup as
 # bench/run.sh; for repeatable instruction counts use BENCH_WRAP instead, e.g.
-#   BENCH_WRAP="valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p" \
+#   BENCH_WRAP="env MALLOC_ARENA_MAX=4 valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p" \
 #     BENCH_ONLY=cycles BENCH_ROWS=i2psocks BENCH_RUNS=1 cargo bench --bench proxy
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -25,8 +25,10 @@
 //! `BENCH_COMPARE` (a second i2psocks binary, measured as the extra loopback
 //! row `i2psocks-b`: before/after a change in one run),
 //! `BENCH_I2PSOCKS_ARGS` (more flags for every i2psocks started here),
-//! `BENCH_WRAP` (command prefix for the i2psocks process, e.g. `valgrind
-//! --tool=callgrind`), `BENCH_PROFILE_PAUSE` (seconds to wait, printing the
+//! `BENCH_WRAP` (command prefix for the i2psocks process, e.g. `env
+//! MALLOC_ARENA_MAX=4 valgrind --tool=callgrind`: with the variable set,
+//! i2psocks does not start itself again, which valgrind would not follow,
+//! src/memory.rs), `BENCH_PROFILE_PAUSE` (seconds to wait, printing the
 //! proxy pid, before each measured i2psocks section, so `perf record -p` can
 //! attach).
 

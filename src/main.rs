@@ -14,6 +14,7 @@ use i2psocks::identity::{Identities, Recipe};
 use i2psocks::keyfile;
 use i2psocks::listen::{BindError, Listener, Wake};
 use i2psocks::log_limit::{held_back_suffix, RateLimit};
+use i2psocks::memory;
 use i2psocks::pool::Pool;
 use i2psocks::proxy::{self, Shared};
 use i2psocks::sam::conn;
@@ -70,6 +71,7 @@ fn main() -> ExitCode {
     };
     let result = match command {
         Command::Run(c) => {
+            memory::limit_arenas();
             init_logging(c.verbosity);
             load_files(&c).and_then(|files| run(c, files))
         }

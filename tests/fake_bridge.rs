@@ -16,7 +16,7 @@ use common::fake_sam::{FakeSam, Fault, Outcome, Peer, Script, WAIT};
 use common::i2p::{b32_name, b32_of, b64_decode, param, params};
 use common::proxy::{self, *};
 use common::rng::{pattern, random_bytes};
-use common::setup::setup;
+use common::setup::{setup, setup_wrapped};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -946,4 +946,43 @@ fn sigterm_with_open_relay() {
     }
     let st = p.wait_exit(Duration::from_secs(4)).expect("still running after the grace time");
     assert_eq!(st.code(), Some(0), "{st:?}");
+}
+
+// ----------------------------------------------------------------- memory
+
+/// The NUL-separated strings of /proc/PID/`file` (environ, cmdline).
+fn proc_strings(pid: u32, file: &str) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/{file}")).unwrap();
+    raw.split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+/// The proxy starts itself again, in the same process and with the same
+/// arguments, with MALLOC_ARENA_MAX=4 (src/memory.rs), and serves; a value
+/// the environment already has is kept, without a restart.
+#[test]
+fn malloc_arenas_limited_by_a_restart() {
+    let clean = ["env", "-u", "MALLOC_ARENA_MAX", "-u", "GLIBC_TUNABLES"];
+    let (_fake, p) = setup_wrapped(&clean, Script::default(), &[]);
+    let env = proc_strings(p.pid(), "environ");
+    assert_eq!(
+        env.iter().filter(|v| v.starts_with("MALLOC_ARENA_MAX=")).collect::<Vec<_>>(),
+        ["MALLOC_ARENA_MAX=4"]
+    );
+    let args = proc_strings(p.pid(), "cmdline");
+    assert_eq!(args.first().map(String::as_str), Some(proxy::bin()), "{args:?}");
+    assert!(args.windows(2).any(|w| w == ["--hops", "0"]), "{args:?}");
+    let (mut s, reply) = socks5_connect(p.addr(), &b32_name("arenas"), 80, None);
+    assert_eq!(reply, S5_OK);
+    send(&mut s, b"x");
+    expect_bytes(&mut s, b"x", IO_TIMEOUT);
+
+    let (_fake, p) = setup_wrapped(&["env", "MALLOC_ARENA_MAX=7"], Script::default(), &[]);
+    let env = proc_strings(p.pid(), "environ");
+    assert_eq!(
+        env.iter().filter(|v| v.starts_with("MALLOC_ARENA_MAX=")).collect::<Vec<_>>(),
+        ["MALLOC_ARENA_MAX=7"]
+    );
 }
