@@ -22,8 +22,8 @@
 //! `bulk,cycles,held,i2pd`), `BENCH_ROWS` (comma list of row names),
 //! `BENCH_AFTER_SECS` (how long after the held connections close their
 //! proxy's RSS is read again), `I2PSOCKS_BIN` (binary to measure),
-//! `BENCH_COMPARE` (a second i2psocks binary, measured as the extra loopback
-//! row `i2psocks-b`: before/after a change in one run),
+//! `BENCH_COMPARE` (a second i2psocks binary, measured as the extra row
+//! `i2psocks-b`, loopback and real router: before/after a change in one run),
 //! `BENCH_I2PSOCKS_ARGS` (more flags for every i2psocks started here),
 //! `BENCH_WRAP` (command prefix for the i2psocks process, e.g. `env
 //! MALLOC_ARENA_MAX=4 valgrind --tool=callgrind`: with the variable set,
@@ -1139,6 +1139,8 @@ fn bench_router(cfg: &Config, env: &Env) -> Result<Vec<Table>, String> {
 
 fn router_tables(cfg: &Config, router: &common::i2pd::Router) -> Vec<Table> {
     let (proxy, addr) = start_i2psocks(cfg, &cfg.bin, router.sam_addr(), SESSION_TIMEOUT);
+    let compare =
+        cfg.compare.as_deref().map(|bin| start_i2psocks(cfg, bin, router.sam_addr(), SESSION_TIMEOUT));
     let site = Dest::Name(router.site_b32().to_string(), 80);
     let echo = Dest::Name(router.echo_b32().to_string(), 80);
     struct RRow {
@@ -1165,7 +1167,11 @@ fn router_tables(cfg: &Config, router: &common::i2pd::Router) -> Vec<Table> {
         });
     }
     if cfg.row("i2psocks") {
+        let (site, echo) = (site.clone(), echo.clone());
         rows.push(RRow { name: "i2psocks", via: Via::Socks(addr), site, echo, pid: Some(proxy.pid()) });
+    }
+    if let Some((p, a)) = &compare {
+        rows.push(RRow { name: COMPARE_ROW, via: Via::Socks(*a), site, echo, pid: Some(p.pid()) });
     }
     // Warm-up: LeaseSet lookups and the first streams are not the metric.
     for r in &rows {
@@ -1245,6 +1251,7 @@ fn router_tables(cfg: &Config, router: &common::i2pd::Router) -> Vec<Table> {
             &["i2psocks", "i2pd"],
         ));
     }
+    drop(compare);
     drop(proxy);
     tables
 }
