@@ -178,7 +178,11 @@ pub fn relay<C: ClientSocket>(
     relay_with(client, server, to_server_first, to_client_first, opts, stop, &BUFFERS)
 }
 
-/// [`relay`] with buffers from `lender`.
+/// [`relay`] with buffers from `lender`. Never inlined: the caller's frame
+/// then need not hold the relay's state while it opens the stream, and the
+/// deepest point of a connection's stack stays shallower (the stack pages a
+/// held connection has touched stay resident).
+#[inline(never)]
 fn relay_with<C: ClientSocket>(
     client: C,
     server: TcpStream,

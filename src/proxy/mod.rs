@@ -21,7 +21,7 @@ pub use context::Shared;
 use crate::client::Client;
 use crate::counters::{bump, COUNTERS};
 use crate::error::Error;
-use crate::identity::Listener;
+use crate::identity::{Key, Listener};
 use crate::proxy::context::{graceful_close, refuse, write_by};
 use crate::socks::{Action, Command, Handshake, Policy, Request};
 use log::debug;
@@ -72,19 +72,32 @@ pub fn serve(mut client: Client, listener: Listener, shared: &Shared) {
         }
     };
     let key = shared.key_for(listener, &request);
+    match request.command {
+        Command::Connect => connect::serve(client, &request, &payload, &peer, key, shared),
+        _ => serve_other(client, &request, &peer, key, shared),
+    }
+}
+
+/// The commands other than CONNECT. Never inlined, like [`handshake`]: their
+/// locals would otherwise sit in `serve`'s frame under every relay.
+#[inline(never)]
+fn serve_other(client: Client, request: &Request, peer: &str, key: Key, shared: &Shared) {
     match (request.command, client) {
-        (Command::Connect, client) => connect::serve(client, &request, &payload, &peer, key, shared),
         // RFC 1928 §7: the connection stays open as the association's lifeline.
-        (Command::UdpAssociate, Client::Tcp(tcp)) => associate::serve(tcp, &request, key, shared),
-        (Command::Resolve | Command::ResolvePtr, client) => resolve::serve(client, &request, &peer, shared),
-        (Command::UdpAssociate | Command::Bind, client) => {
-            refuse(client, &request, Error::CommandNotSupported, &peer)
+        (Command::UdpAssociate, Client::Tcp(tcp)) => associate::serve(tcp, request, key, shared),
+        (Command::Resolve | Command::ResolvePtr, client) => resolve::serve(client, request, peer, shared),
+        (Command::Connect | Command::UdpAssociate | Command::Bind, client) => {
+            refuse(client, request, Error::CommandNotSupported, peer)
         }
     }
 }
 
 /// Run the codec over the client's bytes until a request or a refusal.
-/// Returns the request and the payload bytes that followed it.
+/// Returns the request and the payload bytes that followed it. Never
+/// inlined: its read chunk and codec state would otherwise stay in the
+/// caller's frame for the whole connection, and the stack pages a held
+/// connection touches stay resident (see `pool::WORKER_STACK`).
+#[inline(never)]
 fn handshake(client: &mut Client, deadline: Instant, shared: &Shared) -> Result<(Request, Vec<u8>), Abort> {
     let mut hs = Handshake::new(policy(shared));
     // Grown to what the client sends (tens of bytes), not to a whole

@@ -24,8 +24,13 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Deadline for SESSION CREATE: tunnels are built before the reply comes,
 /// which takes ~20 s on i2pd 2.45 and can take minutes on a busy network.
 pub const SESSION_CREATE_TIMEOUT: Duration = Duration::from_secs(300);
-/// Size of each read while waiting for a reply line.
-const READ_CHUNK: usize = 1024;
+/// Size of each read while waiting for a reply line. The lines a client
+/// waits for are short (HELLO REPLY, STREAM STATUS: under 64 bytes); a
+/// SESSION STATUS with its private key takes a few reads. Small, because it
+/// is on a worker's stack at the deepest point of a connection, and the
+/// stack pages a held connection has touched stay resident (1,024 bytes
+/// made it touch a third page: 4 KiB more per held connection).
+const READ_CHUNK: usize = 256;
 
 /// Why talking to the bridge failed (for log lines and reply codes).
 #[derive(Debug)]
