@@ -3,16 +3,19 @@
 //! At most `max` jobs run at once; a job offered beyond that is handed back
 //! at once so the caller can refuse the client instead of queueing it (a
 //! queued SOCKS client would only time out). Threads are started on demand
-//! up to `max`. An idle worker waits on a slot of its own in a last-in,
-//! first-out stack: the worker that finished last takes the next job (its
-//! stack and caches are still warm), so under any steady load the same few
-//! workers serve it, and those at the bottom, unused for [`IDLE_EXIT`],
-//! leave. After a burst the pool thus shrinks back to what the load needs,
-//! and a leaving worker hands memory back ([`memory::give_back`]).
+//! up to `max`. Each worker has a one-place channel of its own, and an idle
+//! worker's sender waits on a last-in, first-out stack: the worker that
+//! finished last takes the next job (its stack and caches are still warm),
+//! so under any steady load the same few workers serve it, and those at the
+//! bottom, unused for [`IDLE_EXIT`], leave. After a burst the pool thus
+//! shrinks back to what the load needs, and a leaving worker hands memory
+//! back ([`memory::give_back`]). (One shared channel would hand jobs to
+//! whichever worker waited longest, keeping every worker of a burst alive.)
 
 use crate::memory;
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -27,6 +30,13 @@ pub const WORKER_STACK: usize = 1024 * 1024;
 
 type Handler<T> = dyn Fn(T) + Send + Sync;
 
+/// What a worker is sent.
+enum Msg<T> {
+    Job(T),
+    /// Taken off the idle stack (and uncounted) by the dropped pool.
+    Leave,
+}
+
 /// What is shared by the pool and its workers.
 struct Inner<T> {
     /// Jobs accepted and not yet finished.
@@ -35,26 +45,13 @@ struct Inner<T> {
     /// uncounted here under the `idle` lock, so that a submit that finds no
     /// idle worker also finds room for a new one.
     live: AtomicUsize,
-    /// Idle workers, the one that finished last on top.
-    idle: Mutex<Vec<Arc<Slot<T>>>>,
+    /// The channels of idle workers, the one that finished last on top.
+    idle: Mutex<Vec<Sender<Msg<T>>>>,
     /// The pool was dropped: workers leave instead of waiting.
     closed: AtomicBool,
     /// [`IDLE_EXIT`], shorter in tests.
     idle_exit: Duration,
     handler: Box<Handler<T>>,
-}
-
-/// Where a worker waits for its next job.
-struct Slot<T> {
-    state: Mutex<State<T>>,
-    wake: Condvar,
-}
-
-enum State<T> {
-    Waiting,
-    Job(T),
-    /// Taken off the idle stack (and uncounted) by the dropped pool.
-    Leave,
 }
 
 /// The pool. Dropping it makes idle workers leave; running jobs finish.
@@ -76,32 +73,6 @@ fn lock<X>(m: &Mutex<X>) -> MutexGuard<'_, X> {
     // Every update under these locks is a single step: a panic elsewhere
     // cannot leave them half-done.
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl<T> Slot<T> {
-    fn new(state: State<T>) -> Arc<Self> {
-        Arc::new(Slot { state: Mutex::new(state), wake: Condvar::new() })
-    }
-
-    fn put(&self, state: State<T>) {
-        *lock(&self.state) = state;
-        self.wake.notify_one();
-    }
-
-    /// Take what was put, waiting for it at most `limit` (None: as long as
-    /// it takes). None when nothing came in time.
-    fn take(&self, limit: Option<Duration>) -> Option<State<T>> {
-        let guard = lock(&self.state);
-        let waiting = |s: &mut State<T>| matches!(s, State::Waiting);
-        let mut guard = match limit {
-            Some(d) => self.wake.wait_timeout_while(guard, d, waiting).unwrap_or_else(|p| p.into_inner()).0,
-            None => self.wake.wait_while(guard, waiting).unwrap_or_else(|p| p.into_inner()),
-        };
-        match std::mem::replace(&mut *guard, State::Waiting) {
-            State::Waiting => None,
-            other => Some(other),
-        }
-    }
 }
 
 impl<T: Send + 'static> Pool<T> {
@@ -137,13 +108,20 @@ impl<T: Send + 'static> Pool<T> {
             return Err(job);
         }
         let idle = lock(&c.idle).pop();
-        let result = match idle {
-            Some(slot) => {
-                slot.put(State::Job(job));
-                Ok(())
-            }
-            None => self.spawn(job),
+        // An idle worker's channel is empty and its worker waits on it (a
+        // worker leaves only after taking itself off the stack), so the
+        // send cannot fail; if it did, a new worker takes the job.
+        let job = match idle {
+            Some(tx) => match tx.try_send(Msg::Job(job)) {
+                Ok(()) => return Ok(()),
+                Err(e) => match e.into_inner() {
+                    Msg::Job(job) => job,
+                    Msg::Leave => return Ok(()),
+                },
+            },
+            None => job,
         };
+        let result = self.spawn(job);
         if result.is_err() {
             c.busy.fetch_sub(1, Ordering::SeqCst);
         }
@@ -157,20 +135,30 @@ impl<T: Send + 'static> Pool<T> {
             c.live.fetch_sub(1, Ordering::SeqCst);
             return Err(first);
         }
-        // The first job waits in the new worker's slot, where it can be
+        // The first job waits in the new worker's channel, where it can be
         // taken back if the thread cannot be started.
-        let slot = Slot::new(State::Job(first));
-        let mine = Arc::clone(&slot);
+        let (tx, rx) = bounded(1);
+        let (tx, rx) = match tx.try_send(Msg::Job(first)) {
+            Ok(()) => (tx, rx),
+            Err(e) => {
+                c.live.fetch_sub(1, Ordering::SeqCst);
+                return match e.into_inner() {
+                    Msg::Job(job) => Err(job),
+                    Msg::Leave => Ok(()),
+                };
+            }
+        };
+        let theirs = rx.clone();
         let spawned = thread::Builder::new()
             .name("worker".into())
             .stack_size(WORKER_STACK)
-            .spawn(move || work(&c, &mine));
+            .spawn(move || work(&c, &tx, &theirs));
         match spawned {
             Ok(_) => Ok(()),
             Err(_) => {
                 self.inner.live.fetch_sub(1, Ordering::SeqCst);
-                match slot.take(Some(Duration::ZERO)) {
-                    Some(State::Job(job)) => Err(job),
+                match rx.try_recv() {
+                    Ok(Msg::Job(job)) => Err(job),
                     // Unreachable in practice: the thread never ran.
                     _ => Ok(()),
                 }
@@ -208,21 +196,21 @@ impl<T: Send + 'static> Drop for Pool<T> {
         let c = &self.inner;
         let mut idle = lock(&c.idle);
         c.closed.store(true, Ordering::SeqCst);
-        for slot in idle.drain(..) {
+        for tx in idle.drain(..) {
             c.live.fetch_sub(1, Ordering::SeqCst);
-            slot.put(State::Leave);
+            let _ = tx.try_send(Msg::Leave);
         }
     }
 }
 
-/// A worker thread: its first job is in `slot`; then it waits there for
-/// the next one until it has been idle for [`IDLE_EXIT`].
-fn work<T>(c: &Inner<T>, slot: &Arc<Slot<T>>) {
+/// A worker thread: its first job is in its channel (`tx`, `rx`); then it
+/// waits there for the next one until it has been idle for [`IDLE_EXIT`].
+fn work<T>(c: &Inner<T>, tx: &Sender<Msg<T>>, rx: &Receiver<Msg<T>>) {
     // Uncounts the thread if a handler panics; disarmed when the thread
     // leaves normally, having been uncounted with the `idle` lock held.
     let alive = Release(&c.live);
-    let mut next = slot.take(Some(Duration::ZERO));
-    while let Some(State::Job(job)) = next {
+    let mut next = rx.try_recv().ok();
+    while let Some(Msg::Job(job)) = next {
         let done = Release(&c.busy);
         (c.handler)(job);
         {
@@ -233,14 +221,14 @@ fn work<T>(c: &Inner<T>, slot: &Arc<Slot<T>>) {
             }
             // Idle before the job stops counting: a submit that then sees
             // room finds this worker.
-            idle.push(Arc::clone(slot));
+            idle.push(tx.clone());
         }
         drop(done);
-        next = match slot.take(Some(c.idle_exit)) {
-            Some(s) => Some(s),
-            None => {
+        next = match rx.recv_timeout(c.idle_exit) {
+            Ok(m) => Some(m),
+            Err(RecvTimeoutError::Timeout) => {
                 let mut idle = lock(&c.idle);
-                if let Some(at) = idle.iter().position(|s| Arc::ptr_eq(s, slot)) {
+                if let Some(at) = idle.iter().position(|s| s.same_channel(tx)) {
                     idle.remove(at);
                     c.live.fetch_sub(1, Ordering::SeqCst);
                     std::mem::forget(alive);
@@ -250,9 +238,11 @@ fn work<T>(c: &Inner<T>, slot: &Arc<Slot<T>>) {
                 }
                 drop(idle);
                 // Taken off the stack by a submit just now: the job is on
-                // its way.
-                slot.take(None)
+                // its way (or already in the channel).
+                rx.recv().ok()
             }
+            // Never: this worker holds a sender of its own channel.
+            Err(RecvTimeoutError::Disconnected) => None,
         };
     }
     // Left by the dropped pool, already uncounted.
