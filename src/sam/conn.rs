@@ -125,7 +125,9 @@ impl Conn {
         self.read_line(deadline)
     }
 
-    /// Read one reply line by `deadline`, keeping whatever follows it.
+    /// Read one reply line by `deadline`, keeping whatever follows it. A
+    /// last line cut off by EOF (no newline) is still that line; EOF with
+    /// nothing pending is `UnexpectedEof`.
     pub fn read_line(&mut self, deadline: Instant) -> io::Result<Vec<u8>> {
         let mut chunk = [0u8; READ_CHUNK];
         loop {
@@ -143,7 +145,9 @@ impl Conn {
             self.socket.set_read_timeout(Some(deadline - now))?;
             match self.socket.read(&mut chunk) {
                 Ok(0) => {
-                    return Err(io::Error::new(ErrorKind::UnexpectedEof, "SAM bridge closed the connection"))
+                    return self.lines.take_tail().ok_or_else(|| {
+                        io::Error::new(ErrorKind::UnexpectedEof, "SAM bridge closed the connection")
+                    })
                 }
                 Ok(n) => self.lines.push(chunk.get(..n).unwrap_or_default()),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -281,4 +285,49 @@ pub fn generate_key(sam: SocketAddr) -> Result<String, CreateError> {
     let mut conn = Conn::open(sam, deadline, &|_| {})?;
     let line = conn.command(&proto::dest_generate(), deadline)?;
     Ok(proto::dest_reply(&line)?)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+    use super::*;
+    use std::net::{Shutdown, TcpListener};
+    use std::thread;
+    use std::time::Duration;
+
+    /// A one-connection bridge on loopback: HELLO answered with 3.2, then
+    /// `answer` written after the next command, then the socket closed.
+    fn bridge(answer: &'static [u8]) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 256];
+            let _ = s.read(&mut buf).unwrap();
+            s.write_all(b"HELLO REPLY RESULT=OK VERSION=3.2\n").unwrap();
+            let _ = s.read(&mut buf).unwrap();
+            s.write_all(answer).unwrap();
+            s.shutdown(Shutdown::Both).unwrap();
+        });
+        addr
+    }
+
+    #[test]
+    fn last_line_cut_off_by_eof_is_the_reply() {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut c = Conn::open(bridge(b"STREAM STATUS RESULT=CANT_REACH_PEER"), deadline, &|_| {}).unwrap();
+        assert_eq!(c.minor, 2);
+        let line = c.command(b"STREAM CONNECT ID=x DESTINATION=y.i2p\n", deadline).unwrap();
+        assert_eq!(line, b"STREAM STATUS RESULT=CANT_REACH_PEER");
+        // Nothing more: now it is an end without a reply.
+        assert_eq!(c.read_line(deadline).unwrap_err().kind(), ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn eof_without_a_byte_is_no_reply() {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut c = Conn::open(bridge(b""), deadline, &|_| {}).unwrap();
+        let e = c.command(b"STREAM CONNECT ID=x DESTINATION=y.i2p\n", deadline).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::UnexpectedEof);
+    }
 }

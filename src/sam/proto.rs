@@ -566,6 +566,22 @@ impl LineBuf {
         }
         Ok(Some(line))
     }
+    /// At EOF: the bytes after the last line, taken as one final line (a
+    /// trailing `\r` stripped), if there are any. emissary 0.4 ends
+    /// `STREAM STATUS RESULT=CANT_REACH_PEER` with the close, no newline;
+    /// the reply is still its reply. None if nothing is pending, or if what
+    /// is pending is longer than [`MAX_LINE`] (`take_line` refuses it too).
+    pub fn take_tail(&mut self) -> Option<Vec<u8>> {
+        let rest = self.buf.get(self.start..).unwrap_or(&[]);
+        if rest.is_empty() || rest.len() > MAX_LINE {
+            return None;
+        }
+        let line = rest.strip_suffix(b"\r").unwrap_or(rest).to_vec();
+        self.buf.clear();
+        self.start = 0;
+        self.scanned = 0;
+        Some(line)
+    }
     /// Bytes received and not yet taken as a line.
     pub fn pending(&self) -> usize {
         self.buf.len() - self.start
@@ -995,6 +1011,41 @@ mod tests {
         let mut lb = LineBuf::new();
         lb.push(b"a\rb\r\r\n");
         assert_eq!(lb.take_line(), Ok(Some(b"a\rb\r".to_vec())));
+    }
+
+    #[test]
+    fn linebuf_tail_at_eof() {
+        // emissary's reply to a STREAM CONNECT for an unknown b32, then EOF.
+        let mut lb = LineBuf::new();
+        lb.push(b"STREAM STATUS RESULT=CANT_REACH_PEER");
+        assert_eq!(lb.take_line(), Ok(None));
+        assert_eq!(lb.take_tail(), Some(b"STREAM STATUS RESULT=CANT_REACH_PEER".to_vec()));
+        assert_eq!(lb.take_tail(), None, "taken once");
+        assert_eq!(lb.pending(), 0);
+        // After complete lines only the unterminated rest is the tail; \r goes.
+        let mut lb = LineBuf::new();
+        lb.push(b"HELLO REPLY RESULT=OK VERSION=3.2\nSTREAM STATUS RESULT=I2P_ERROR\r");
+        assert_eq!(lb.take_line(), Ok(Some(b"HELLO REPLY RESULT=OK VERSION=3.2".to_vec())));
+        assert_eq!(lb.take_line(), Ok(None));
+        assert_eq!(lb.take_tail(), Some(b"STREAM STATUS RESULT=I2P_ERROR".to_vec()));
+        // Nothing pending: no tail (a close with 0 bytes is no reply).
+        let mut lb = LineBuf::new();
+        assert_eq!(lb.take_tail(), None);
+        lb.push(b"A B\n");
+        assert_eq!(lb.take_line(), Ok(Some(b"A B".to_vec())));
+        assert_eq!(lb.take_tail(), None);
+        // A lone \r is an empty line, as `take_line` would give for "\r\n".
+        let mut lb = LineBuf::new();
+        lb.push(b"\r");
+        assert_eq!(lb.take_tail(), Some(Vec::new()));
+        // The tail is bounded like a line: MAX_LINE bytes pass, one more does not.
+        let mut lb = LineBuf::new();
+        lb.push(&vec![b't'; MAX_LINE]);
+        assert_eq!(lb.take_tail().map(|l| l.len()), Some(MAX_LINE));
+        let mut lb = LineBuf::new();
+        lb.push(&vec![b't'; MAX_LINE + 1]);
+        assert_eq!(lb.take_line(), Err(LineTooLong));
+        assert_eq!(lb.take_tail(), None);
     }
 
     #[test]
