@@ -21,12 +21,13 @@
 
 use crate::i2p_addr;
 use crate::sam::conn::{self, Conn, CreateError, CreateSpec, SESSION_CREATE_TIMEOUT};
+use crate::sam::control::{Control, Dead, Lookup, LOOKUP_TIMEOUT};
 use crate::sam::encryption::Encryption;
 use crate::sam::proto::{self, BadValue, Resolved, Style};
-use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender, TrySendError};
-use log::{debug, info, trace, warn};
+use crossbeam_channel::{bounded, select, Receiver, Sender, TrySendError};
+use log::{debug, info, warn};
 use std::collections::HashMap;
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -53,13 +54,8 @@ pub const NAME_TTL: Duration = Duration::from_secs(600);
 /// How long a failed name is not asked again (a client sending a stream of
 /// datagrams to an unknown name must not become a stream of lookups).
 pub const NAME_NEGATIVE_TTL: Duration = Duration::from_secs(30);
-/// Longest wait for one NAMING REPLY (a b32 lookup asks the network for
-/// the LeaseSet).
-pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Datagrams waiting to be sent, per session; more are dropped.
 pub const SEND_QUEUE: usize = 256;
-/// Control lines waiting for the writer thread.
-const CONTROL_LINES: usize = 16;
 /// How often the receiving thread looks at the closed flag.
 const RECV_POLL: Duration = Duration::from_millis(250);
 /// Pause after an unexpected receive error, so it can't spin.
@@ -333,7 +329,8 @@ impl DatagramSession {
         let created = conn::create_session(conn, &what, spec.sam, deadline, &|_| {})?;
         let (b32, id) = (created.b32, created.id);
         let minor = created.conn.minor;
-        let (control, lines) = created.conn.into_parts()?;
+        let control = created.conn.socket.try_clone()?;
+        let ctl = Control::start(created.conn, label)?;
         info!("{label}: I2P datagram destination ready: {b32} (SAM 3.{minor})");
 
         let alive = Arc::new(AtomicBool::new(true));
@@ -342,24 +339,9 @@ impl DatagramSession {
             undelivered: AtomicU64::new(0),
         });
         let (out_tx, out_rx) = bounded::<Outgoing>(SEND_QUEUE);
-        let (line_tx, line_rx) = bounded::<Vec<u8>>(CONTROL_LINES);
         let udp = Arc::new(udp);
-        let reader = control.try_clone()?;
-        let writer = control.try_clone()?;
-        let a = Arc::clone(&alive);
-        let l = label.to_string();
-        thread::Builder::new().name("udp-sam-read".into()).spawn(move || {
-            let why = conn::read_control(&reader, lines, |line| {
-                line_tx.send(line).map_err(|_| "writer gone".to_string())
-            });
-            if a.swap(false, Ordering::SeqCst) {
-                warn!("{l}: datagram session lost ({why})");
-            }
-            let _ = reader.shutdown(Shutdown::Both);
-        })?;
         let ctl = Controller {
-            control: writer,
-            lines: line_rx,
+            ctl,
             cache: NameCache::new(NAME_CACHE_MAX),
             udp: Arc::clone(&udp),
             bridge: spec.sam_udp,
@@ -367,9 +349,13 @@ impl DatagramSession {
             label: label.to_string(),
         };
         let a = Arc::clone(&alive);
+        let l = label.to_string();
         thread::Builder::new().name("udp-sam-send".into()).spawn(move || {
-            ctl.run(out_rx);
-            a.store(false, Ordering::SeqCst);
+            let lost = ctl.run(out_rx);
+            // Not when `close` ended it: then `alive` is false already.
+            if let (true, Some(why)) = (a.swap(false, Ordering::SeqCst), lost) {
+                warn!("{l}: datagram session lost ({why})");
+            }
         })?;
         let a = Arc::clone(&alive);
         let m = Arc::clone(&members);
@@ -437,11 +423,10 @@ impl Drop for DatagramSession {
     }
 }
 
-/// Owns the control socket's write side: sends queued datagrams, looking
-/// names up first, and answers PING.
+/// Owns the control socket: sends queued datagrams, looking names up
+/// first, and answers PING.
 struct Controller {
-    control: TcpStream,
-    lines: Receiver<Vec<u8>>,
+    ctl: Control,
     cache: NameCache,
     udp: Arc<UdpSocket>,
     bridge: SocketAddr,
@@ -449,38 +434,24 @@ struct Controller {
     label: String,
 }
 
-/// The control socket is gone.
-struct Dead;
-
 impl Controller {
-    fn run(mut self, out: Receiver<Outgoing>) {
-        loop {
+    /// Until the session is dropped (None) or its control socket dies
+    /// (why). The control socket is shut on return.
+    fn run(mut self, out: Receiver<Outgoing>) -> Option<String> {
+        let lines = self.ctl.lines();
+        let dead = loop {
             select! {
                 recv(out) -> msg => match msg {
-                    Ok(o) => if self.send(o).is_err() { break },
-                    Err(_) => break,
+                    Ok(o) => if self.send(o).is_err() { break true },
+                    Err(_) => break false,
                 },
-                recv(self.lines) -> line => match line {
-                    Ok(l) => if self.idle_line(&l).is_err() { break },
-                    Err(_) => break,
+                recv(lines) -> line => match line {
+                    Ok(l) => if self.ctl.on_line(&l).is_err() { break true },
+                    Err(_) => break true,
                 },
             }
-        }
-        let _ = self.control.shutdown(Shutdown::Both);
-    }
-
-    /// A control line outside a lookup: answer PING, ignore the rest.
-    fn idle_line(&mut self, line: &[u8]) -> Result<(), Dead> {
-        match proto::pong_for(line) {
-            Some(pong) => {
-                trace!("{}: < PING; > PONG", self.label);
-                self.control.write_all(&pong).map_err(|_| Dead)
-            }
-            None => {
-                trace!("{}: < control line of {} bytes ignored", self.label, line.len());
-                Ok(())
-            }
-        }
+        };
+        dead.then(|| self.ctl.why())
     }
 
     fn send(&mut self, o: Outgoing) -> Result<(), Dead> {
@@ -514,30 +485,9 @@ impl Controller {
     /// NAMING LOOKUP on this session's control socket (so the lookup uses
     /// this identity's tunnels). None: not found, refused or timed out.
     fn lookup(&mut self, name: &str) -> Result<Option<Resolved>, Dead> {
-        let Ok(cmd) = proto::naming_lookup(name) else {
-            return Ok(None);
-        };
-        trace!("{}: > NAMING LOOKUP NAME={name}", self.label);
-        self.control.write_all(&cmd).map_err(|_| Dead)?;
-        let deadline = Instant::now() + LOOKUP_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = match self.lines.recv_timeout(left) {
-                Ok(l) => l,
-                Err(RecvTimeoutError::Timeout) => {
-                    debug!("{}: NAMING LOOKUP timed out", self.label);
-                    return Ok(None);
-                }
-                Err(RecvTimeoutError::Disconnected) => return Err(Dead),
-            };
-            match proto::naming_reply(&line, name) {
-                Some(Ok(r)) => return Ok(Some(r)),
-                Some(Err(result)) => {
-                    debug!("{}: NAMING LOOKUP refused: {result:?}", self.label);
-                    return Ok(None);
-                }
-                None => self.idle_line(&line)?,
-            }
+        match self.ctl.lookup(name, Instant::now() + LOOKUP_TIMEOUT)? {
+            Lookup::Found(r) => Ok(Some(r)),
+            Lookup::Unknown | Lookup::Refused(_) | Lookup::TimedOut => Ok(None),
         }
     }
 }

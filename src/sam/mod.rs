@@ -1,11 +1,13 @@
 //! SAM v3, the I2P router's application bridge: the pure command/reply codec
 //! (`proto`), one bridge socket with HELLO and bounded reply lines (`conn`),
-//! the encryption types a new session asks for (`encryption`), the state of
+//! a session's control socket with its PING answers and NAMING LOOKUPs
+//! (`control`), the encryption types a new session asks for (`encryption`), the state of
 //! a session being built (`ready`), supervised stream sessions and STREAM
 //! CONNECT (`stream`), and repliable datagram sessions for SOCKS5 UDP
 //! ASSOCIATE (`datagram`). Nothing here knows SOCKS.
 
 pub mod conn;
+pub mod control;
 pub mod datagram;
 pub mod encryption;
 pub mod proto;
