@@ -56,6 +56,13 @@ pub enum Error {
     NoMapping,
     /// The SAM bridge answered STREAM CONNECT (or HELLO) with this result.
     Sam(SamResult),
+    /// The bridge refused without a clear reason (`I2P_ERROR`, or a close
+    /// without STREAM STATUS) and a NAMING LOOKUP on the session says the
+    /// router does not know the target.
+    UnknownDestination,
+    /// The bridge closed the stream without a STREAM STATUS, while the
+    /// session and the lookup still worked: the destination was not reached.
+    NoStatus,
     /// Our own connect deadline passed before the bridge answered.
     ConnectTimeout,
     /// The SAM bridge could not be reached or broke the protocol.
@@ -73,7 +80,7 @@ impl Error {
             Error::TargetNotAllowed(_) => Rep::NotAllowed,
             Error::CommandNotSupported => Rep::CommandNotSupported,
             Error::AddrTypeNotSupported => Rep::AddrTypeNotSupported,
-            Error::NoMapping => Rep::HostUnreachable,
+            Error::NoMapping | Error::UnknownDestination | Error::NoStatus => Rep::HostUnreachable,
             Error::ConnectTimeout => Rep::TtlExpired,
             Error::SamUnreachable | Error::SessionDown | Error::Overloaded => Rep::GeneralFailure,
             Error::Sam(r) => match r {
@@ -99,7 +106,15 @@ impl Error {
     /// A failure to open a stream that passed every local check: the router
     /// or the bridge said no, or did not answer in time.
     pub fn reached_the_router(&self) -> bool {
-        matches!(self, Error::Sam(_) | Error::ConnectTimeout | Error::SamUnreachable | Error::SessionDown)
+        matches!(
+            self,
+            Error::Sam(_)
+                | Error::UnknownDestination
+                | Error::NoStatus
+                | Error::ConnectTimeout
+                | Error::SamUnreachable
+                | Error::SessionDown
+        )
     }
 }
 
@@ -111,6 +126,8 @@ impl fmt::Display for Error {
             Error::AddrTypeNotSupported => f.write_str("address type not supported"),
             Error::NoMapping => f.write_str("no name has this virtual address"),
             Error::Sam(r) => write!(f, "SAM result {r:?}"),
+            Error::UnknownDestination => f.write_str("the router does not know the destination"),
+            Error::NoStatus => f.write_str("the SAM bridge ended the stream without a STREAM STATUS"),
             Error::ConnectTimeout => f.write_str("connect deadline passed"),
             Error::SamUnreachable => f.write_str("SAM bridge unreachable"),
             Error::SessionDown => f.write_str("SAM session down"),
@@ -129,6 +146,9 @@ impl From<ConnectError> for Error {
             ConnectError::Unreachable => Error::SamUnreachable,
             ConnectError::Refused(r) => Error::Sam(r),
             ConnectError::BadTarget => Error::TargetNotAllowed(Denied::Malformed),
+            ConnectError::NoStatus => Error::NoStatus,
+            ConnectError::UnknownDestination => Error::UnknownDestination,
+            ConnectError::Busy => Error::Overloaded,
         }
     }
 }
@@ -156,6 +176,8 @@ mod tests {
             (Error::Sam(SamResult::KeyNotFound), 0x04),
             (Error::Sam(SamResult::PeerNotFound), 0x04),
             (Error::NoMapping, 0x04),
+            (Error::UnknownDestination, 0x04),
+            (Error::NoStatus, 0x04),
             (Error::Sam(SamResult::ConnectionRefused), 0x05),
             (Error::Sam(SamResult::Timeout), 0x06),
             (Error::ConnectTimeout, 0x06),
@@ -173,6 +195,25 @@ mod tests {
         ];
         for (err, code) in rows {
             assert_eq!(err.rep() as u8, *code, "{err:?}");
+        }
+    }
+
+    /// The SAM layer's own failures, through the table.
+    #[test]
+    fn connect_errors() {
+        let rows: &[(ConnectError, u8)] = &[
+            (ConnectError::UnknownDestination, 0x04),
+            (ConnectError::NoStatus, 0x04),
+            (ConnectError::Refused(SamResult::I2pError), 0x01),
+            (ConnectError::Refused(SamResult::CantReachPeer), 0x04),
+            (ConnectError::Busy, 0x01),
+            (ConnectError::SessionDown, 0x01),
+            (ConnectError::Unreachable, 0x01),
+            (ConnectError::Timeout, 0x06),
+            (ConnectError::BadTarget, 0x02),
+        ];
+        for (e, code) in rows {
+            assert_eq!(Error::from(e.clone()).rep() as u8, *code, "{e:?}");
         }
     }
 

@@ -14,7 +14,6 @@ use crate::i2p_addr;
 use crate::identity::{Key, Lease};
 use crate::proxy::context::{self, Shared};
 use crate::relay;
-use crate::sam::stream;
 use crate::socks::{self, Addr, Rep, Request};
 use crate::virtual_net::dotted_ipv4;
 use log::debug;
@@ -77,9 +76,10 @@ fn open(req: &Request, key: Key, shared: &Shared) -> Result<(TcpStream, Vec<u8>,
     }
     let deadline = Instant::now() + shared.config.connect_timeout;
     let lease = shared.identities.acquire(key)?;
-    let info = lease.stream()?.wait_ready(deadline)?;
+    let session = lease.stream()?;
+    let info = session.wait_ready(deadline)?;
     debug!("connecting to {}:{}", target.as_str(), req.port);
-    let (sam, surplus) = stream::connect(shared.config.sam, &info, target.as_str(), req.port, deadline)?;
+    let (sam, surplus) = session.connect(&info, target.as_str(), req.port, deadline)?;
     Ok((sam, surplus, lease))
 }
 

@@ -98,6 +98,8 @@ fn count_refusal(e: &Error, req: &Request, peer: &str) {
         Error::Overloaded => bump(&c.refused_overload),
         Error::NoMapping
         | Error::Sam(_)
+        | Error::UnknownDestination
+        | Error::NoStatus
         | Error::ConnectTimeout
         | Error::SamUnreachable
         | Error::SessionDown => {}

@@ -8,16 +8,27 @@
 //! being built makes them wait (within their own deadline); a session known
 //! to be down refuses them at once, so nobody hangs on a dead router.
 //!
+//! The supervisor is also the one owner of the live control socket
+//! (`control`): a client that needs a NAMING LOOKUP on its session queues
+//! it there and waits for the answer. STREAM CONNECT asks for one when the
+//! bridge gives no clear reason for a refusal: it closed the stream's
+//! socket without a STREAM STATUS (emissary 0.4 does for a name it cannot
+//! resolve) or answered `I2P_ERROR` (emissary, for a name not in its
+//! address book). Only the lookup tells an unknown destination from a
+//! failing bridge.
+//!
 //! Not here: which identity a client gets and what becomes of a new key
 //! (`identity`), and the command/reply syntax (`proto`).
 
 use crate::counters::{bump, COUNTERS};
 use crate::sam::conn::{self, Conn, CreateError, CreateSpec, SESSION_CREATE_TIMEOUT};
+use crate::sam::control::{Control, Lookup};
 use crate::sam::encryption::Encryption;
 use crate::sam::proto::{self, SamResult, Style};
 use crate::sam::ready::{NotReady, Readiness, State};
+use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender, TrySendError};
 use log::{debug, info, trace, warn};
-use std::io::{self, Write};
+use std::io::{self, ErrorKind};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
@@ -26,6 +37,9 @@ use std::time::{Duration, Instant};
 /// First and last wait between rebuild attempts.
 pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// NAMING LOOKUPs waiting for one session's supervisor; more are refused
+/// (`Busy`) rather than queued behind a slow one without bound.
+pub const LOOKUP_QUEUE: usize = 64;
 
 /// How to build a session: everything but the nickname.
 #[derive(Debug, Clone)]
@@ -79,6 +93,14 @@ pub enum ConnectError {
     Refused(SamResult),
     /// The target cannot be put on a SAM line (validation lets none through).
     BadTarget,
+    /// The bridge ended the stream's socket after a good HELLO without a
+    /// STREAM STATUS, and a NAMING LOOKUP did not call the target unknown.
+    NoStatus,
+    /// A NAMING LOOKUP on the session says the router does not know the
+    /// target (after a refusal that gave no clear reason).
+    UnknownDestination,
+    /// Too many NAMING LOOKUPs are waiting for this session.
+    Busy,
 }
 
 impl From<NotReady> for ConnectError {
@@ -90,14 +112,28 @@ impl From<NotReady> for ConnectError {
     }
 }
 
+/// A NAMING LOOKUP queued for the supervisor.
+struct LookupRequest {
+    name: String,
+    /// The client gives up then; a request found later is skipped.
+    deadline: Instant,
+    reply: Sender<Lookup>,
+}
+
 /// A supervised SAM session.
 pub struct Session {
     spec: SessionSpec,
     state: Readiness<Arc<SessionInfo>>,
     /// A clone of the live control socket, so `close` can wake its reader.
     control: Mutex<Option<TcpStream>>,
+    /// Lookups for the supervisor while the session is up.
+    lookups: Mutex<Option<Sender<LookupRequest>>>,
     /// What log lines call it: the spec's label until [`Session::relabel`].
     label: Mutex<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Session {
@@ -105,7 +141,13 @@ impl Session {
     /// state. `on_new_key` is told when a TRANSIENT destination got its key.
     pub fn spawn(spec: SessionSpec, on_new_key: Option<OnNewKey>) -> io::Result<Arc<Session>> {
         let label = Mutex::new(spec.label.clone());
-        let s = Arc::new(Session { spec, state: Readiness::new(), control: Mutex::new(None), label });
+        let s = Arc::new(Session {
+            spec,
+            state: Readiness::new(),
+            control: Mutex::new(None),
+            lookups: Mutex::new(None),
+            label,
+        });
         let me = Arc::clone(&s);
         thread::Builder::new().name("sam-session".into()).spawn(move || me.supervise(on_new_key))?;
         Ok(s)
@@ -146,6 +188,52 @@ impl Session {
 
     fn lock_control(&self) -> MutexGuard<'_, Option<TcpStream>> {
         lock(&self.control)
+    }
+
+    /// NAMING LOOKUP of `name` on this session's control socket, asked of
+    /// the supervisor that owns it; the answer by `deadline`.
+    pub fn lookup(&self, name: &str, deadline: Instant) -> Result<Lookup, ConnectError> {
+        let Some(queue) = lock(&self.lookups).clone() else {
+            return Err(ConnectError::SessionDown);
+        };
+        let (reply, answer) = bounded(1);
+        match queue.try_send(LookupRequest { name: name.to_string(), deadline, reply }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(ConnectError::Busy),
+            Err(TrySendError::Disconnected(_)) => return Err(ConnectError::SessionDown),
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match answer.recv_timeout(left) {
+            Ok(l) => Ok(l),
+            Err(RecvTimeoutError::Timeout) => Err(ConnectError::Timeout),
+            Err(RecvTimeoutError::Disconnected) => Err(ConnectError::SessionDown),
+        }
+    }
+
+    /// Open a stream to `target` on this session, ready as `info`
+    /// ([`open_stream`]). A refusal without a clear reason (see the module
+    /// doc) becomes [`ConnectError::UnknownDestination`] when a NAMING
+    /// LOOKUP on the session says the router does not know the target; the
+    /// session found down meanwhile, or the deadline, wins over the refusal.
+    pub fn connect(
+        &self,
+        info: &SessionInfo,
+        target: &str,
+        port: u16,
+        deadline: Instant,
+    ) -> Result<(TcpStream, Vec<u8>), ConnectError> {
+        match open_stream(self.spec.sam, info, target, port, deadline) {
+            Err(e @ (ConnectError::NoStatus | ConnectError::Refused(SamResult::I2pError))) => {
+                debug!("no clear reason for the refusal ({e:?}): asking the session about the target");
+                Err(match self.lookup(target, deadline) {
+                    Ok(Lookup::Unknown) => ConnectError::UnknownDestination,
+                    Ok(Lookup::Found(_) | Lookup::Refused(_) | Lookup::TimedOut)
+                    | Err(ConnectError::Busy) => e,
+                    Err(other) => other,
+                })
+            }
+            other => other,
+        }
     }
 
     /// Keep a handle on the control socket for `close`; if the session
@@ -189,12 +277,33 @@ impl Session {
                         }
                     }
                     let b32 = info.b32.clone();
+                    let ctl = match Control::start(conn, &self.label()) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            if let Some(c) = self.lock_control().take() {
+                                let _ = c.shutdown(Shutdown::Both);
+                            }
+                            if !self.state.set(State::Down) {
+                                return;
+                            }
+                            lost = true;
+                            warn!("{}: cannot hold the SAM control socket ({e}); rebuilding", self.label());
+                            if !self.state.sleep_unless_closed(backoff) {
+                                return;
+                            }
+                            continue;
+                        }
+                    };
+                    // Lookups are taken before clients can see the session ready.
+                    let (queue, requests) = bounded(LOOKUP_QUEUE);
+                    *lock(&self.lookups) = Some(queue);
                     if !self.state.set(State::Ready(Arc::new(info))) {
-                        let _ = conn.socket.shutdown(Shutdown::Both);
+                        lock(&self.lookups).take();
                         return;
                     }
                     info!("{}: I2P destination ready: {b32}", self.label());
-                    let why = watch(conn);
+                    let why = watch(ctl, &requests);
+                    lock(&self.lookups).take();
                     self.lock_control().take();
                     if !self.state.set(State::Down) {
                         debug!("{}: session closed", self.label());
@@ -250,32 +359,44 @@ fn create(
     Ok((c.conn, SessionInfo { id: c.id, minor, b32: c.b32, private_key: c.private_key }))
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Hold the control socket: answer PING, return when it dies.
-fn watch(conn: Conn) -> String {
-    let Ok((s, lines)) = conn.into_parts() else {
-        return "control socket unusable".into();
-    };
-    let why = conn::read_control(&s, lines, |line| {
-        if let Some(pong) = proto::pong_for(&line) {
-            trace!("< PING; > PONG");
-            (&s).write_all(&pong).map_err(|e| format!("write: {e}"))
-        } else {
-            trace!("< {} (ignored)", proto::redact_line(&line));
-            Ok(())
+/// Hold the control socket: answer PING and serve queued NAMING LOOKUPs,
+/// one at a time, until the socket dies; returns why.
+fn watch(mut ctl: Control, requests: &Receiver<LookupRequest>) -> String {
+    let lines = ctl.lines();
+    let failed = loop {
+        select! {
+            recv(lines) -> line => match line {
+                Ok(l) => if ctl.on_line(&l).is_err() { break true },
+                Err(_) => break false,
+            },
+            recv(requests) -> r => {
+                let Ok(r) = r else { break false };
+                if Instant::now() >= r.deadline {
+                    continue; // its client has given up
+                }
+                match ctl.lookup(&r.name, r.deadline) {
+                    Ok(answer) => {
+                        let _ = r.reply.try_send(answer);
+                    }
+                    Err(_) => break true,
+                }
+            },
         }
-    });
-    let _ = s.shutdown(Shutdown::Both);
-    why
+    };
+    let why = ctl.why();
+    if failed && why.is_empty() {
+        "writing to the control socket failed".into()
+    } else {
+        why
+    }
 }
 
 /// Open a stream to `target` on a ready session: a fresh socket, HELLO,
 /// STREAM CONNECT. On success the socket carries payload; the returned
-/// bytes arrived after the status line and belong to the client.
-pub fn connect(
+/// bytes arrived after the status line and belong to the client. The
+/// socket ended (closed or reset) after a good HELLO and before any STREAM
+/// STATUS is [`ConnectError::NoStatus`]: the bridge was reached.
+pub fn open_stream(
     sam: SocketAddr,
     info: &SessionInfo,
     target: &str,
@@ -299,7 +420,11 @@ pub fn connect(
     trace!("> {}", proto::redact_line(&cmd));
     let line = match conn.command(&cmd, deadline) {
         Ok(l) => l,
-        Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(ConnectError::Timeout),
+        Err(e) if e.kind() == ErrorKind::TimedOut => return Err(ConnectError::Timeout),
+        Err(e) if ended(&e) => {
+            debug!("the SAM bridge ended the stream without a STREAM STATUS: {e}");
+            return Err(ConnectError::NoStatus);
+        }
         Err(e) => {
             debug!("SAM STREAM CONNECT failed: {e}");
             return Err(ConnectError::Unreachable);
@@ -317,4 +442,16 @@ pub fn connect(
             Err(ConnectError::Unreachable)
         }
     }
+}
+
+/// The bridge closed (or reset) the socket: what a close right after HELLO
+/// looks like, depending on whether our command reached it first.
+fn ended(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::UnexpectedEof
+            | ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::BrokenPipe
+    )
 }

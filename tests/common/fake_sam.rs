@@ -92,8 +92,12 @@ pub enum Outcome {
     Garbage,
     /// Answer with [`HUGE_LINE`] bytes and no newline.
     HugeLine,
-    /// Close without answering.
+    /// Close without answering (emissary 0.4 for a name it cannot resolve
+    /// without an address book).
     Close,
+    /// `STREAM STATUS RESULT=<result>` WITHOUT a newline, then close
+    /// (emissary 0.4 for an unknown `.b32.i2p`).
+    Unterminated(String),
     /// Wait, then behave like the inner outcome.
     Delayed(Duration, Box<Outcome>),
 }
@@ -109,6 +113,9 @@ pub enum Fault {
     GarbageHello,
     /// Answer HELLO with [`HUGE_LINE`] bytes and no newline.
     HugeHello,
+    /// Answer HELLO, then close at once without reading further (the
+    /// client's next command may meet a reset).
+    CloseAfterHello,
 }
 
 /// What the fake does. Can be changed at runtime with [`FakeSam::script`].
@@ -137,9 +144,11 @@ pub struct Script {
     /// (a malformed one gets `INVALID_KEY`); otherwise every session gets a
     /// fresh key whatever it asked for.
     pub keep_given_keys: bool,
-    /// NAMING LOOKUP answers (name → base64 destination); other names get
-    /// i2pd's `RESULT=INVALID_KEY`.
+    /// NAMING LOOKUP answers (name → base64 destination).
     pub names: HashMap<String, String>,
+    /// The RESULT for a name not in `names` (i2pd's `INVALID_KEY` unless
+    /// set; `KEY_NOT_FOUND` is Java's and emissary's); None: never answered.
+    pub lookup_miss: Option<String>,
     /// Send every datagram received on the UDP side back to its session,
     /// from the destination it was sent to.
     pub datagram_echo: bool,
@@ -162,6 +171,7 @@ impl Default for Script {
             fault: None,
             keep_given_keys: false,
             names: HashMap::new(),
+            lookup_miss: Some("INVALID_KEY".into()),
             datagram_echo: false,
             echo_from_port: None,
         }
@@ -199,6 +209,10 @@ impl Script {
     }
     pub fn name(mut self, name: &str, dest_b64: &str) -> Self {
         self.names.insert(name.into(), dest_b64.into());
+        self
+    }
+    pub fn lookup_miss(mut self, result: Option<&str>) -> Self {
+        self.lookup_miss = result.map(str::to_string);
         self
     }
     pub fn datagram_echo(mut self, on: bool) -> Self {
@@ -292,7 +306,8 @@ struct Records {
     logs: Vec<ConnLog>,
     dests: Vec<DestRecord>,
     dg_sessions: Vec<DgSessionRecord>,
-    lookups: Vec<String>,
+    /// (connection, name) of every NAMING LOOKUP.
+    lookups: Vec<(usize, String)>,
     datagrams: Vec<DatagramRecord>,
 }
 
@@ -394,7 +409,17 @@ impl FakeSam {
 
     /// Every name asked with NAMING LOOKUP, in order.
     pub fn lookups(&self) -> Vec<String> {
+        lock(&self.inner.records).lookups.iter().map(|(_, n)| n.clone()).collect()
+    }
+
+    /// Every NAMING LOOKUP as (connection it came on, name), in order: only
+    /// a session's control connection answers them.
+    pub fn lookups_on(&self) -> Vec<(usize, String)> {
         lock(&self.inner.records).lookups.clone()
+    }
+
+    pub fn wait_lookups(&self, n: usize, timeout: Duration) -> bool {
+        self.wait(timeout, |r| r.lookups.len() >= n)
     }
 
     /// Every datagram received on the UDP side, in order.
@@ -841,6 +866,10 @@ fn serve(mut c: Conn) {
                     c.send_line("WHAT IS THIS \u{1}\u{2} =====");
                     c.hang();
                 }
+                Fault::CloseAfterHello => {
+                    c.send_line("HELLO REPLY RESULT=OK VERSION=3.2");
+                    let _ = c.s.shutdown(Shutdown::Both);
+                }
                 _ => {
                     c.send(&vec![b'A'; HUGE_LINE]);
                     c.hang();
@@ -931,11 +960,13 @@ fn session(mut c: Conn, line: String) {
     while let Some(l) = c.read_line() {
         if let Some(name) = l.strip_prefix("NAMING LOOKUP ").and_then(|r| param(r, "NAME")) {
             let name = name.to_string();
-            let answer = c.script().names.get(&name).cloned();
-            c.record(|r| r.lookups.push(name.clone()));
-            let reply = match answer {
-                Some(v) => format!("NAMING REPLY RESULT=OK NAME={name} VALUE={v}"),
-                None => format!("NAMING REPLY RESULT=INVALID_KEY NAME={name}"),
+            let script = c.script();
+            let conn = c.conn;
+            c.record(|r| r.lookups.push((conn, name.clone())));
+            let reply = match (script.names.get(&name), script.lookup_miss) {
+                (Some(v), _) => format!("NAMING REPLY RESULT=OK NAME={name} VALUE={v}"),
+                (None, Some(miss)) => format!("NAMING REPLY RESULT={miss} NAME={name}"),
+                (None, None) => continue,
             };
             if !c.send_line(&reply) {
                 return;
@@ -996,6 +1027,10 @@ fn stream(mut c: Conn, line: String) {
             c.hang();
         }
         Outcome::Close => {
+            let _ = c.s.shutdown(Shutdown::Both);
+        }
+        Outcome::Unterminated(result) => {
+            c.send(format!("STREAM STATUS RESULT={result}").as_bytes());
             let _ = c.s.shutdown(Shutdown::Both);
         }
         Outcome::Delayed(..) => unreachable!(),
