@@ -43,7 +43,7 @@ demo:
 # The slowloris test holds 1,000 client sockets at once: raise the soft
 # descriptor limit toward the hard one where it is lower (a no-op here).
 test:
-	bash tests/deps.sh
+	CARGO="$(CARGO)" bash tests/deps.sh
 	ulimit -n 8192 2>/dev/null || ulimit -n "$$(ulimit -Hn)"; $(CARGO) test --locked
 
 check:

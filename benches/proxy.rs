@@ -44,6 +44,7 @@ use common::i2p::{b32_name, make_key, param};
 use common::process::{cpu_time, rss_kib, terminate, threads};
 use common::proxy::{bridge_args, socks5_handshake, Dest, Proxy, READY};
 use common::rng::pattern;
+use common::router::RealRouter;
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};

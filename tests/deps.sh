@@ -22,9 +22,20 @@
 #   microsocks                     a second SOCKS5 server, to tell client from proxy faults
 #                                  (these two are for diagnosing by hand; no test runs them)
 #
+# The second real router (tests/common/emissary.rs, tests/e2e_emissary.rs):
+#   emissary-cli 0.4.0             an independent SAM 3.2 implementation in Rust. No distribution
+#                                  packages it, so it is built from crates.io (a package registry,
+#                                  reachable where the tests run) with `cargo install --locked`,
+#                                  once per machine, into its own root: $EMISSARY_ROOT, by default
+#                                  /opt/i2psocks-tests/emissary-0.4.0, where the tests look too.
+#                                  About 4 minutes and 1.2 GB of memory on two cores; skipped when
+#                                  that version is there already.
+#   libssl-dev pkg-config          what its build links against (openssl-sys, libz-sys, cc)
+#   zlib1g-dev gcc
+#
 # A package that cannot be installed is an error (exit 1), never a skipped test.
 # With arguments, only those packages are considered (`make demo` needs just i2pd, curl and
-# python3): `bash tests/deps.sh i2pd curl python3`.
+# python3): `bash tests/deps.sh i2pd curl python3`; `emissary-cli` among them builds it.
 #
 # Idempotent: with everything present it does nothing and prints nothing. It never lets the
 # packaged i2pd system service run: that service would join the real I2P network with the
@@ -35,11 +46,28 @@ PACKAGES=(
 	i2pd curl mandoc
 	netcat-openbsd socat proxychains4 wget python3-requests python3-socks git torsocks iproute2
 	openssh-server openssh-client chromium strace microsocks
+	emissary-cli
 )
 if [ $# -gt 0 ]; then
 	PACKAGES=("$@")
 fi
 POLICY=/usr/sbin/policy-rc.d
+EMISSARY_VERSION=0.4.0
+EMISSARY_ROOT=${EMISSARY_ROOT:-/opt/i2psocks-tests/emissary-$EMISSARY_VERSION}
+EMISSARY_BUILD_DEPS=(libssl-dev pkg-config zlib1g-dev gcc)
+
+# emissary-cli is no Debian package: it is built below, after the packages its build needs.
+build_emissary=false
+debian=()
+for p in "${PACKAGES[@]}"; do
+	if [ "$p" = emissary-cli ]; then
+		build_emissary=true
+		debian+=("${EMISSARY_BUILD_DEPS[@]}")
+	else
+		debian+=("$p")
+	fi
+done
+PACKAGES=("${debian[@]}")
 
 installed() {
 	dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
@@ -99,4 +127,22 @@ fi
 
 if [ "$(id -u)" -eq 0 ]; then
 	stop_packaged_service
+fi
+
+emissary_installed() {
+	"$EMISSARY_ROOT/bin/emissary-cli" --version 2>/dev/null | grep -qx "emissary-cli $EMISSARY_VERSION"
+}
+
+if $build_emissary && ! emissary_installed; then
+	cargo=${CARGO:-cargo}
+	if ! mkdir -p "$EMISSARY_ROOT" 2>/dev/null || [ ! -w "$EMISSARY_ROOT" ]; then
+		echo "deps.sh: cannot write $EMISSARY_ROOT; as root (or with EMISSARY_ROOT elsewhere) run:" >&2
+		echo "  $cargo install emissary-cli --version $EMISSARY_VERSION --no-default-features --locked --root $EMISSARY_ROOT" >&2
+		exit 1
+	fi
+	echo "deps.sh: building emissary-cli $EMISSARY_VERSION from crates.io into $EMISSARY_ROOT (a few minutes)" >&2
+	# Its own temporary target directory, not this project's.
+	env -u CARGO_TARGET_DIR nice -n 10 "$cargo" install emissary-cli --version "$EMISSARY_VERSION" \
+		--no-default-features --locked --quiet --root "$EMISSARY_ROOT"
+	emissary_installed || { echo "deps.sh: $EMISSARY_ROOT/bin/emissary-cli is not $EMISSARY_VERSION" >&2; exit 1; }
 fi

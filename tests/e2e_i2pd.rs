@@ -2,15 +2,20 @@
 //! tests/common/i2pd.rs). One `#[test]` on purpose: the router and its ~20 s session setups
 //! are shared by every case, run in sequence inside it. Needs `i2pd` and `curl`
 //! (tests/deps.sh). Baseline first: the fixture services through i2pd's own SOCKS proxy.
-//! tests/e2e/listeners.rs: a second proxy with two TCP listeners and a Unix socket, started
-//! beside the first so their sessions build together. tests/e2e/spares.rs runs two more
-//! proxies beside them, one in a thread while the compatibility matrix runs;
-//! tests/e2e/encryption.rs checks that the router never got type 6. After the matrix, the
-//! status report's counts are checked against known traffic. Last,
-//! tests/e2e/faults.rs: concurrent streams, then the router restarted under the proxy.
+//! Then the cases every router runs (tests/e2e/cases.rs, also on emissary in
+//! tests/e2e_emissary.rs) beside the ones that need i2pd's speed or its server tunnels: a
+//! 10 MiB download, tests/e2e/listeners.rs (a second proxy with two TCP listeners and a
+//! Unix socket, started beside the first so their sessions build together),
+//! tests/e2e/spares.rs (two more proxies beside them, one in a thread while the
+//! compatibility matrix, tests/e2e/compat.rs, runs), tests/e2e/encryption.rs (the router
+//! never got type 6). After the matrix, the status report's counts are checked against
+//! known traffic. Last, concurrent streams (tests/e2e/faults.rs), then the router
+//! restarted under the proxy.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+#[path = "e2e/cases.rs"]
+mod cases;
 mod common;
 #[path = "e2e/compat.rs"]
 mod compat;
@@ -23,18 +28,23 @@ mod listeners;
 #[path = "e2e/spares.rs"]
 mod spares;
 
+use cases::{curl_ok, EchoPeer, IdentityProxies, Scale};
 use common::http::{expected_sha256, sha256_hex, MARKER};
 use common::i2p::{b64_decode, b64_encode, public_len};
-use common::i2pd::{curl, socks5_stream, Router};
-use common::proxy::{bridge_args, Proxy};
+use common::i2pd::{socks5_stream, Router};
+use common::proxy::Proxy;
 use common::rng::random_bytes;
+use common::router::RealRouter;
 use common::sam_client::Sam;
 use common::status;
 use std::io::{Read, Write};
+use std::thread;
 use std::time::{Duration, Instant};
 
 /// Size of the bulk download checked byte for byte.
 const BULK: usize = 1 << 20;
+/// Each identity costs a 20 s SESSION CREATE on i2pd 2.45: a few of each kind.
+const SCALE: Scale = Scale { credentials: 2, clients: 2 };
 
 #[test]
 fn real_router() {
@@ -46,22 +56,31 @@ fn real_router() {
     baseline_echo(&router);
     sam_basics(&router);
 
-    // i2psocks on the same router: the proxy under test, one with several listeners and
-    // the spares' own two, whose sessions build meanwhile.
+    // i2psocks on the same router: the proxy under test, one with several listeners, the
+    // spares' own two and the identity cases' other two, whose sessions build meanwhile, as
+    // does the UDP echo peer's.
     let several = listeners::start(&router);
     let mut spares = spares::Spares::start(&router);
-    let mut proxy = start_i2psocks(&router);
+    let mut proxy = cases::start_proxy(&router, &[]);
+    let others = IdentityProxies::start(&router);
     spares.idle_cost(&router);
     let isolating = spares.isolate_client(&router);
     spares.new_credentials(&router);
-    through_i2psocks(&router, &proxy);
+    let peer = thread::scope(|s| {
+        let peer = s.spawn(|| EchoPeer::start(&router));
+        cases::connect(&router, &proxy);
+        bulk(&router, &proxy);
+        peer.join().unwrap()
+    });
     // Its credentialed sessions build alongside the identity cases' own.
     let pending = listeners::begin(&router, &several);
-    identities_through_i2psocks(&router, &proxy);
+    cases::identities(&router, &proxy, others, SCALE);
     let t = Instant::now();
     listeners::run(&router, &several, pending);
     eprintln!("several listeners checked in {:?} after the identity cases", t.elapsed());
     drop(several);
+    cases::datagrams(&router, &proxy, &peer);
+    peer.stop();
     compat::run(&router, &proxy);
     status_matches_traffic(&router, &proxy);
     spares.sighup(&router);
@@ -69,8 +88,9 @@ fn real_router() {
     eprintln!("spares: burst first bytes {burst:?}");
     drop((isolating, spares)); // their SAM sessions go before the router restarts
     encryption::run(&router);
+    faults::concurrent_streams(&router, &proxy);
     // Last: it restarts the router under the proxy.
-    faults::run(&mut router, &mut proxy);
+    cases::router_restarted(&mut router, &mut proxy);
     drop(proxy); // close its SAM sessions before stopping the router
 
     let stopped = router.stop();
@@ -130,123 +150,16 @@ fn sam_basics(router: &Router) {
     assert_eq!(b64_encode(&key[..public_len(&key).expect("a whole public destination")]), public);
 }
 
-/// How long a fresh SAM session may take on i2pd 2.45 (it answers after ~20 s).
-const SESSION_WAIT: Duration = Duration::from_secs(90);
-
-fn start_i2psocks(router: &Router) -> Proxy {
-    let sam = router.sam_addr().to_string();
-    let proxy = Proxy::start(&bridge_args(&sam, &[]));
-    let t = Instant::now();
-    proxy.ready_b32("default identity", SESSION_WAIT).expect("i2psocks' default session on the real router");
-    eprintln!("i2psocks session ready in {:?}", t.elapsed());
-    proxy
-}
-
-fn curl_ok(args: &[&str]) -> Vec<u8> {
-    let out = curl(args);
-    assert!(out.status.success(), "curl {args:?}: {:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
-    out.stdout
-}
-
-/// The X-I2P-DestB32 the site saw for one request through `proxy_flags`.
-fn source_b32(router: &Router, proxy_flags: &[&str]) -> String {
-    let url = format!("http://{}/echo-headers", router.site_b32());
-    let mut args: Vec<&str> = proxy_flags.to_vec();
-    args.extend(["--max-time", "120", &url]);
-    let body = String::from_utf8(curl_ok(&args)).unwrap();
-    body.lines()
-        .find_map(|l| l.strip_prefix("X-I2P-DestB32:"))
-        .map(|v| v.trim().to_string())
-        .unwrap_or_else(|| panic!("no X-I2P-DestB32 in {body}"))
-}
-
-/// curl through i2psocks: b32, address-book name, SOCKS4a, credentials, 10 MiB, refusals.
-fn through_i2psocks(router: &Router, proxy: &Proxy) {
-    let p = proxy.addr().to_string();
-    let s5 = ["--socks5-hostname", p.as_str()];
-    for host in [router.site_b32(), router.site_name()] {
-        let t = Instant::now();
-        let body = curl_ok(&[s5[0], s5[1], &format!("http://{host}/")]);
-        assert!(String::from_utf8_lossy(&body).contains(MARKER), "{host}");
-        eprintln!("GET http://{host}/ via i2psocks in {:?}", t.elapsed());
-    }
-    let body = curl_ok(&["--socks4a", &p, &format!("http://{}/", router.site_b32())]);
-    assert!(String::from_utf8_lossy(&body).contains(MARKER), "socks4a");
-
-    // The default identity is what the site sees, and it is the address we logged.
-    assert_eq!(
-        source_b32(router, &s5),
-        proxy.ready_b32("default identity", Duration::ZERO).expect("the proxy's default identity")
-    );
-
+/// 10 MiB through i2psocks, byte for byte.
+fn bulk(router: &Router, proxy: &Proxy) {
     const TEN_MIB: usize = 10 << 20;
+    let p = proxy.addr().to_string();
     let t = Instant::now();
-    let body = curl_ok(&[
-        s5[0],
-        s5[1],
-        "--max-time",
-        "120",
-        &format!("http://{}/bytes/{TEN_MIB}", router.site_b32()),
-    ]);
+    let url = format!("http://{}/bytes/{TEN_MIB}", router.site_b32());
+    let body = curl_ok(&["--socks5-hostname", &p, "--max-time", "120", &url]);
     assert_eq!(body.len(), TEN_MIB);
     assert_eq!(sha256_hex(&body), expected_sha256(TEN_MIB));
     eprintln!("10 MiB through i2psocks in {:?}", t.elapsed());
-
-    // Raw bytes both ways through the echo service (the half-close cases are in e2e/compat.rs).
-    let mut s = socks5_stream(proxy.addr(), router.echo_name(), 7).expect("echo via i2psocks");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let msg = random_bytes(200_000, 253);
-    let writer = {
-        let mut w = s.try_clone().unwrap();
-        let msg = msg.clone();
-        std::thread::spawn(move || w.write_all(&msg).unwrap())
-    };
-    let mut back = vec![0u8; msg.len()];
-    s.read_exact(&mut back).unwrap();
-    writer.join().unwrap();
-    assert_eq!(back, msg);
-
-    // Refused locally with reply 0x02: curl 7.88 prints the code as "(2)".
-    for url in ["http://example.com/", "http://1.1.1.1/", "http://bad.b32.i2p/"] {
-        let out = curl(&[s5[0], s5[1], url]);
-        assert!(!out.status.success(), "{url} must be refused");
-        let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
-        assert!(err.contains("(2)") || err.contains("not allowed"), "{url}: {err}");
-    }
-    // An unknown b32 reaches the router and is unreachable (0x04).
-    let unknown = format!("http://{}.b32.i2p/", "a".repeat(52));
-    let out = curl(&[s5[0], s5[1], "--max-time", "120", &unknown]);
-    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
-    assert!(!out.status.success() && (err.contains("(4)") || err.contains("unreachable")), "{err}");
-}
-
-/// Identity isolation on the real router: two credentials, two source destinations; the
-/// same credentials again, the same destination. The sessions are built in parallel.
-fn identities_through_i2psocks(router: &Router, proxy: &Proxy) {
-    let p = proxy.addr().to_string();
-    let t = Instant::now();
-    let ask = |user: &'static str| {
-        let p = p.clone();
-        let site = router.site_b32().to_string();
-        std::thread::spawn(move || {
-            let url = format!("http://{site}/echo-headers");
-            let out = curl(&["--socks5-hostname", &p, "--proxy-user", user, "--max-time", "120", &url]);
-            assert!(out.status.success(), "{user}: {}", String::from_utf8_lossy(&out.stderr));
-            let body = String::from_utf8(out.stdout).unwrap();
-            body.lines().find_map(|l| l.strip_prefix("X-I2P-DestB32:")).unwrap().trim().to_string()
-        })
-    };
-    let (a, b) = (ask("app1:x"), ask("app2:x"));
-    let (a, b) = (a.join().unwrap(), b.join().unwrap());
-    eprintln!("two new identities in {:?}", t.elapsed());
-    assert_ne!(a, b, "different credentials must get different destinations");
-    let default = proxy.ready_b32("default identity", Duration::ZERO).expect("the proxy's default identity");
-    assert_ne!(a, default);
-    assert_ne!(b, default);
-    let again = source_b32(router, &["--socks5-hostname", &p, "--proxy-user", "app1:x"]);
-    assert_eq!(again, a, "the same credentials must keep their destination");
-    let url = format!("socks5h://app2:x@{p}");
-    assert_eq!(source_b32(router, &["-x", &url]), b);
 }
 
 /// After the compatibility matrix: the status report's stream and byte counts move by

@@ -66,6 +66,12 @@ pub fn public_len(blob: &[u8]) -> Option<usize> {
     (blob.len() >= DEST_HEAD + cert).then_some(DEST_HEAD + cert)
 }
 
+/// The public destination a key blob starts with, in I2P base64.
+pub fn public_b64(key: &[u8]) -> String {
+    let n = public_len(key).expect("a key with a whole public destination");
+    b64_encode(&key[..n])
+}
+
 /// `<base32 lowercase, no padding, of sha256(public_dest)>.b32.i2p`.
 pub fn b32_of(public_dest: &[u8]) -> String {
     let digest = Sha256::digest(public_dest);

@@ -18,28 +18,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use super::http::{EchoServer, HttpServer, MARKER};
-use super::i2p::{b32_of_blob, b64_encode, public_len};
+use super::i2p::{b32_of_blob, public_b64, public_len};
+use super::ports;
 use super::process::{terminate, Stopped};
 use super::proxy::{socks5_open, Dest};
-use super::sam_client::Sam;
+use super::router::{fixture_key, RealRouter, ECHO_B32, ECHO_NAME, SITE_B32, SITE_NAME};
+use super::sam_client::{wait_hello, LS1, ZERO_HOPS};
 use super::TempDir;
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
-
-/// The fixture site's address (tests/fixtures/README); checked against site.dat at start.
-pub const SITE_B32: &str = "fg3kfzacq4hbmewlxs4iczdupwtes65cby2sqok5lz7h7i2mau4a.b32.i2p";
-/// The fixture echo service's address; checked against echo.dat at start.
-pub const ECHO_B32: &str = "vidbb2wrq6qnjlqu5aty6aawtlopa2tad64qqqrzaxkvdtr6johq.b32.i2p";
-/// The site's name in the router's address book (hosts.txt).
-pub const SITE_NAME: &str = "testsite.i2p";
-/// The echo service's name in the router's address book.
-pub const ECHO_NAME: &str = "echo.i2p";
 
 /// From exec to SAM answering HELLO (measured ~0.05 s; generous for a loaded CI box).
 const SAM_UP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -55,9 +46,6 @@ const PROBE_MAX_TIME: &str = "10";
 const POLL: Duration = Duration::from_millis(250);
 /// Router starts tried (fresh ports each) when i2pd does not bring SAM up.
 const START_ATTEMPTS: usize = 3;
-/// Fixed ports are picked in this range: below the kernel's ephemeral range (32768+), where
-/// a leftover TIME_WAIT socket could make i2pd fail to bind silently.
-const PORT_RANGE: std::ops::Range<u16> = 20_000..32_000;
 /// Log lines shown when a test fails.
 const LOG_TAIL_LINES: usize = 60;
 /// Timeout for the small SOCKS5 handshake helper.
@@ -170,8 +158,8 @@ pub struct Router {
 impl Router {
     /// Starts i2pd and waits until the fixture site answers (about 20 s on i2pd 2.45).
     pub fn start() -> Router {
-        let site_key = read_fixture("site.dat", SITE_B32);
-        let echo_key = read_fixture("echo.dat", ECHO_B32);
+        let site_key = fixture_key("site.dat", SITE_B32);
+        let echo_key = fixture_key("echo.dat", ECHO_B32);
         let http = HttpServer::start();
         let echo = EchoServer::start();
         let mut attempt = 0;
@@ -222,44 +210,14 @@ impl Router {
         self.process.child.as_ref().map(Child::id)
     }
 
-    /// The SAM v3 bridge (TCP).
-    pub fn sam_addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.ports.sam))
-    }
-
-    /// The SAM datagram port (UDP, i2pd binds it at the TCP port - 1).
-    pub fn sam_udp_addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.ports.sam - 1))
-    }
-
     /// i2pd's own SOCKS proxy: the baseline peer.
     pub fn socks_addr(&self) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.ports.socks))
     }
 
-    /// `<52 chars>.b32.i2p` of the HTTP site.
-    pub fn site_b32(&self) -> &'static str {
-        SITE_B32
-    }
-
-    /// `testsite.i2p` (in the router's address book).
-    pub fn site_name(&self) -> &'static str {
-        SITE_NAME
-    }
-
     /// The site's public destination, I2P base64.
     pub fn site_dest_b64(&self) -> &str {
         &self.site_b64
-    }
-
-    /// `<52 chars>.b32.i2p` of the echo service.
-    pub fn echo_b32(&self) -> &'static str {
-        ECHO_B32
-    }
-
-    /// `echo.i2p` (in the router's address book).
-    pub fn echo_name(&self) -> &'static str {
-        ECHO_NAME
     }
 
     /// The echo service's public destination, I2P base64.
@@ -319,7 +277,7 @@ impl Router {
     /// (tunnels.conf as it is now), as a router restart does, and waits like [`Router::start`]
     /// until the site and the echo service answer through i2pd's SOCKS again. Panics (with
     /// i2pd's log) if it does not come back: the ports cannot change under clients that are
-    /// configured for them (the ports are below the ephemeral range, see [`PORT_RANGE`]).
+    /// configured for them (the ports are below the ephemeral range, see tests/common/ports.rs).
     pub fn start_again(&mut self) -> Timings {
         assert!(self.process.child.is_none(), "start_again: i2pd is still running");
         let t0 = Instant::now();
@@ -383,6 +341,51 @@ impl Router {
     }
 }
 
+impl RealRouter for Router {
+    fn label(&self) -> &'static str {
+        "i2pd 2.45"
+    }
+
+    fn sam_addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.ports.sam))
+    }
+
+    /// i2pd binds it at the TCP port - 1 by itself.
+    fn sam_udp_addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.ports.sam - 1))
+    }
+
+    /// With 1 or 3 hops i2pd 2.45 never answers SESSION CREATE offline.
+    fn hops(&self) -> u8 {
+        0
+    }
+
+    /// Zero hops, and the type-1 ElGamal LeaseSet that i2pd 2.45 needs on a side that is
+    /// connected to (or sent to).
+    fn peer_options(&self) -> String {
+        format!("{ZERO_HOPS} {LS1}")
+    }
+
+    /// ~11 KiB survive the I2P network well (SAM v3 "Datagrams").
+    fn max_datagram(&self) -> usize {
+        11 << 10
+    }
+
+    /// ~9 MiB/s through i2pd on loopback.
+    fn quick_stream(&self) -> usize {
+        1 << 20
+    }
+
+    fn stop_all(&mut self) {
+        let stopped = self.stop();
+        eprintln!("i2pd stopped: {stopped:?}");
+    }
+
+    fn start_all_again(&mut self) {
+        self.start_again();
+    }
+}
+
 /// Runs `curl -sS --max-time 30 <args>` (a later `--max-time` in `args` overrides).
 pub fn curl(args: &[&str]) -> Output {
     Command::new("curl")
@@ -414,55 +417,10 @@ fn echo_once(proxy: SocketAddr, host: &str) -> io::Result<()> {
     }
 }
 
-fn read_fixture(name: &str, b32: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
-    let key = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    assert_eq!(
-        b32_of_blob(&key).as_deref(),
-        Some(b32),
-        "{} does not match tests/fixtures/README",
-        path.display()
-    );
-    key
-}
-
-fn random_u64() -> u64 {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
-}
-
-fn port_free(port: u16, udp: bool) -> bool {
-    if udp {
-        UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
-            && UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok()
-    } else {
-        TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
-            && TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok()
-    }
-}
-
-/// Three distinct free TCP ports (and UDP sam-1) in [`PORT_RANGE`]; racy by nature, hence
-/// the retry in [`Router::start`].
+/// The router's three ports (tests/common/ports.rs).
 fn pick_ports() -> Ports {
-    let span = u64::from(PORT_RANGE.end - PORT_RANGE.start);
-    let mut got: Vec<u16> = Vec::new();
-    for _ in 0..10_000 {
-        let p = PORT_RANGE.start + (random_u64() % span) as u16;
-        let clash = got.iter().any(|&q| q.abs_diff(p) <= 1);
-        // The second port is SAM: i2pd also binds UDP at SAM - 1.
-        let sam_udp_ok = got.len() != 1 || (port_free(p - 1, true) && port_free(p - 1, false));
-        if !clash && port_free(p, false) && sam_udp_ok {
-            got.push(p);
-            if got.len() == 3 {
-                return Ports { ntcp2: got[0], sam: got[1], socks: got[2] };
-            }
-        }
-    }
-    panic!("no free ports in {PORT_RANGE:?}");
+    let [ntcp2, sam, socks] = ports::pick_ports();
+    Ports { ntcp2, sam, socks }
 }
 
 fn make_datadir() -> TempDir {
@@ -470,12 +428,6 @@ fn make_datadir() -> TempDir {
     std::fs::create_dir_all(dir.0.join("tunnels.d"))
         .unwrap_or_else(|e| panic!("create {}: {e}", dir.0.display()));
     dir
-}
-
-/// The public destination a key blob starts with, in I2P base64.
-fn public_b64(key: &[u8]) -> String {
-    let n = public_len(key).expect("a key with a whole public destination");
-    b64_encode(&key[..n])
 }
 
 /// The offline router's configuration, shared with `make demo`.
@@ -570,17 +522,5 @@ fn spawn_child(dir: &Path) -> Child {
 
 fn wait_sam(process: &mut Process, port: u16) -> Result<(), String> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let deadline = Instant::now() + SAM_UP_TIMEOUT;
-    let mut last = String::from("no attempt");
-    while Instant::now() < deadline {
-        if !process.alive() {
-            return Err("i2pd exited".into());
-        }
-        match Sam::connect(addr) {
-            Ok(_) => return Ok(()),
-            Err(e) => last = e.to_string(),
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    Err(format!("SAM on {addr} did not answer HELLO within {SAM_UP_TIMEOUT:?}: {last}"))
+    wait_hello(addr, SAM_UP_TIMEOUT, &mut || process.alive()).map_err(|e| format!("i2pd: {e}"))
 }

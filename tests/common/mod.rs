@@ -4,14 +4,18 @@
 
 #![allow(dead_code)]
 
+pub mod emissary;
 pub mod fake_sam;
 pub mod http;
 pub mod i2p;
 pub mod i2pd;
+pub mod ports;
 pub mod process;
 pub mod proxy;
 pub mod rng;
+pub mod router;
 pub mod sam_client;
+pub mod sam_forward;
 pub mod setup;
 pub mod status;
 pub mod udp_client;

@@ -23,10 +23,14 @@ pub const SESSION_TIMEOUT: Duration = Duration::from_secs(90);
 pub const ZERO_HOPS: &str = "inbound.length=0 outbound.length=0 inbound.quantity=1 outbound.quantity=1";
 /// What the side that is connected to must publish on i2pd 2.45 (a type-1 ElGamal LeaseSet).
 pub const LS1: &str = "i2cp.leaseSetType=1 i2cp.leaseSetEncType=0";
+/// Pause between HELLO attempts while a router starts (i2pd answers ~0.05 s after exec).
+const HELLO_POLL: Duration = Duration::from_millis(20);
 
 /// One SAM socket after a successful HELLO.
 pub struct Sam {
     stream: TcpStream,
+    /// The HELLO REPLY line.
+    pub hello: String,
 }
 
 impl Sam {
@@ -34,8 +38,8 @@ impl Sam {
     pub fn connect(addr: SocketAddr) -> io::Result<Sam> {
         let stream = TcpStream::connect_timeout(&addr, REPLY_TIMEOUT)?;
         stream.set_nodelay(true)?;
-        let mut sam = Sam { stream };
-        sam.command("HELLO VERSION MIN=3.1 MAX=3.3", "RESULT=OK", REPLY_TIMEOUT)?;
+        let mut sam = Sam { stream, hello: String::new() };
+        sam.hello = sam.command("HELLO VERSION MIN=3.1 MAX=3.3", "RESULT=OK", REPLY_TIMEOUT)?;
         Ok(sam)
     }
 
@@ -77,16 +81,28 @@ impl Sam {
         Ok(String::from_utf8_lossy(&line).into_owned())
     }
 
-    /// `SESSION CREATE STYLE=<style> ID=<id> DESTINATION=<dest> SIGNATURE_TYPE=7 <ZERO_HOPS>
-    /// <options>`; returns the private destination (base64) from the reply. Keep the `Sam`
-    /// alive: closing the control socket ends the session. `dest` is `TRANSIENT` or a
-    /// private key in I2P base64. A STREAM session that will be connected to needs [`LS1`]
-    /// in `options`; a DATAGRAM session forwarding to UDP needs `PORT=n HOST=127.0.0.1`.
+    /// `SESSION CREATE STYLE=<style> ID=<id> DESTINATION=<dest> SIGNATURE_TYPE=7 <options>`;
+    /// returns the private destination (base64) from the reply. Keep the `Sam` alive:
+    /// closing the control socket ends the session. `dest` is `TRANSIENT` or a private key
+    /// in I2P base64. `options` start with the router's tunnel options
+    /// (tests/common/router.rs, `peer_options`: [`ZERO_HOPS`] and [`LS1`] on i2pd); a
+    /// DATAGRAM session forwarding to UDP adds `PORT=n HOST=127.0.0.1`.
     pub fn session_create(&mut self, style: &str, id: &str, dest: &str, options: &str) -> io::Result<String> {
-        let line = format!(
-            "SESSION CREATE STYLE={style} ID={id} DESTINATION={dest} SIGNATURE_TYPE=7 {ZERO_HOPS} {options}"
-        );
-        let reply = self.command(line.trim_end(), "RESULT=OK", SESSION_TIMEOUT)?;
+        self.session_create_within(style, id, dest, options, SESSION_TIMEOUT)
+    }
+
+    /// [`Sam::session_create`] answered within `wait`.
+    pub fn session_create_within(
+        &mut self,
+        style: &str,
+        id: &str,
+        dest: &str,
+        options: &str,
+        wait: Duration,
+    ) -> io::Result<String> {
+        let line =
+            format!("SESSION CREATE STYLE={style} ID={id} DESTINATION={dest} SIGNATURE_TYPE=7 {options}");
+        let reply = self.command(line.trim_end(), "RESULT=OK", wait)?;
         param(&reply, "DESTINATION")
             .map(str::to_owned)
             .ok_or_else(|| io::Error::other("SESSION STATUS without DESTINATION"))
@@ -95,7 +111,12 @@ impl Sam {
     /// `NAMING LOOKUP NAME=<name>` → the base64 public destination (`ME` on a session's
     /// control socket = our own).
     pub fn naming_lookup(&mut self, name: &str) -> io::Result<String> {
-        let reply = self.command(&format!("NAMING LOOKUP NAME={name}"), "RESULT=OK", REPLY_TIMEOUT)?;
+        self.naming_lookup_within(name, REPLY_TIMEOUT)
+    }
+
+    /// [`Sam::naming_lookup`] answered within `wait`.
+    pub fn naming_lookup_within(&mut self, name: &str, wait: Duration) -> io::Result<String> {
+        let reply = self.command(&format!("NAMING LOOKUP NAME={name}"), "RESULT=OK", wait)?;
         param(&reply, "VALUE")
             .map(str::to_owned)
             .ok_or_else(|| io::Error::other(format!("NAMING REPLY without VALUE: {reply}")))
@@ -118,6 +139,28 @@ impl Sam {
     pub fn stream(&self) -> &TcpStream {
         &self.stream
     }
+}
+
+/// Waits up to `timeout` until the bridge at `addr` answers HELLO, while `alive()` says its
+/// router still runs.
+pub fn wait_hello(
+    addr: SocketAddr,
+    timeout: Duration,
+    alive: &mut dyn FnMut() -> bool,
+) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut last = String::from("no attempt");
+    while std::time::Instant::now() < deadline {
+        if !alive() {
+            return Err("the router exited".into());
+        }
+        match Sam::connect(addr) {
+            Ok(_) => return Ok(()),
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(HELLO_POLL);
+    }
+    Err(format!("SAM on {addr} did not answer HELLO within {timeout:?}: {last}"))
 }
 
 /// A stream accepted through `STREAM ACCEPT`.

@@ -216,6 +216,7 @@ pub fn echo_on(a: &UdpAssoc, e: &Echo<'_>) -> Result<EchoReport, String> {
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
                 report.resent += 1;
+                eprintln!("udp echo: datagram {seq}: no echo within {:?}, sent again", e.timeout);
             }
             a.send(e.target, e.port, &payload);
             let deadline = Instant::now() + e.timeout;

@@ -28,6 +28,7 @@ use crate::common::http::MARKER;
 use crate::common::i2pd::{self, Router};
 use crate::common::proxy::Proxy;
 use crate::common::rng::random_bytes;
+use crate::common::router::RealRouter;
 use crate::common::TempDir;
 use std::cell::Cell;
 use std::io::{Read, Write};

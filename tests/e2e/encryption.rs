@@ -8,6 +8,7 @@
 
 use crate::common::i2pd::Router;
 use crate::common::proxy::{bridge_args, run_to_exit, s5_reply, socks5_connect, Proxy};
+use crate::common::router::RealRouter;
 use std::time::{Duration, Instant};
 
 /// How long the pq proxy gets to warn (its first attempt is at once).

@@ -8,9 +8,11 @@
 //! The two credentialed requests start early (see [`begin`]) so that their sessions build
 //! while the main proxy's identity cases build theirs.
 
+use crate::cases::source_b32 as source;
 use crate::common::http::MARKER;
 use crate::common::i2pd::{curl, Router};
 use crate::common::proxy::{bridge_args, Proxy, READY};
+use crate::common::router::RealRouter;
 use crate::common::TempDir;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -42,20 +44,6 @@ pub fn start(router: &Router) -> Listeners {
     let unix = format!("unix:{}", socket.display());
     let proxy = Proxy::start(&bridge_args(&sam, &["-l", "127.0.0.1:0", "-l", "127.0.0.1:0", "-l", &unix]));
     Listeners { proxy, socket, _dir: dir, started: Instant::now() }
-}
-
-/// The `X-I2P-DestB32` of one request through `proxy_flags`.
-fn source(router: &Router, proxy_flags: &[&str]) -> String {
-    let url = format!("http://{}/echo-headers", router.site_b32());
-    let mut args: Vec<&str> = proxy_flags.to_vec();
-    args.extend(["--max-time", CURL_LIMIT, &url]);
-    let out = curl(&args);
-    assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    let body = String::from_utf8(out.stdout).unwrap();
-    body.lines()
-        .find_map(|l| l.strip_prefix("X-I2P-DestB32:"))
-        .map(|v| v.trim().to_string())
-        .unwrap_or_else(|| panic!("no X-I2P-DestB32 in {body}"))
 }
 
 /// The credentialed requests on both TCP ports, running.

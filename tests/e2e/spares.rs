@@ -20,6 +20,7 @@ use crate::common::i2pd::Router;
 use crate::common::process::tcp_connections_to;
 use crate::common::proxy::{bridge_args, Proxy, ReadEnd, S5_OK};
 use crate::common::proxy::{read_exact_by, read_n, s5_reply, send, socks5_greet, socks5_request};
+use crate::common::router::RealRouter;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::thread;
