@@ -11,7 +11,8 @@
 //! whose stream sockets are themselves the sink/echo, so both proxies have the
 //! same hop shape: client → proxy → sink. Real-router rows (Debian's i2pd,
 //! offline on loopback, tests/common/i2pd.rs): `i2pd-socks` (i2pd's own SOCKS
-//! port) against `i2psocks` on i2pd's SAM, fetching from the same local site.
+//! port) against `i2psocks` on i2pd's SAM, fetching from the same local site,
+//! connection cycles to its echo service, and CONNECT by address-book name.
 //!
 //! Not here: installing tools (bench/run.sh does that) and any assertion on
 //! the targets; rows whose tool is missing are skipped with a note. The fake
@@ -777,12 +778,10 @@ fn cycle_run(via: &Via, dest: &Dest, clients: usize, length: Duration, pids: &[O
             (n > 0).then(|| used * 1000.0 / n as f64)
         })
         .collect();
-    lat.sort_unstable();
-    let pct = |q: usize| lat.get((lat.len() * q / 100).min(lat.len().saturating_sub(1))).copied();
     CycleRun {
         rate: n as f64 / elapsed,
-        p50: pct(50).unwrap_or_default(),
-        p99: pct(99).unwrap_or_default(),
+        p50: percentile(&lat, 0.50),
+        p99: percentile(&lat, 0.99),
         errors,
         cpu_per_k,
     }
@@ -1144,11 +1143,14 @@ fn router_tables(cfg: &Config, router: &common::i2pd::Router) -> Vec<Table> {
         cfg.compare.as_deref().map(|bin| start_i2psocks(cfg, bin, router.sam_addr(), SESSION_TIMEOUT));
     let site = Dest::Name(router.site_b32().to_string(), 80);
     let echo = Dest::Name(router.echo_b32().to_string(), 80);
+    let echo_name = Dest::Name(router.echo_name().to_string(), 80);
     struct RRow {
         name: &'static str,
         via: Via,
         site: Dest,
         echo: Dest,
+        /// The echo service by its address-book name (None: the row has no names).
+        echo_name: Option<Dest>,
         pid: Option<u32>,
     }
     let mut rows = vec![RRow {
@@ -1156,6 +1158,7 @@ fn router_tables(cfg: &Config, router: &common::i2pd::Router) -> Vec<Table> {
         via: Via::Direct,
         site: Dest::Ip(router.http.addr()),
         echo: Dest::Ip(router.echo.addr()),
+        echo_name: None,
         pid: None,
     }];
     if cfg.row("i2pd-socks") {
@@ -1164,21 +1167,33 @@ fn router_tables(cfg: &Config, router: &common::i2pd::Router) -> Vec<Table> {
             via: Via::Socks(router.socks_addr()),
             site: site.clone(),
             echo: echo.clone(),
+            echo_name: Some(echo_name.clone()),
             pid: None,
         });
     }
     if cfg.row("i2psocks") {
         let (site, echo) = (site.clone(), echo.clone());
-        rows.push(RRow { name: "i2psocks", via: Via::Socks(addr), site, echo, pid: Some(proxy.pid()) });
+        let echo_name = Some(echo_name.clone());
+        rows.push(RRow {
+            name: "i2psocks",
+            via: Via::Socks(addr),
+            site,
+            echo,
+            echo_name,
+            pid: Some(proxy.pid()),
+        });
     }
     if let Some((p, a)) = &compare {
-        rows.push(RRow { name: COMPARE_ROW, via: Via::Socks(*a), site, echo, pid: Some(p.pid()) });
+        let (via, echo_name) = (Via::Socks(*a), Some(echo_name));
+        rows.push(RRow { name: COMPARE_ROW, via, site, echo, echo_name, pid: Some(p.pid()) });
     }
     // Warm-up: LeaseSet lookups and the first streams are not the metric.
     for r in &rows {
         fetch(&r.via, &r.site, FETCH_SMALL)
             .unwrap_or_else(|e| panic!("{}: warm-up fetch failed: {e}", r.name));
-        cycle(&r.via, &r.echo).unwrap_or_else(|e| panic!("{}: warm-up echo failed: {e}", r.name));
+        for echo in [Some(&r.echo), r.echo_name.as_ref()].into_iter().flatten() {
+            cycle(&r.via, echo).unwrap_or_else(|e| panic!("{}: warm-up echo failed: {e}", r.name));
+        }
     }
     let names: Vec<&str> = rows.iter().map(|r| r.name).collect();
     let mut tables = Vec::new();
@@ -1252,9 +1267,83 @@ fn router_tables(cfg: &Config, router: &common::i2pd::Router) -> Vec<Table> {
             &["i2psocks", "i2pd"],
         ));
     }
+    // CONNECT by address-book name, paced: what resolving names costs, or saves. Paced,
+    // because every stream's far end stays open for a while after the client's close (the
+    // proxy holds its FIN for --half-close-wait, i2pd then closes the stream) and the echo
+    // service serves at most 64 at once: back-to-back cycles would count refusals.
+    let named: Vec<&RRow> = rows.iter().filter(|r| r.echo_name.is_some()).collect();
+    let mut lat: Vec<Vec<Duration>> = named.iter().map(|_| Vec::new()).collect();
+    for run in 0..cfg.runs {
+        for (i, r) in named.iter().enumerate() {
+            let Some(dest) = &r.echo_name else { continue };
+            let got = paced_connects(&r.via, dest);
+            note(&format!(
+                "router CONNECT by name run {}: {} p50 {:.0} µs",
+                run + 1,
+                r.name,
+                us(percentile(&got, 0.5))
+            ));
+            lat[i].extend(got);
+        }
+    }
+    let mut t = Table::new(
+        &format!(
+            "Real router: SOCKS5 CONNECT to the echo service by name ({}), until the success reply; \
+             {PACED_CONNECTS} per run, one every {} ms, {} runs",
+            router.echo_name(),
+            PACED_GAP.as_millis(),
+            cfg.runs
+        ),
+        &["row", "connects", "p50 µs", "p90 µs", "p99 µs", "p50 vs i2pd-socks", "p50 vs i2psocks"],
+    );
+    let p50s: Vec<Vec<f64>> = lat.iter().map(|l| vec![us(percentile(l, 0.5))]).collect();
+    let names: Vec<&str> = named.iter().map(|r| r.name).collect();
+    for (i, r) in named.iter().enumerate() {
+        t.row(vec![
+            r.name.to_string(),
+            lat[i].len().to_string(),
+            format!("{:.0}", us(percentile(&lat[i], 0.5))),
+            format!("{:.0}", us(percentile(&lat[i], 0.9))),
+            format!("{:.0}", us(percentile(&lat[i], 0.99))),
+            ratio(&names, &p50s, i, "i2pd-socks"),
+            ratio(&names, &p50s, i, "i2psocks"),
+        ]);
+    }
+    tables.push(t);
     drop(compare);
     drop(proxy);
     tables
+}
+
+/// SOCKS5 CONNECTs in one paced run of [`router_tables`].
+const PACED_CONNECTS: usize = 30;
+/// Pause between them: at most ~50 far ends stay open (5 s each) under the echo
+/// service's cap of 64.
+const PACED_GAP: Duration = Duration::from_millis(100);
+
+/// [`PACED_CONNECTS`] CONNECTs to `dest`, one every [`PACED_GAP`]: the time from the TCP
+/// connect to the SOCKS success reply of each (failures are left out, and noted).
+fn paced_connects(via: &Via, dest: &Dest) -> Vec<Duration> {
+    let mut out = Vec::with_capacity(PACED_CONNECTS);
+    for _ in 0..PACED_CONNECTS {
+        let t0 = Instant::now();
+        match open(via, dest) {
+            Ok(s) => {
+                out.push(t0.elapsed());
+                drop(s);
+            }
+            Err(e) => note(&format!("paced CONNECT failed: {e}")),
+        }
+        thread::sleep(PACED_GAP.saturating_sub(t0.elapsed()));
+    }
+    out
+}
+
+/// The `q` quantile (0..=1) of `v`, by rank; zero for no samples.
+fn percentile(v: &[Duration], q: f64) -> Duration {
+    let mut s = v.to_vec();
+    s.sort();
+    s.get(((s.len() as f64 * q) as usize).min(s.len().saturating_sub(1))).copied().unwrap_or_default()
 }
 
 /// HTTP/1.0 GET /bytes/<n>; the time from connect to the last body byte.
