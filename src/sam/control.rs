@@ -121,7 +121,10 @@ impl Control {
             };
             match proto::naming_reply(&line, name) {
                 Some(Ok(r)) => return Ok(Lookup::Found(r)),
-                Some(Err(SamResult::KeyNotFound | SamResult::InvalidKey)) => return Ok(Lookup::Unknown),
+                Some(Err(SamResult::KeyNotFound | SamResult::InvalidKey)) => {
+                    debug!("{}: NAMING LOOKUP: not found", self.label);
+                    return Ok(Lookup::Unknown);
+                }
                 Some(Err(result)) => {
                     debug!("{}: NAMING LOOKUP refused: {result:?}", self.label);
                     return Ok(Lookup::Refused(result));

@@ -390,6 +390,12 @@ impl RealRouter for Network {
         32 << 10
     }
 
+    /// About 1 in 50 here, and under load most of what a new session sends in its first
+    /// moments (14 of 16 out, both echoes back, in one run).
+    fn loses_datagrams(&self) -> bool {
+        true
+    }
+
     fn stop_all(&mut self) {
         self.far.clear();
         let (a, b) = (self.a.stop(), self.b.stop());

@@ -376,6 +376,11 @@ impl RealRouter for Router {
         1 << 20
     }
 
+    /// None lost in these tests, the early ones included.
+    fn loses_datagrams(&self) -> bool {
+        false
+    }
+
     fn stop_all(&mut self) {
         let stopped = self.stop();
         eprintln!("i2pd stopped: {stopped:?}");

@@ -47,6 +47,9 @@ pub trait RealRouter {
     /// Bytes one stream carries in well under a second (emissary's streaming is slow).
     fn quick_stream(&self) -> usize;
 
+    /// Whether datagrams get lost even here on loopback, so a test must send them again.
+    fn loses_datagrams(&self) -> bool;
+
     /// Stops the router (both routers of a network) at once, as a crash or an admin would.
     fn stop_all(&mut self);
 

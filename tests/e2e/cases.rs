@@ -57,6 +57,8 @@ const REPLY_WAIT: Duration = Duration::from_millis(100);
 const EARLY: usize = 16;
 /// Their size.
 const EARLY_SIZE: usize = 1024;
+/// Rounds of sending the early datagrams on a router that loses some.
+const EARLY_ROUNDS: usize = 10;
 
 /// How many identities [`identities`] makes: many where sessions are cheap (emissary builds
 /// one in milliseconds), few where each takes 20 s (i2pd 2.45).
@@ -356,7 +358,10 @@ pub fn datagrams<R: RealRouter>(router: &R, proxy: &Proxy, peer: &EchoPeer) {
 }
 
 /// UDP ASSOCIATE answered within [`REPLY_WAIT`]; [`EARLY`] datagrams sent at once after the
-/// reply wait for the datagram session and are all echoed back once it is up.
+/// reply wait for the datagram session and are all echoed back once it is up. On a router
+/// that loses datagrams (emissary: most of a new session's first ones, here) the missing
+/// ones are sent again every [`ECHO_WAIT`], up to [`EARLY_ROUNDS`] times; such a router
+/// builds its sessions in milliseconds, so the first wait covers the build.
 fn early_datagrams<R: RealRouter>(router: &R, proxy: &Proxy, echo_b32: &str) {
     let t = Instant::now();
     let a = associate(proxy.addr(), None).expect("UDP ASSOCIATE");
@@ -366,19 +371,29 @@ fn early_datagrams<R: RealRouter>(router: &R, proxy: &Proxy, echo_b32: &str) {
     for seq in 0..EARLY {
         a.send(echo_b32, 7, &payload(seq));
     }
-    let mut back = [false; EARLY];
-    let deadline = Instant::now() + SESSION_WAIT;
+    let lossy = router.loses_datagrams();
+    let wait = if lossy { ECHO_WAIT } else { SESSION_WAIT };
+    let (mut back, mut rounds, mut resent) = ([false; EARLY], 1, 0);
+    let mut deadline = Instant::now() + wait;
     while back.iter().any(|b| !b) {
-        let r = a.recv(deadline.saturating_duration_since(Instant::now())).unwrap_or_else(|| {
-            panic!("echoed {} of {EARLY} early datagrams", back.iter().filter(|b| **b).count())
-        });
+        let Some(r) = a.recv(deadline.saturating_duration_since(Instant::now())) else {
+            let echoed = back.iter().filter(|b| **b).count();
+            assert!(lossy && rounds < EARLY_ROUNDS, "echoed {echoed} of {EARLY} early datagrams");
+            for seq in (0..EARLY).filter(|&s| !back[s]) {
+                a.send(echo_b32, 7, &payload(seq));
+                resent += 1;
+            }
+            rounds += 1;
+            deadline = Instant::now() + wait;
+            continue;
+        };
         assert_eq!(r.host, echo_b32, "sender");
         let seq = (0..EARLY).find(|&s| payload(s) == r.data).expect("an echo of what was sent");
         back[seq] = true;
     }
     eprintln!(
         "{}: UDP ASSOCIATE answered in {replied:?}; {EARLY} datagrams sent at once after it all \
-         echoed {:?} after the request (the datagram session's build)",
+         echoed {:?} after the request (the datagram session's build; {resent} sent again)",
         router.label(),
         t.elapsed()
     );
