@@ -227,6 +227,8 @@ impl Session {
                 debug!("no clear reason for the refusal ({e:?}): asking the session about the target");
                 Err(match self.lookup(target, deadline) {
                     Ok(Lookup::Unknown) => ConnectError::UnknownDestination,
+                    // The lookup shares the client's deadline: past it, that is the answer.
+                    Ok(Lookup::TimedOut) if Instant::now() >= deadline => ConnectError::Timeout,
                     Ok(Lookup::Found(_) | Lookup::Refused(_) | Lookup::TimedOut)
                     | Err(ConnectError::Busy) => e,
                     Err(other) => other,
