@@ -34,7 +34,7 @@ fn emissary_network() {
     let mut proxy = cases::start_proxy(&net, &[]);
     let peer = EchoPeer::start(&net);
     cases::connect(&net, &proxy);
-    cases::identities(&net, &proxy, IdentityProxies::start(&net), SCALE);
+    cases::identities(&net, &proxy, IdentityProxies::start(&net, SCALE), SCALE);
     cases::datagrams(&net, &proxy, &peer);
     peer.stop();
     // Last: both routers restart under the proxy.

@@ -8,9 +8,9 @@
 //! sees the proxy's logged default identity, bytes both ways through the echo service, local
 //! refusals (02), and an unknown `.b32.i2p` and an unknown `.i2p` name both answered 04.
 //! [`identities`]: many credentials at once, each its own address at the far end and the same
-//! one again later; another password, a SOCKS4 USERID, SIGHUP (new addresses for new
-//! streams) and `--isolate client` (an address per connection), the last two on proxies of
-//! their own, all three at the same time so that their sessions build together.
+//! one again later; another password, a SOCKS4 USERID, and `--isolate client` (an address
+//! per connection), at the same time so that their sessions build together; then SIGHUP
+//! (new addresses for new streams). The last two run on proxies of their own.
 //! [`datagrams`]: UDP ASSOCIATE to a DATAGRAM echo peer held by the test: answered at once,
 //! before the proxy has a datagram session, with the datagrams sent meanwhile all echoed
 //! once it is up; then 100 datagrams and a few of the router's largest size, then PySocks.
@@ -21,6 +21,9 @@
 //! once the router is back the same process serves the default identity and a credential
 //! identity again, each from a rebuilt session. It needs the `app1:x` identity [`identities`]
 //! made.
+
+// Each test binary that includes this file runs some of the cases.
+#![allow(dead_code)]
 
 use crate::common::http::{expected_sha256, sha256_hex, MARKER};
 use crate::common::i2p::{b32_of_blob, b64_decode};
@@ -66,7 +69,8 @@ const EARLY_ROUNDS: usize = 10;
 pub struct Scale {
     /// Distinct credentials at once.
     pub credentials: usize,
-    /// Connections at once through `--isolate client`.
+    /// Connections at once through `--isolate client`, and SIGHUP, each on a proxy of its
+    /// own ([`IdentityProxies`]); zero: neither.
     pub clients: usize,
 }
 
@@ -175,29 +179,36 @@ pub struct IdentityProxies {
 }
 
 impl IdentityProxies {
-    pub fn start<R: RealRouter>(router: &R) -> IdentityProxies {
-        IdentityProxies {
-            hup: start_proxy(router, &[]),
-            per_client: start_proxy(router, &["--isolate", "client"]),
-        }
+    /// None when `scale` asks for neither. Without spare sessions: the identities here are
+    /// then built on demand.
+    pub fn start<R: RealRouter>(router: &R, scale: Scale) -> Option<IdentityProxies> {
+        (scale.clients > 0).then(|| IdentityProxies {
+            hup: start_proxy(router, &["--spare-sessions", "0"]),
+            per_client: start_proxy(router, &["--isolate", "client", "--spare-sessions", "0"]),
+        })
     }
 }
 
 /// Identity isolation (see the module doc), at `scale`.
-pub fn identities<R: RealRouter + Sync>(router: &R, proxy: &Proxy, others: IdentityProxies, scale: Scale) {
-    let IdentityProxies { hup, per_client } = others;
+pub fn identities<R: RealRouter + Sync>(
+    router: &R,
+    proxy: &Proxy,
+    others: Option<IdentityProxies>,
+    scale: Scale,
+) {
     let default = ready(proxy);
     let t = Instant::now();
-    let (named, hupped, clients) = thread::scope(|s| {
+    let (named, clients) = thread::scope(|s| {
         let named = s.spawn(|| credentials(router, proxy, &default, scale));
-        let hupped = s.spawn(|| sighup(router, &hup));
-        let clients = s.spawn(|| isolate_client(router, &per_client, scale));
-        (named.join().unwrap(), hupped.join().unwrap(), clients.join().unwrap())
+        let clients = others.as_ref().map(|o| isolate_client(router, &o.per_client, scale));
+        (named.join().unwrap(), clients.unwrap_or_default())
     });
+    let hupped = others.as_ref().map(|o| sighup(router, &o.hup)).unwrap_or_default();
     eprintln!(
-        "{}: {} credential identities, SIGHUP, {} per-connection identities in {:?}",
+        "{}: {} credential identities, {} through SIGHUP, {} per-connection identities in {:?}",
         router.label(),
         named.len(),
+        hupped.len(),
         clients.len(),
         t.elapsed()
     );
