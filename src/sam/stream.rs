@@ -224,17 +224,25 @@ impl Session {
     ) -> Result<(TcpStream, Vec<u8>), ConnectError> {
         match open_stream(self.spec.sam, info, target, port, deadline) {
             Err(e @ (ConnectError::NoStatus | ConnectError::Refused(SamResult::I2pError))) => {
-                debug!("no clear reason for the refusal ({e:?}): asking the session about the target");
-                Err(match self.lookup(target, deadline) {
-                    Ok(Lookup::Unknown) => ConnectError::UnknownDestination,
-                    // The lookup shares the client's deadline: past it, that is the answer.
-                    Ok(Lookup::TimedOut) if Instant::now() >= deadline => ConnectError::Timeout,
-                    Ok(Lookup::Found(_) | Lookup::Refused(_) | Lookup::TimedOut)
-                    | Err(ConnectError::Busy) => e,
-                    Err(other) => other,
-                })
+                Err(self.why_refused(e, target, deadline))
             }
             other => other,
+        }
+    }
+
+    /// What a refusal `e` without a clear reason means, asked of the
+    /// session by NAMING LOOKUP. Never inlined: the lookup's locals would
+    /// otherwise deepen every connection's stack, and the stack pages a held
+    /// connection once touched stay resident (see `pool::WORKER_STACK`).
+    #[inline(never)]
+    fn why_refused(&self, e: ConnectError, target: &str, deadline: Instant) -> ConnectError {
+        debug!("no clear reason for the refusal ({e:?}): asking the session about the target");
+        match self.lookup(target, deadline) {
+            Ok(Lookup::Unknown) => ConnectError::UnknownDestination,
+            // The lookup shares the client's deadline: past it, that is the answer.
+            Ok(Lookup::TimedOut) if Instant::now() >= deadline => ConnectError::Timeout,
+            Ok(Lookup::Found(_) | Lookup::Refused(_) | Lookup::TimedOut) | Err(ConnectError::Busy) => e,
+            Err(other) => other,
         }
     }
 
