@@ -27,7 +27,7 @@
 //! `i2psocks-b`, loopback and real router: before/after a change in one run),
 //! `BENCH_I2PSOCKS_ARGS` (more flags for every i2psocks started here),
 //! `BENCH_WRAP` (command prefix for the i2psocks process, e.g. `env
-//! MALLOC_ARENA_MAX=4 valgrind --tool=callgrind`: with the variable set,
+//! MALLOC_ARENA_MAX=4 valgrind --tool=callgrind`: with that variable set,
 //! i2psocks does not start itself again, which valgrind would not follow,
 //! src/memory.rs), `BENCH_PROFILE_PAUSE` (seconds to wait, printing the
 //! proxy pid, before each measured i2psocks section, so `perf record -p` can

@@ -964,8 +964,9 @@ fn proc_strings(pid: u32, file: &str) -> Vec<String> {
 }
 
 /// The proxy starts itself again, in the same process and with the same
-/// arguments, with MALLOC_ARENA_MAX=4 (src/memory.rs), and serves; a value
-/// the environment already has is kept, without a restart.
+/// arguments, with MALLOC_ARENA_MAX=4 and glibc's stack cache off
+/// (src/memory.rs), and serves; a value the environment already has is
+/// kept, without a restart.
 #[test]
 fn malloc_arenas_limited_by_a_restart() {
     let clean = ["env", "-u", "MALLOC_ARENA_MAX", "-u", "GLIBC_TUNABLES"];
@@ -974,6 +975,10 @@ fn malloc_arenas_limited_by_a_restart() {
     assert_eq!(
         env.iter().filter(|v| v.starts_with("MALLOC_ARENA_MAX=")).collect::<Vec<_>>(),
         ["MALLOC_ARENA_MAX=4"]
+    );
+    assert_eq!(
+        env.iter().filter(|v| v.starts_with("GLIBC_TUNABLES=")).collect::<Vec<_>>(),
+        ["GLIBC_TUNABLES=glibc.pthread.stack_cache_size=0"]
     );
     let args = proc_strings(p.pid(), "cmdline");
     assert_eq!(args.first().map(String::as_str), Some(proxy::bin()), "{args:?}");
@@ -989,4 +994,5 @@ fn malloc_arenas_limited_by_a_restart() {
         env.iter().filter(|v| v.starts_with("MALLOC_ARENA_MAX=")).collect::<Vec<_>>(),
         ["MALLOC_ARENA_MAX=7"]
     );
+    assert!(!env.iter().any(|v| v.starts_with("GLIBC_TUNABLES=")), "{env:?}");
 }
