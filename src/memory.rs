@@ -1,5 +1,5 @@
 //! What the process gives back to the system once its clients have gone:
-//! glibc's malloc is told to keep few arenas, its threads to keep few stacks
+//! glibc's malloc is told to keep few arenas, its threads to keep no stacks
 //! of exited threads, and a leaving worker makes malloc trim its heap.
 //!
 //! glibc gives every new thread a malloc arena of its own, up to eight per
@@ -26,13 +26,12 @@ const ARENA_MAX: &str = "4";
 
 /// glibc keeps the stacks of exited threads (up to 40 MiB of them) for new
 /// threads, with the pages they touched and their TLS vectors, which sit on
-/// the main heap and keep its top from being trimmed. A few are kept (4 MiB:
-/// three worker stacks), since back-to-back clients often find the last
-/// worker not yet idle and start a new one: without any cache a sequential
-/// connection cycle took 25 µs (9 %) longer. RSS 60 s after 1,000 held
-/// connections closed fell from 1.96× to 1.84× the idle RSS (medians of 3
-/// runs, two cores; 1.79× with no cache).
-const STACK_CACHE: &str = "glibc.pthread.stack_cache_size=4194304";
+/// the main heap and keep its top from being trimmed. Workers are reused
+/// (4,300 connection cycles started 22 threads), so the cache saves little:
+/// with none, the cycles' rate and CPU stayed within run-to-run noise of a
+/// 4 MiB cache (7 runs each), while RSS 60 s after 1,000 held connections
+/// closed fell from 1.94× to 1.79× the idle RSS (medians of 3 runs).
+const STACK_CACHE: &str = "glibc.pthread.stack_cache_size=0";
 
 /// Size of the block asked for and freed again: large enough that glibc
 /// merges the free blocks of the heap on the request and trims the heap on
