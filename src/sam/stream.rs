@@ -286,35 +286,26 @@ impl Session {
                             }
                         }
                     }
-                    let b32 = info.b32.clone();
-                    let ctl = match Control::start(conn, &self.label()) {
-                        Ok(c) => c,
-                        Err(e) => {
-                            if let Some(c) = self.lock_control().take() {
-                                let _ = c.shutdown(Shutdown::Both);
-                            }
-                            if !self.state.set(State::Down) {
+                    let why = match Control::start(conn, &self.label()) {
+                        Ok(ctl) => {
+                            // Lookups are taken before clients can see the session ready.
+                            let (queue, requests) = bounded(LOOKUP_QUEUE);
+                            *lock(&self.lookups) = Some(queue);
+                            let b32 = info.b32.clone();
+                            if !self.state.set(State::Ready(Arc::new(info))) {
+                                lock(&self.lookups).take();
                                 return;
                             }
-                            lost = true;
-                            warn!("{}: cannot hold the SAM control socket ({e}); rebuilding", self.label());
-                            if !self.state.sleep_unless_closed(backoff) {
-                                return;
-                            }
-                            continue;
+                            info!("{}: I2P destination ready: {b32}", self.label());
+                            let why = watch(ctl, &requests);
+                            lock(&self.lookups).take();
+                            why
                         }
+                        Err(e) => format!("cannot hold the control socket: {e}"),
                     };
-                    // Lookups are taken before clients can see the session ready.
-                    let (queue, requests) = bounded(LOOKUP_QUEUE);
-                    *lock(&self.lookups) = Some(queue);
-                    if !self.state.set(State::Ready(Arc::new(info))) {
-                        lock(&self.lookups).take();
-                        return;
+                    if let Some(c) = self.lock_control().take() {
+                        let _ = c.shutdown(Shutdown::Both);
                     }
-                    info!("{}: I2P destination ready: {b32}", self.label());
-                    let why = watch(ctl, &requests);
-                    lock(&self.lookups).take();
-                    self.lock_control().take();
                     if !self.state.set(State::Down) {
                         debug!("{}: session closed", self.label());
                         return;
