@@ -33,6 +33,21 @@
 #   libssl-dev pkg-config          what its build links against (openssl-sys, libz-sys, cc)
 #   zlib1g-dev gcc
 #
+# The newer i2pd routers (tests/common/i2pd.rs, Build::Trixie and Build::Sid):
+#   i2pd-trixie                    Debian 13's i2pd (2.56) and i2pd-sid, unstable's newest
+#   i2pd-sid                       (2.59 or later). Both need a newer glibc than Debian 12
+#                                  has, so they are not installed: the .debs of i2pd and of
+#                                  the libraries it needs (apt-cache depends, recursively) are
+#                                  downloaded with a private apt configuration (its own
+#                                  sources list naming that suite on the mirror the machine's
+#                                  apt sources use, its own lists, cache and an empty status)
+#                                  and unpacked with dpkg-deb -x into $ROUTERS_ROOT/i2pd-<suite>,
+#                                  by default under /opt/i2psocks-tests, once per machine
+#                                  (skipped when there and runnable). The tests run that tree's
+#                                  i2pd through its own dynamic loader. The system's apt state
+#                                  and its installed packages stay as they were. About 10 MB
+#                                  downloaded per router.
+#
 # A package that cannot be installed is an error (exit 1), never a skipped test.
 # With arguments, only those packages are considered (`make demo` needs just i2pd, curl and
 # python3): `bash tests/deps.sh i2pd curl python3`; `emissary-cli` among them builds it.
@@ -46,7 +61,7 @@ PACKAGES=(
 	i2pd curl mandoc
 	netcat-openbsd socat proxychains4 wget python3-requests python3-socks git torsocks iproute2
 	openssh-server openssh-client chromium strace microsocks
-	emissary-cli
+	emissary-cli i2pd-trixie i2pd-sid
 )
 if [ $# -gt 0 ]; then
 	PACKAGES=("$@")
@@ -55,14 +70,18 @@ POLICY=/usr/sbin/policy-rc.d
 EMISSARY_VERSION=0.4.0
 EMISSARY_ROOT=${EMISSARY_ROOT:-/opt/i2psocks-tests/emissary-$EMISSARY_VERSION}
 EMISSARY_BUILD_DEPS=(libssl-dev pkg-config zlib1g-dev gcc)
+ROUTERS_ROOT=${ROUTERS_ROOT:-/opt/i2psocks-tests}
 
 # emissary-cli is no Debian package: it is built below, after the packages its build needs.
 build_emissary=false
+suites=()
 debian=()
 for p in "${PACKAGES[@]}"; do
 	if [ "$p" = emissary-cli ]; then
 		build_emissary=true
 		debian+=("${EMISSARY_BUILD_DEPS[@]}")
+	elif [ "${p#i2pd-}" != "$p" ]; then
+		suites+=("${p#i2pd-}")
 	else
 		debian+=("$p")
 	fi
@@ -146,3 +165,61 @@ if $build_emissary && ! emissary_installed; then
 		--no-default-features --locked --quiet --root "$EMISSARY_ROOT"
 	emissary_installed || { echo "deps.sh: $EMISSARY_ROOT/bin/emissary-cli is not $EMISSARY_VERSION" >&2; exit 1; }
 fi
+
+# The first Debian archive (not the security one) named in the machine's apt sources, deb822
+# or one-line style: the newer suites come from the mirror this machine already trusts.
+debian_mirror() {
+	{
+		sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/*.sources 2>/dev/null | tr ' ' '\n' || true
+		sed -n 's/^deb[[:space:]]\{1,\}\(\[[^]]*\][[:space:]]\{1,\}\)\{0,1\}\([^[:space:]]*\).*/\2/p' \
+			/etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true
+	} | grep -v -e security -e '^$' | head -n 1 || true
+}
+
+# i2pd of one Debian suite, unpacked with its libraries into $ROUTERS_ROOT/i2pd-<suite>.
+# Runnable means: its own loader starts it and it prints its version.
+router_dir() { echo "$ROUTERS_ROOT/i2pd-$1"; }
+router_runs() {
+	local dir
+	dir=$(router_dir "$1")
+	local out
+	out=$("$dir/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" --library-path "$dir/usr/lib/x86_64-linux-gnu" \
+		"$dir/usr/bin/i2pd" --version 2>/dev/null) || return 1
+	[ "${out#i2pd version }" != "$out" ]
+}
+fail() { echo "deps.sh: $*" >&2; exit 1; }
+fetch_router() {
+	local suite=$1 dir apt mirror pkgs
+	dir=$(router_dir "$suite")
+	apt="$ROUTERS_ROOT/apt-$suite"
+	mirror=$(debian_mirror)
+	[ -n "$mirror" ] || fail "no Debian mirror in /etc/apt/sources* to fetch i2pd from $suite"
+	mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$apt/debs" || fail "cannot write $apt"
+	echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $suite main" >"$apt/sources.list"
+	local opts=(-o "Dir::Etc::sourcelist=$apt/sources.list" -o Dir::Etc::sourceparts=-
+		-o "Dir::State::lists=$apt/lists" -o "Dir::Cache=$apt/cache" -o Dir::State::status=/dev/null
+		-o APT::Architecture=amd64 -o Debug::NoLocking=1 -o APT::Sandbox::User=root)
+	echo "deps.sh: fetching i2pd from Debian $suite into $dir" >&2
+	apt-get "${opts[@]}" -qq update >/dev/null 2>&1 || fail "apt-get update of Debian $suite from $mirror failed"
+	apt-cache "${opts[@]}" show i2pd >/dev/null 2>&1 || fail "Debian $suite has no i2pd package"
+	# i2pd and every library it loads: its Depends, followed down (adduser and friends are
+	# install-time only; the rest are libraries).
+	pkgs=$(apt-cache "${opts[@]}" depends --recurse --no-recommends --no-suggests --no-conflicts \
+		--no-breaks --no-replaces --no-enhances --no-pre-depends i2pd |
+		grep -v -e '^ ' -e '^<' | grep -e '^i2pd$' -e '^lib' -e '^zlib' | sort -u)
+	rm -f "$apt/debs"/*.deb
+	# shellcheck disable=SC2086
+	(cd "$apt/debs" && apt-get "${opts[@]}" -qq download $pkgs >/dev/null 2>&1) ||
+		fail "could not download from Debian $suite: $(echo $pkgs)"
+	rm -rf "$dir.new" && mkdir -p "$dir.new"
+	for deb in "$apt/debs"/*.deb; do
+		dpkg-deb -x "$deb" "$dir.new" || fail "cannot unpack $deb"
+	done
+	rm -rf "$dir" && mv "$dir.new" "$dir" && rm -rf "$apt"
+	router_runs "$suite" || fail "i2pd from Debian $suite does not start with its own loader and libraries in $dir: $(
+		"$dir/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" --library-path "$dir/usr/lib/x86_64-linux-gnu" \
+			"$dir/usr/bin/i2pd" --version 2>&1 | head -n 1)"
+}
+for suite in ${suites[@]+"${suites[@]}"}; do
+	router_runs "$suite" || fetch_router "$suite"
+done

@@ -76,7 +76,7 @@ fn real_router() {
     listeners::run(&router, &several, pending);
     eprintln!("several listeners checked in {:?} after the identity cases", t.elapsed());
     drop(several);
-    compat::run(&router, &proxy);
+    compat::run(&router, &proxy, compat::Clients::Smoke);
     status_matches_traffic(&router, &proxy);
     spares.sighup(&router);
     let (burst, isolating) = isolating.join().expect("the --isolate client run");

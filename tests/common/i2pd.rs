@@ -10,15 +10,17 @@
 //! i2pd (SIGTERM, then SIGKILL after [`STOP_GRACE`]) and deletes the datadir; if the test is
 //! panicking it first prints the tail of i2pd's log. Drop your SAM clients (and stop the
 //! proxy) before the `Router`: i2pd 2.45 can hang on SIGTERM while a SAM session is open.
-//! [`Router::add_server_tunnel`] publishes further local services later (SIGHUP reload);
 //! [`Router::start_again`] (after [`Router::stop`]) and [`Router::restart`] bring the same
 //! router back on the same ports and datadir, for fault tests of its clients.
+//! [`Build`] says which i2pd: the system's (Debian 12's 2.45.1), Debian 13's 2.56 or
+//! unstable's newest, the last two unpacked beside the system by tests/deps.sh and run
+//! through their own dynamic loader; [`Router::start`] takes the system's.
 //! Needs `i2pd` and `curl` (tests/deps.sh installs them). Never touches the internet.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use super::http::{EchoServer, HttpServer, MARKER};
-use super::i2p::{b32_of_blob, public_b64, public_len};
+use super::i2p::public_b64;
 use super::ports;
 use super::process::{terminate, Stopped};
 use super::proxy::{socks5_open, Dest};
@@ -50,6 +52,76 @@ const START_ATTEMPTS: usize = 3;
 const LOG_TAIL_LINES: usize = 60;
 /// Timeout for the small SOCKS5 handshake helper.
 const SOCKS_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where tests/deps.sh unpacks the newer routers (its `ROUTERS_ROOT`).
+const ROUTERS_ROOT: &str = "/opt/i2psocks-tests";
+
+/// Which i2pd a [`Router`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Build {
+    /// The installed package: Debian 12's 2.45.1 (or `$I2PD`).
+    System,
+    /// Debian 13's 2.56, unpacked under [`ROUTERS_ROOT`]`/i2pd-trixie`.
+    Trixie,
+    /// Debian unstable's newest (2.59 or later), under [`ROUTERS_ROOT`]`/i2pd-sid`.
+    Sid,
+}
+
+impl Build {
+    /// The unpacked tree of a newer router; `None` for the system's.
+    fn root(self) -> Option<PathBuf> {
+        let suite = match self {
+            Build::System => return None,
+            Build::Trixie => "trixie",
+            Build::Sid => "sid",
+        };
+        let base =
+            std::env::var_os("ROUTERS_ROOT").map_or_else(|| PathBuf::from(ROUTERS_ROOT), PathBuf::from);
+        Some(base.join(format!("i2pd-{suite}")))
+    }
+
+    /// The command that runs this i2pd: an unpacked one through its own loader and libraries
+    /// (they need a newer glibc than the system's).
+    fn command(self) -> Command {
+        match self.root() {
+            None => Command::new(i2pd_binary()),
+            Some(root) => {
+                let lib = root.join("usr/lib/x86_64-linux-gnu");
+                let mut c = Command::new(lib.join("ld-linux-x86-64.so.2"));
+                c.arg("--library-path").arg(&lib).arg(root.join("usr/bin/i2pd"));
+                c
+            }
+        }
+    }
+
+    /// The reseed certificates it ships (none are used offline, but i2pd wants the folder).
+    fn certsdir(self) -> PathBuf {
+        match self.root() {
+            None => PathBuf::from("/usr/share/i2pd/certificates"),
+            Some(root) => root.join("usr/share/i2pd/certificates"),
+        }
+    }
+
+    /// `i2pd --version`'s number, e.g. `2.59.0`; panics with what to run if it does not start.
+    pub fn version(self) -> String {
+        let out = self.command().arg("--version").stdin(Stdio::null()).output();
+        let text = out.as_ref().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix("i2pd version "))
+            .and_then(|v| v.split_whitespace().next())
+            .map(str::to_owned)
+            .unwrap_or_else(|| {
+                panic!("{self:?} i2pd does not run ({out:?}); run `bash tests/deps.sh` as root")
+            })
+    }
+
+    /// (major, minor) of [`Build::version`]: `(2, 59)`.
+    pub fn release(self) -> (u32, u32) {
+        let v = self.version();
+        let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+    }
+}
 
 /// How long the phases of [`Router::start`] took.
 #[derive(Clone, Copy, Debug, Default)]
@@ -143,6 +215,9 @@ impl Drop for Process {
 pub struct Router {
     // Declared first so it is dropped first: i2pd stops before its backends go away.
     process: Process,
+    /// Which i2pd it is, and its `i2pd <version>` label.
+    pub build: Build,
+    label: &'static str,
     ports: Ports,
     site_b64: String,
     echo_b64: String,
@@ -156,8 +231,22 @@ pub struct Router {
 }
 
 impl Router {
-    /// Starts i2pd and waits until the fixture site answers (about 20 s on i2pd 2.45).
+    /// Starts the system's i2pd and waits until the fixture site answers (about 20 s on
+    /// i2pd 2.45).
     pub fn start() -> Router {
+        Router::start_build(Build::System)
+    }
+
+    /// Starts `build` and waits until the fixture site answers.
+    pub fn start_build(build: Build) -> Router {
+        Router::start_logging(build, "error")
+    }
+
+    /// Starts `build` logging at `loglevel` (`info` shows which encryption keys each local
+    /// destination gets) and waits until the fixture site answers.
+    pub fn start_logging(build: Build, loglevel: &str) -> Router {
+        // Leaked once per router: RealRouter::label is a plain &str for messages.
+        let label: &'static str = Box::leak(format!("i2pd {}", build.version()).into_boxed_str());
         let site_key = fixture_key("site.dat", SITE_B32);
         let echo_key = fixture_key("echo.dat", ECHO_B32);
         let http = HttpServer::start();
@@ -167,26 +256,28 @@ impl Router {
             attempt += 1;
             let ports = pick_ports();
             let datadir = make_datadir();
-            write_config(&datadir.0, &ports, &http, &echo, &site_key, &echo_key);
+            write_config(&datadir.0, &ports, loglevel, &http, &echo, &site_key, &echo_key);
             let t0 = Instant::now();
-            let mut process = spawn(datadir);
+            let mut process = spawn(datadir, build);
             match wait_sam(&mut process, ports.sam) {
                 Ok(()) => break (process, ports, t0.elapsed()),
                 Err(why) if attempt < START_ATTEMPTS => {
                     eprintln!(
-                        "i2pd start attempt {attempt} failed ({why}); retrying on new ports\n{}",
+                        "{label} start attempt {attempt} failed ({why}); retrying on new ports\n{}",
                         process.log_tail()
                     );
                 }
                 Err(why) => {
                     // Drop `process` inside the panic so its log tail is printed.
-                    panic!("i2pd did not start after {attempt} attempts: {why}")
+                    panic!("{label} did not start after {attempt} attempts: {why}")
                 }
             }
         };
         let datadir = process.datadir.0.clone();
         let mut router = Router {
             process,
+            build,
+            label,
             ports,
             site_b64: public_b64(&site_key),
             echo_b64: public_b64(&echo_key),
@@ -201,7 +292,7 @@ impl Router {
         let t2 = Instant::now();
         router.wait_echo();
         router.timings.echo_up = t2.elapsed();
-        eprintln!("i2pd ready: {:?}", router.timings);
+        eprintln!("{label} ready: {:?}", router.timings);
         router
     }
 
@@ -225,7 +316,7 @@ impl Router {
         &self.echo_b64
     }
 
-    /// i2pd's log file (loglevel error).
+    /// i2pd's log file (loglevel error, unless started with [`Router::start_logging`]).
     pub fn log_path(&self) -> PathBuf {
         self.datadir.join("i2pd.log")
     }
@@ -236,35 +327,6 @@ impl Router {
         let mut all = vec!["--socks5-hostname", proxy.as_str()];
         all.extend_from_slice(args);
         curl(&all)
-    }
-
-    /// Publishes one more local service while the router runs: appends a server tunnel
-    /// `[name]` (`kind` = `server` for raw TCP, `http` for a web server) to tunnels.conf
-    /// and sends SIGHUP, on which i2pd re-reads it and starts the new tunnel. i2pd makes a
-    /// fresh key (`<name>.dat`, Ed25519); its address is returned. The lease set takes a
-    /// few seconds more to publish: until then connects fail with "unreachable" (0x04).
-    pub fn add_server_tunnel(&self, name: &str, kind: &str, port: u16) -> String {
-        assert!(name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'), "tunnel name {name:?}");
-        let conf = self.datadir.join("tunnels.conf");
-        let mut text = std::fs::read_to_string(&conf).expect("read tunnels.conf");
-        text.push_str(&tunnel_section(name, kind, port).replacen("\n\n", "\nsignaturetype = 7\n\n", 1));
-        std::fs::write(&conf, text).expect("write tunnels.conf");
-        let pid = self.process.child.as_ref().expect("i2pd running").id();
-        let st = Command::new("kill").args(["-HUP", &pid.to_string()]).status().expect("run kill(1)");
-        assert!(st.success(), "kill -HUP i2pd");
-        let key = self.datadir.join(format!("{name}.dat"));
-        let deadline = Instant::now() + SAM_UP_TIMEOUT;
-        loop {
-            // i2pd writes the key file in one go; a short read means it is not there yet.
-            if let Ok(k) = std::fs::read(&key) {
-                // Public destination, 256-byte ElGamal and 32-byte Ed25519 private keys.
-                if public_len(&k).is_some_and(|n| k.len() >= n + 256 + 32) {
-                    return b32_of_blob(&k).expect("a whole public destination");
-                }
-            }
-            assert!(Instant::now() < deadline, "i2pd made no {} after SIGHUP", key.display());
-            thread::sleep(POLL);
-        }
     }
 
     /// Stops i2pd now (SIGTERM, SIGKILL after [`STOP_GRACE`]) and says how it went; the
@@ -281,7 +343,7 @@ impl Router {
     pub fn start_again(&mut self) -> Timings {
         assert!(self.process.child.is_none(), "start_again: i2pd is still running");
         let t0 = Instant::now();
-        self.process.child = Some(spawn_child(&self.datadir));
+        self.process.child = Some(spawn_child(&self.datadir, self.build));
         if let Err(why) = wait_sam(&mut self.process, self.ports.sam) {
             panic!("i2pd did not come back on its ports (sam {}): {why}", self.ports.sam);
         }
@@ -343,7 +405,7 @@ impl Router {
 
 impl RealRouter for Router {
     fn label(&self) -> &'static str {
-        "i2pd 2.45"
+        self.label
     }
 
     fn sam_addr(&self) -> SocketAddr {
@@ -441,6 +503,7 @@ const I2PD_CONF: &str = include_str!("../fixtures/i2pd-offline.conf");
 fn write_config(
     dir: &Path,
     ports: &Ports,
+    loglevel: &str,
     http: &HttpServer,
     echo: &EchoServer,
     site_key: &[u8],
@@ -450,6 +513,7 @@ fn write_config(
     let Ports { ntcp2, sam, socks } = ports;
     let conf = I2PD_CONF
         .replace("@DATADIR@", &d.to_string())
+        .replace("loglevel = error", &format!("loglevel = {loglevel}"))
         .replace("@NTCP2_PORT@", &ntcp2.to_string())
         .replace("@SAM_PORT@", &sam.to_string())
         .replace("@SOCKS_PORT@", &socks.to_string());
@@ -498,12 +562,12 @@ fn i2pd_binary() -> PathBuf {
     }
 }
 
-fn spawn(datadir: TempDir) -> Process {
-    Process { child: Some(spawn_child(&datadir.0)), datadir }
+fn spawn(datadir: TempDir, build: Build) -> Process {
+    Process { child: Some(spawn_child(&datadir.0, build)), datadir }
 }
 
 /// Execs i2pd on the datadir `dir` (its stdout and stderr appended to `dir/stdout.log`).
-fn spawn_child(dir: &Path) -> Child {
+fn spawn_child(dir: &Path, build: Build) -> Child {
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -511,12 +575,13 @@ fn spawn_child(dir: &Path) -> Child {
         .expect("open stdout.log");
     let err = out.try_clone().expect("dup stdout.log");
     let d = dir.display();
-    Command::new(i2pd_binary())
+    build
+        .command()
         .arg(format!("--datadir={d}"))
         .arg(format!("--conf={d}/i2pd.conf"))
         .arg(format!("--tunconf={d}/tunnels.conf"))
         .arg(format!("--tunnelsdir={d}/tunnels.d"))
-        .arg("--certsdir=/usr/share/i2pd/certificates")
+        .arg(format!("--certsdir={}", build.certsdir().display()))
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(out)

@@ -306,11 +306,16 @@ impl EchoPeer {
     /// The session made on `router` (SESSION CREATE with the router's peer options, forwarding
     /// to a UDP socket here), echoing from then on.
     pub fn start<R: RealRouter>(router: &R) -> EchoPeer {
+        EchoPeer::start_with(router, &router.peer_options())
+    }
+
+    /// The same with SESSION CREATE `options` of the caller's.
+    pub fn start_with<R: RealRouter>(router: &R, options: &str) -> EchoPeer {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = sock.local_addr().unwrap().port();
-        let id = format!("udpecho{}", std::process::id());
+        let id = format!("udpecho{}{port}", std::process::id());
         let mut ctl = Sam::connect(router.sam_addr()).unwrap();
-        let options = format!("{} PORT={port} HOST=127.0.0.1", router.peer_options());
+        let options = format!("{options} PORT={port} HOST=127.0.0.1");
         let key =
             ctl.session_create("DATAGRAM", &id, "TRANSIENT", &options).expect("the echo's DATAGRAM session");
         let b32 = b32_of_blob(&b64_decode(&key).unwrap()).unwrap();

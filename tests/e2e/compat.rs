@@ -1,8 +1,10 @@
 //! The compatibility matrix: real clients from Debian's packages, unchanged, driven through a
-//! running i2psocks to the local I2P services of the offline router (tests/common/i2pd.rs),
-//! each checked on the content it fetched or echoed. Part of `real_router()` in
-//! tests/e2e_i2pd.rs so that the router and the proxy's SAM sessions (20 s each on i2pd
-//! 2.45) are shared; only `-x socks5h://compat:pw@…` and socat (whose SOCKS4 user ID, the
+//! running i2psocks to the local I2P services of an offline i2pd (tests/common/i2pd.rs),
+//! each checked on the content it fetched or echoed. [`Clients::All`] runs on the newest
+//! i2pd (tests/e2e_i2pd_newer.rs), the router users have; [`Clients::Smoke`] on i2pd 2.45
+//! (tests/e2e_i2pd.rs): curl, nc and socat, with the half-closing clients whose bytes 2.45
+//! would lose without the proxy's hold. The matrix shares the router and the proxy's SAM
+//! sessions of its test; only `-x socks5h://compat:pw@…` and socat (whose SOCKS4 user ID, the
 //! login name, selects an identity) cost one more session each.
 //!
 //! Clients: curl (`--socks5-hostname`, `--socks4a`, `-x socks5h://user:pw@`), Python
@@ -24,11 +26,17 @@
 //! locally (a DNS leak by design of the client, refused by the proxy anyway).
 //! Needs the packages of tests/deps.sh.
 
+// Each test binary that includes this file runs some of it.
+#![allow(dead_code)]
+
 use crate::common::http::MARKER;
+use crate::common::i2p::{b32_of_blob, b64_decode};
 use crate::common::i2pd::{self, Router};
 use crate::common::proxy::Proxy;
 use crate::common::rng::random_bytes;
 use crate::common::router::RealRouter;
+use crate::common::sam_client::Sam;
+use crate::common::sam_forward::{publish, Backend, Published};
 use crate::common::TempDir;
 use std::cell::Cell;
 use std::io::{Read, Write};
@@ -75,6 +83,15 @@ const DNS_BUF: usize = 1500;
 const NETNS_PORT: u16 = 4447;
 /// socat inside a torsocks namespace: how long it may take to listen, in 50 ms steps.
 const NETNS_LISTEN_STEPS: u32 = 200;
+
+/// Which clients [`run`] drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clients {
+    /// Every row of the matrix.
+    All,
+    /// curl, nc, the half-closing plain socket and socat.
+    Smoke,
+}
 
 /// One row of the matrix.
 struct Row {
@@ -128,8 +145,9 @@ impl Matrix {
     }
 }
 
-/// Runs every client; panics at the end if any row failed.
-pub fn run(router: &Router, proxy: &Proxy) {
+/// Runs the `clients`; panics at the end if any row failed.
+pub fn run(router: &Router, proxy: &Proxy, clients: Clients) {
+    let all = clients == Clients::All;
     let t0 = Instant::now();
     let tmp = TempDir::new("compat");
     let p = proxy.addr().to_string();
@@ -139,13 +157,16 @@ pub fn run(router: &Router, proxy: &Proxy) {
 
     // The slow parts first, so they are ready when their turn comes: the sshd tunnel's
     // lease set, and (started by the first user:pw request) a new SAM session.
-    let sshd = Sshd::start(&tmp.0);
-    let ssh_b32 = router.add_server_tunnel("ssh", "server", sshd.port);
+    let sshd = all.then(|| Sshd::start(&tmp.0));
+    let ssh_service = sshd.as_ref().map(|s| publish_later(router, s.port));
     let ssh_added = Instant::now();
-    let repo = make_repo(&tmp.0);
-    router.http.serve_dir("repo.git", &repo);
+    if all {
+        let repo = make_repo(&tmp.0);
+        router.http.serve_dir("repo.git", &repo);
+    }
 
     let mut m = Matrix::default();
+    let (host, port) = (proxy.addr().ip().to_string(), proxy.addr().port());
     let url = format!("http://{site}/");
     let name_url = format!("http://{}/", router.site_name());
 
@@ -171,39 +192,41 @@ pub fn run(router: &Router, proxy: &Proxy) {
         Ok(format!("{body}; own identity {}…", &seen[..8]))
     });
 
-    // ---- Python requests + PySocks (Debian's interpreter, where python3-requests lives)
-    for proxy_url in [format!("socks5h://{p}"), with_user.clone()] {
-        let inv = format!("requests.get(url, proxies={{'http': '{proxy_url}'}})");
-        m.case("python3-requests + PySocks", "python3-requests", &inv, || {
-            let out = client("/usr/bin/python3", &["-c", PY_REQUESTS, &url, &proxy_url]);
-            expect_marker(&out, MARKER).map(|s| format!("{s}; PySocks {}", package_version("python3-socks")))
-        });
-    }
+    if all {
+        // ---- Python requests + PySocks (Debian's interpreter, where python3-requests lives)
+        for proxy_url in [format!("socks5h://{p}"), with_user.clone()] {
+            let inv = format!("requests.get(url, proxies={{'http': '{proxy_url}'}})");
+            m.case("python3-requests + PySocks", "python3-requests", &inv, || {
+                let out = client("/usr/bin/python3", &["-c", PY_REQUESTS, &url, &proxy_url]);
+                expect_marker(&out, MARKER)
+                    .map(|s| format!("{s}; PySocks {}", package_version("python3-socks")))
+            });
+        }
 
-    // ---- proxychains4 running curl and wget
-    let pc_conf = tmp.0.join("proxychains.conf");
-    let (host, port) = (proxy.addr().ip().to_string(), proxy.addr().port());
-    std::fs::write(
-        &pc_conf,
-        format!(
-            "strict_chain\nproxy_dns\nremote_dns_subnet 224\ntcp_read_time_out 15000\n\
+        // ---- proxychains4 running curl and wget
+        let pc_conf = tmp.0.join("proxychains.conf");
+        std::fs::write(
+            &pc_conf,
+            format!(
+                "strict_chain\nproxy_dns\nremote_dns_subnet 224\ntcp_read_time_out 15000\n\
              tcp_connect_time_out 8000\n[ProxyList]\nsocks5 {host} {port}\n"
-        ),
-    )
-    .unwrap();
-    let pc = pc_conf.to_str().unwrap();
-    m.case("proxychains4 + curl", "proxychains4", &format!("proxychains4 -f <conf> curl {url}"), || {
-        expect_marker(&client("proxychains4", &["-q", "-f", pc, "curl", "-sS", &url]), MARKER)
-    });
-    m.case(
-        "proxychains4 + wget",
-        "proxychains4",
-        &format!("proxychains4 -f <conf> wget -O- {name_url}"),
-        || {
-            let out = client("proxychains4", &["-q", "-f", pc, "wget", "-q", "-O", "-", &name_url]);
-            expect_marker(&out, MARKER).map(|s| format!("{s}; wget {}", package_version("wget")))
-        },
-    );
+            ),
+        )
+        .unwrap();
+        let pc = pc_conf.to_str().unwrap();
+        m.case("proxychains4 + curl", "proxychains4", &format!("proxychains4 -f <conf> curl {url}"), || {
+            expect_marker(&client("proxychains4", &["-q", "-f", pc, "curl", "-sS", &url]), MARKER)
+        });
+        m.case(
+            "proxychains4 + wget",
+            "proxychains4",
+            &format!("proxychains4 -f <conf> wget -O- {name_url}"),
+            || {
+                let out = client("proxychains4", &["-q", "-f", pc, "wget", "-q", "-O", "-", &name_url]);
+                expect_marker(&out, MARKER).map(|s| format!("{s}; wget {}", package_version("wget")))
+            },
+        );
+    }
 
     // ---- OpenBSD nc
     for target in [router.echo_name(), router.echo_b32()] {
@@ -244,118 +267,122 @@ pub fn run(router: &Router, proxy: &Proxy) {
         expect_marker(&out, MARKER)
     });
 
-    // ---- git over dumb HTTP
-    let git_proxy = format!("http.proxy=socks5h://{p}");
-    m.case("git", "git", &format!("git -c {git_proxy} clone http://<site>/repo.git"), || {
-        let dest = tmp.0.join("clone");
-        let out = Command::new("timeout")
-            .args(["-k", "5", CLIENT_TIMEOUT, git_bin(), "-c", &git_proxy, "clone", "-q"])
-            .arg(format!("http://{site}/repo.git"))
-            .arg(&dest)
-            .env("HOME", &tmp.0)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        cloned(&out, &dest)
-    });
+    let ssh = ssh_service.map(|t| t.join().expect("publishing sshd"));
+    if let (Some(sshd), Some((ssh_b32, _published))) = (&sshd, &ssh) {
+        // ---- git over dumb HTTP
+        let git_proxy = format!("http.proxy=socks5h://{p}");
+        m.case("git", "git", &format!("git -c {git_proxy} clone http://<site>/repo.git"), || {
+            let dest = tmp.0.join("clone");
+            let out = Command::new("timeout")
+                .args(["-k", "5", CLIENT_TIMEOUT, git_bin(), "-c", &git_proxy, "clone", "-q"])
+                .arg(format!("http://{site}/repo.git"))
+                .arg(&dest)
+                .env("HOME", &tmp.0)
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("GIT_TERMINAL_PROMPT", "0")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            cloned(&out, &dest)
+        });
 
-    // ---- headless Chromium
-    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compat-chromium.png");
-    let profile = tmp.0.join("chromium-profile");
-    let pflag = format!("--proxy-server=socks5://{p}");
-    m.case(
-        "chromium (headless)",
-        "chromium",
-        &format!("chromium --headless {pflag} --dump-dom {url}"),
-        || {
-            router.http.clear();
-            let out = chromium(&profile, &pflag, &["--dump-dom", &url]);
-            let s = expect_marker(&out, MARKER)?;
-            let seen = router.http.requests();
-            let via_us = seen.iter().any(|r| {
-                r.header("User-Agent").is_some_and(|ua| ua.contains("Chrome"))
-                    && r.header("X-I2P-DestB32") == Some(default_b32.as_str())
-            });
-            if !via_us {
-                return Err("the site saw no Chrome request from the proxy's identity".into());
+        // ---- headless Chromium
+        let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compat-chromium.png");
+        let profile = tmp.0.join("chromium-profile");
+        let pflag = format!("--proxy-server=socks5://{p}");
+        m.case(
+            "chromium (headless)",
+            "chromium",
+            &format!("chromium --headless {pflag} --dump-dom {url}"),
+            || {
+                router.http.clear();
+                let out = chromium(&profile, &pflag, &["--dump-dom", &url]);
+                let s = expect_marker(&out, MARKER)?;
+                let seen = router.http.requests();
+                let via_us = seen.iter().any(|r| {
+                    r.header("User-Agent").is_some_and(|ua| ua.contains("Chrome"))
+                        && r.header("X-I2P-DestB32") == Some(default_b32.as_str())
+                });
+                if !via_us {
+                    return Err("the site saw no Chrome request from the proxy's identity".into());
+                }
+                Ok(format!("{s}; the site saw Chrome from the proxy's identity"))
+            },
+        );
+        m.case(
+            "chromium (headless)",
+            "chromium",
+            &format!("chromium --headless {pflag} --screenshot {url}"),
+            || {
+                let _ = std::fs::remove_file(&shot);
+                let arg = format!("--screenshot={}", shot.display());
+                let out = chromium(&profile, &pflag, &[&arg, "--window-size=800,600", &url]);
+                let png = std::fs::read(&shot)
+                    .map_err(|e| format!("no screenshot ({e}): {:?} {}", out.status, tail(&out.stderr)))?;
+                if !png.starts_with(b"\x89PNG") || png.len() < 1000 {
+                    return Err(format!("{} is not a PNG of the page", shot.display()));
+                }
+                eprintln!("compat: Chromium's screenshot of {url}: {}", shot.display());
+                Ok(format!("screenshot ({} bytes) at {}", png.len(), shot.display()))
+            },
+        );
+
+        // ---- ssh through nc, to sshd behind a server tunnel
+        let pcmd = format!("ProxyCommand=nc -X 5 -x {p} %h %p");
+        m.case("ssh", "openssh-client", &format!("ssh -o '{pcmd}' {}@<ssh b32> echo", sshd.user), || {
+            ssh_run(&tmp.0, &sshd, &ssh_b32, ssh_added, |args| {
+                let mut all = vec!["-o", pcmd.as_str()];
+                all.extend(args.iter().map(String::as_str));
+                Ok(client("ssh", &all))
+            })
+        });
+
+        // ---- torsocks: names resolved with RESOLVE, connections to virtual addresses
+        let ns = Netns::start(&tmp.0, proxy.addr());
+        let ts = format!("TORSOCKS_TOR_PORT={NETNS_PORT} torsocks");
+        m.case("torsocks + curl", "torsocks", &format!("{ts} curl http://<site b32>/"), || {
+            let run = ns.torsocks(&[], &["curl", "-sS", &url], &[])?;
+            let body = expect_marker(&run.out, MARKER)?;
+            Ok(format!("{body}; {}", run.no_leak()?))
+        });
+        let echo_headers = format!("http://{}/echo-headers", router.site_name());
+        let inv = format!("{ts} -u {USER} -p {PASS} curl http://<site name>/echo-headers");
+        m.case("torsocks + curl", "torsocks", &inv, || {
+            let run = ns.torsocks(&["-u", USER, "-p", PASS], &["curl", "-sS", &echo_headers], &[])?;
+            expect_marker(&run.out, "X-I2P-DestB32:")?;
+            let seen = source_b32(&String::from_utf8_lossy(&run.out.stdout)).ok_or("no X-I2P-DestB32")?;
+            // The identity those credentials have over SOCKS5 (its session exists already).
+            let direct = client("curl", &["-sS", "-x", &with_user, &echo_headers]);
+            let want =
+                source_b32(&String::from_utf8_lossy(&direct.stdout)).ok_or("curl -x: no X-I2P-DestB32")?;
+            if seen != want || seen == default_b32 {
+                return Err(format!(
+                    "identity {seen}, expected {want} (that of {USER}:{PASS}), not {default_b32}"
+                ));
             }
-            Ok(format!("{s}; the site saw Chrome from the proxy's identity"))
-        },
-    );
-    m.case(
-        "chromium (headless)",
-        "chromium",
-        &format!("chromium --headless {pflag} --screenshot {url}"),
-        || {
-            let _ = std::fs::remove_file(&shot);
-            let arg = format!("--screenshot={}", shot.display());
-            let out = chromium(&profile, &pflag, &[&arg, "--window-size=800,600", &url]);
-            let png = std::fs::read(&shot)
-                .map_err(|e| format!("no screenshot ({e}): {:?} {}", out.status, tail(&out.stderr)))?;
-            if !png.starts_with(b"\x89PNG") || png.len() < 1000 {
-                return Err(format!("{} is not a PNG of the page", shot.display()));
-            }
-            eprintln!("compat: Chromium's screenshot of {url}: {}", shot.display());
-            Ok(format!("screenshot ({} bytes) at {}", png.len(), shot.display()))
-        },
-    );
-
-    // ---- ssh through nc, to sshd behind a server tunnel
-    let pcmd = format!("ProxyCommand=nc -X 5 -x {p} %h %p");
-    m.case("ssh", "openssh-client", &format!("ssh -o '{pcmd}' {}@<ssh b32> echo", sshd.user), || {
-        ssh_run(&tmp.0, &sshd, &ssh_b32, ssh_added, |args| {
-            let mut all = vec!["-o", pcmd.as_str()];
-            all.extend(args.iter().map(String::as_str));
-            Ok(client("ssh", &all))
-        })
-    });
-
-    // ---- torsocks: names resolved with RESOLVE, connections to virtual addresses
-    let ns = Netns::start(&tmp.0, proxy.addr());
-    let ts = format!("TORSOCKS_TOR_PORT={NETNS_PORT} torsocks");
-    m.case("torsocks + curl", "torsocks", &format!("{ts} curl http://<site b32>/"), || {
-        let run = ns.torsocks(&[], &["curl", "-sS", &url], &[])?;
-        let body = expect_marker(&run.out, MARKER)?;
-        Ok(format!("{body}; {}", run.no_leak()?))
-    });
-    let echo_headers = format!("http://{}/echo-headers", router.site_name());
-    let inv = format!("{ts} -u {USER} -p {PASS} curl http://<site name>/echo-headers");
-    m.case("torsocks + curl", "torsocks", &inv, || {
-        let run = ns.torsocks(&["-u", USER, "-p", PASS], &["curl", "-sS", &echo_headers], &[])?;
-        expect_marker(&run.out, "X-I2P-DestB32:")?;
-        let seen = source_b32(&String::from_utf8_lossy(&run.out.stdout)).ok_or("no X-I2P-DestB32")?;
-        // The identity those credentials have over SOCKS5 (its session exists already).
-        let direct = client("curl", &["-sS", "-x", &with_user, &echo_headers]);
-        let want = source_b32(&String::from_utf8_lossy(&direct.stdout)).ok_or("curl -x: no X-I2P-DestB32")?;
-        if seen != want || seen == default_b32 {
-            return Err(format!(
-                "identity {seen}, expected {want} (that of {USER}:{PASS}), not {default_b32}"
-            ));
-        }
-        Ok(format!("the identity of {USER}:{PASS}, as through -x socks5h://; {}", run.no_leak()?))
-    });
-    m.case("torsocks + git", "torsocks", &format!("{ts} git clone http://<site>/repo.git"), || {
-        let dest = tmp.0.join("clone-torsocks");
-        let repo_url = format!("http://{site}/repo.git");
-        let dest_arg = dest.to_string_lossy();
-        let home = tmp.0.to_string_lossy();
-        let env = [("HOME", &*home), ("GIT_CONFIG_NOSYSTEM", "1"), ("GIT_TERMINAL_PROMPT", "0")];
-        let run = ns.torsocks(&[], &[git_bin(), "clone", "-q", &repo_url, &dest_arg], &env)?;
-        let done = cloned(&run.out, &dest)?;
-        Ok(format!("{done}; {}", run.no_leak()?))
-    });
-    m.case("torsocks + ssh", "torsocks", &format!("{ts} ssh {}@<ssh b32> echo", sshd.user), || {
-        let leaks = Cell::new(String::new());
-        let done = ssh_run(&tmp.0, &sshd, &ssh_b32, ssh_added, |args| {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let run = ns.torsocks(&[], &[&["ssh"][..], &args].concat(), &[])?;
-            leaks.set(run.no_leak()?);
-            Ok(run.out)
-        })?;
-        Ok(format!("{done}; {}", leaks.take()))
-    });
+            Ok(format!("the identity of {USER}:{PASS}, as through -x socks5h://; {}", run.no_leak()?))
+        });
+        m.case("torsocks + git", "torsocks", &format!("{ts} git clone http://<site>/repo.git"), || {
+            let dest = tmp.0.join("clone-torsocks");
+            let repo_url = format!("http://{site}/repo.git");
+            let dest_arg = dest.to_string_lossy();
+            let home = tmp.0.to_string_lossy();
+            let env = [("HOME", &*home), ("GIT_CONFIG_NOSYSTEM", "1"), ("GIT_TERMINAL_PROMPT", "0")];
+            let run = ns.torsocks(&[], &[git_bin(), "clone", "-q", &repo_url, &dest_arg], &env)?;
+            let done = cloned(&run.out, &dest)?;
+            Ok(format!("{done}; {}", run.no_leak()?))
+        });
+        m.case("torsocks + ssh", "torsocks", &format!("{ts} ssh {}@<ssh b32> echo", sshd.user), || {
+            let leaks = Cell::new(String::new());
+            let done = ssh_run(&tmp.0, &sshd, &ssh_b32, ssh_added, |args| {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let run = ns.torsocks(&[], &[&["ssh"][..], &args].concat(), &[])?;
+                leaks.set(run.no_leak()?);
+                Ok(run.out)
+            })?;
+            Ok(format!("{done}; {}", leaks.take()))
+        });
+    }
 
     m.print();
     eprintln!("compatibility matrix done in {:?}", t0.elapsed());
@@ -367,6 +394,21 @@ const PY_REQUESTS: &str = "import sys, requests\n\
 r = requests.get(sys.argv[1], proxies={'http': sys.argv[2], 'https': sys.argv[2]}, timeout=60)\n\
 r.raise_for_status()\n\
 sys.stdout.write(r.text)\n";
+
+/// The local TCP service on `port` published on the router under a fresh key, the way
+/// tests/common/emissary.rs publishes its services (SAM STREAM FORWARD, held by the test), in
+/// a thread of its own since its SESSION CREATE takes seconds: its address and the handle
+/// that keeps it up. Not an i2pd server tunnel added by SIGHUP: i2pd 2.59 builds no tunnel
+/// at all offline after a SIGHUP, for any destination.
+fn publish_later(router: &Router, port: u16) -> thread::JoinHandle<(String, Published)> {
+    let (sam, options) = (router.sam_addr(), router.peer_options());
+    thread::spawn(move || {
+        let (_, key) = Sam::connect(sam).and_then(|mut s| s.dest_generate()).expect("DEST GENERATE");
+        let b32 = b32_of_blob(&b64_decode(&key).expect("a key")).expect("a whole destination");
+        let backend = Backend::Raw(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+        (b32, publish(sam, &key, &options, backend).expect("a published service"))
+    })
+}
 
 /// `timeout -k 5 90 <prog> <args>`, stdin closed.
 fn client(prog: &str, args: &[&str]) -> Output {

@@ -1,18 +1,67 @@
-//! `--encryption` against the real i2pd 2.45.1 (tests/common/i2pd.rs), which negotiates SAM
-//! 3.1 and exits when a SESSION CREATE asks for encryption type 6. The default setup has
-//! built a dozen sessions on it by the time this runs: the router is still up and its log
-//! has no word of type 6. `--encryption pq` makes no session at all (no SESSION CREATE is
-//! sent), warns, refuses clients with 0x01, and `--check` exits 69.
+//! `--encryption` against real i2pd routers (tests/common/i2pd.rs), as the routers see it.
 //!
-//! Part of `real_router()` in tests/e2e_i2pd.rs; it costs no SESSION CREATE.
+//! [`run`]: on i2pd 2.45.1 and 2.56.0, which negotiate SAM 3.1 and exit when a SESSION CREATE
+//! asks for encryption type 6. The default setup has built a dozen sessions on the router by
+//! the time this runs: it is still up and its log has no word of type 6. `--encryption pq`
+//! makes no session at all (no SESSION CREATE is sent), warns, refuses clients with 0x01, and
+//! `--check` exits 69. It costs no SESSION CREATE.
+//!
+//! [`post_quantum`]: on the newest i2pd (SAM 3.3, ML-KEM), started logging at info level,
+//! where i2pd names the key types it makes for each local destination (`Creating new
+//! temporary keys of type 6 for address <b32>`): the default proxy's destinations (`auto`)
+//! get type 6, a `--encryption classic` proxy's do not, and a stream and a datagram round
+//! trip between the proxy and peers of type 6 (LeaseSet2, `6,4,0`) carry data.
 
-use crate::common::i2pd::Router;
+// Each test binary that includes this file runs some of it.
+#![allow(dead_code)]
+
+use crate::cases::{self, EchoPeer};
+use crate::common::i2p::{b32_of_blob, b64_decode};
+use crate::common::i2pd::{socks5_stream, Router};
 use crate::common::proxy::{bridge_args, run_to_exit, s5_reply, socks5_connect, Proxy};
+use crate::common::rng::random_bytes;
 use crate::common::router::RealRouter;
+use crate::common::sam_client::{Sam, ZERO_HOPS};
+use crate::common::sam_forward::{publish, Backend};
+use crate::common::udp_client::{udp_echo_roundtrip, Echo};
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 /// How long the pq proxy gets to warn (its first attempt is at once).
 const WARN_WAIT: Duration = Duration::from_secs(10);
+/// SESSION CREATE options of a post-quantum peer: zero hops and a LeaseSet2 (the default
+/// store type) offering ML-KEM-768 + X25519 first.
+const PQ_PEER: &str = "i2cp.leaseSetEncType=6,4,0";
+/// How long after a session is ready its key line may take to reach the router's log.
+const LOG_WAIT: Duration = Duration::from_secs(10);
+/// Bytes echoed through the type-6 stream.
+const PQ_ECHO: usize = 100_000;
+/// Per-datagram echo wait on the type-6 datagram round trip: the first one may wait for the
+/// proxy's datagram session to be built (~12 s).
+const ECHO_WAIT: Duration = Duration::from_secs(30);
+
+/// The key types i2pd logged for the local destination `b32` (`<52 chars>.b32.i2p`), from its
+/// info-level lines `Creating new temporary keys of type N for address <b32>`.
+pub fn key_types(router: &Router, b32: &str) -> Vec<u32> {
+    let log = std::fs::read_to_string(router.log_path()).unwrap_or_default();
+    log.lines()
+        .filter(|l| l.contains(b32))
+        .filter_map(|l| l.split("keys of type ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// [`key_types`] once the log has the line for `b32`, within [`LOG_WAIT`].
+fn logged_types(router: &Router, b32: &str) -> Vec<u32> {
+    let deadline = Instant::now() + LOG_WAIT;
+    loop {
+        let types = key_types(router, b32);
+        if !types.is_empty() || Instant::now() > deadline {
+            return types;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
 
 pub fn run(router: &Router) {
     let log = std::fs::read_to_string(router.log_path()).unwrap_or_default();
@@ -24,7 +73,7 @@ pub fn run(router: &Router) {
     let f = run_to_exit(&["-s", &sam, "--encryption", "pq", "--check"], WARN_WAIT);
     assert_eq!(f.status.code(), Some(69), "{f:?}");
     assert!(f.stderr.contains("SAM 3.1"), "{:?}", f.stderr);
-    eprintln!("encryption: --check --encryption pq on i2pd 2.45: {}", f.stderr.trim());
+    eprintln!("encryption: --check --encryption pq on {}: {}", router.label(), f.stderr.trim());
 
     let p = Proxy::start(&bridge_args(&sam, &["--encryption", "pq"]));
     let warn = p.wait_for_line("post-quantum encryption is required", WARN_WAIT).expect("no warning");
@@ -36,4 +85,63 @@ pub fn run(router: &Router) {
     drop(p);
     let out = router.curl_via_i2pd(&[&format!("http://{}/", router.site_b32())]);
     assert!(out.status.success(), "the router stopped serving");
+}
+
+/// Post-quantum destinations on the newest i2pd, seen from the router (see the module doc).
+/// `proxy` runs with the default `--encryption auto`.
+pub fn post_quantum(router: &Router, proxy: &Proxy) {
+    let default = cases::ready(proxy);
+    let types = logged_types(router, &default);
+    assert!(types.contains(&6), "{}: the auto proxy's destination got key types {types:?}", router.label());
+    eprintln!("encryption: {} made key types {types:?} for the default identity (auto)", router.label());
+
+    let classic = cases::start_proxy(router, &["--encryption", "classic"]);
+    let plain = cases::ready(&classic);
+    assert_eq!(cases::source_b32(router, &["--socks5-hostname", &classic.addr().to_string()]), plain);
+    let types = logged_types(router, &plain);
+    assert!(!types.contains(&6), "{}: --encryption classic made key types {types:?}", router.label());
+    eprintln!("encryption: {} made key types {types:?} for a --encryption classic identity", router.label());
+    drop(classic);
+
+    // A stream to a type-6 service published here (an echo behind STREAM FORWARD).
+    let options = format!("{ZERO_HOPS} {PQ_PEER}");
+    let (_, key) =
+        Sam::connect(router.sam_addr()).and_then(|mut s| s.dest_generate()).expect("DEST GENERATE");
+    let service = b32_of_blob(&b64_decode(&key).unwrap()).unwrap();
+    let _published = publish(router.sam_addr(), &key, &options, Backend::Raw(router.echo.addr()))
+        .expect("a type-6 service");
+    let types = logged_types(router, &service);
+    assert!(types.contains(&6), "the type-6 service got key types {types:?}");
+    let t = Instant::now();
+    let mut s = socks5_stream(proxy.addr(), &service, 7).expect("CONNECT to the type-6 service");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let msg = random_bytes(PQ_ECHO, 66);
+    s.write_all(&msg).unwrap();
+    let mut back = vec![0u8; msg.len()];
+    s.read_exact(&mut back).unwrap();
+    assert!(back == msg, "the type-6 stream altered the echo");
+    eprintln!("encryption: {PQ_ECHO} B echoed between type-6 destinations in {:?}", t.elapsed());
+    drop(s);
+
+    // Datagrams to a type-6 peer, from the proxy's datagram session (auto: type 6 too).
+    let peer = EchoPeer::start_with(router, &options);
+    let types = logged_types(router, &peer.b32);
+    assert!(types.contains(&6), "the type-6 datagram peer got key types {types:?}");
+    let e = Echo {
+        target: &peer.b32,
+        port: 7,
+        sender: Some(&peer.b32),
+        count: 10,
+        size: 1024,
+        timeout: ECHO_WAIT,
+    };
+    let t = Instant::now();
+    let report = udp_echo_roundtrip(proxy.addr(), None, &e).expect("datagrams between type-6 destinations");
+    assert_eq!(report.sent, 10);
+    let line = proxy.wait_for_line("I2P datagram destination ready", LOG_WAIT).expect("the datagram session");
+    let dgram = line.split_whitespace().find(|w| w.ends_with(".b32.i2p")).expect("its address").to_string();
+    let types = logged_types(router, &dgram);
+    assert!(types.contains(&6), "the proxy's datagram destination got key types {types:?}");
+    eprintln!("encryption: 10 datagrams echoed between type-6 destinations in {:?}", t.elapsed());
+    peer.stop();
 }
