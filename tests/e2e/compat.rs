@@ -330,7 +330,7 @@ pub fn run(router: &Router, proxy: &Proxy, clients: Clients) {
         // ---- ssh through nc, to sshd behind a server tunnel
         let pcmd = format!("ProxyCommand=nc -X 5 -x {p} %h %p");
         m.case("ssh", "openssh-client", &format!("ssh -o '{pcmd}' {}@<ssh b32> echo", sshd.user), || {
-            ssh_run(&tmp.0, &sshd, &ssh_b32, ssh_added, |args| {
+            ssh_run(&tmp.0, sshd, ssh_b32, ssh_added, |args| {
                 let mut all = vec!["-o", pcmd.as_str()];
                 all.extend(args.iter().map(String::as_str));
                 Ok(client("ssh", &all))
@@ -374,7 +374,7 @@ pub fn run(router: &Router, proxy: &Proxy, clients: Clients) {
         });
         m.case("torsocks + ssh", "torsocks", &format!("{ts} ssh {}@<ssh b32> echo", sshd.user), || {
             let leaks = Cell::new(String::new());
-            let done = ssh_run(&tmp.0, &sshd, &ssh_b32, ssh_added, |args| {
+            let done = ssh_run(&tmp.0, sshd, ssh_b32, ssh_added, |args| {
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 let run = ns.torsocks(&[], &[&["ssh"][..], &args].concat(), &[])?;
                 leaks.set(run.no_leak()?);
