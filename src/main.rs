@@ -10,6 +10,7 @@ use i2psocks::auth::AuthFile;
 use i2psocks::cli::{self, Command, Config};
 use i2psocks::client::Client;
 use i2psocks::counters::{bump, COUNTERS};
+use i2psocks::holds::HOLDS;
 use i2psocks::identity::{Identities, Recipe};
 use i2psocks::keyfile;
 use i2psocks::listen::{BindError, Listener, Wake};
@@ -46,6 +47,13 @@ const EXIT_FAILURE: u8 = 1;
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// At most one "too many clients" or "accept failed" warning per this interval.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// A client finding every place taken waits at most this long for the place
+/// of the held half-close it had released (src/holds.rs). The I2P side
+/// answers a FIN by closing within milliseconds (i2pd ends the stream, an
+/// echo-style server closes); one that does not keeps its place, as with
+/// `--half-close-wait 0`, and the client is then refused. Bounded because
+/// the accept loop waits meanwhile.
+const ROOM_WAIT: Duration = Duration::from_millis(500);
 /// After the grace period, how long stopped relays get to unwind.
 const STOP_WAIT: Duration = Duration::from_secs(1);
 /// Between attempts at the wake-up connection when it cannot be made yet
@@ -310,7 +318,7 @@ fn accept_loop(
             return;
         }
         match conn {
-            Ok(client) => match pool.submit((client, n)) {
+            Ok(client) => match submit_or_make_room(pool, (client, n)) {
                 Ok(()) => bump(&COUNTERS.clients),
                 Err((client, _)) => {
                     bump(&COUNTERS.refused_overload);
@@ -333,6 +341,20 @@ fn accept_loop(
             }
         }
     }
+}
+
+/// Hand `job` to the pool. With every place taken, the oldest held
+/// half-close is passed on and its place waited for (at most [`ROOM_WAIT`]);
+/// with nothing held, the job comes back at once.
+fn submit_or_make_room<T: Send + 'static>(pool: &Pool<T>, job: T) -> Result<(), T> {
+    let job = match pool.submit(job) {
+        Ok(()) => return Ok(()),
+        Err(job) => job,
+    };
+    if !HOLDS.release_oldest() || !pool.wait_room(Instant::now() + ROOM_WAIT) {
+        return Err(job);
+    }
+    pool.submit(job)
 }
 
 /// SIGTERM/SIGINT: flag the stop and wake each listener's blocking accept
