@@ -78,6 +78,19 @@ impl Holds {
         true
     }
 
+    /// End every hold, for the stop: its SAM stream socket is shut both
+    /// ways, which wakes its relay (asleep until the hold's deadline) to
+    /// see the stop flag.
+    pub fn end_all(&self) {
+        let all = std::mem::take(&mut self.lock().by_age);
+        for entry in all.into_values() {
+            entry.released.store(true, Ordering::SeqCst);
+            if let Some(server) = entry.server.upgrade() {
+                let _ = server.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
     /// Holds now.
     pub fn len(&self) -> usize {
         self.lock().by_age.len()
@@ -173,6 +186,20 @@ mod tests {
         far_a.set_nonblocking(true).unwrap();
         let mut buf = [0u8; 1];
         assert!((&far_a).read(&mut buf).is_err(), "a FIN reached a hold that had ended");
+    }
+
+    #[test]
+    fn end_all_ends_every_hold_both_ways() {
+        let holds = Holds::new();
+        let (a, far_a) = pair();
+        let (b, far_b) = pair();
+        let (ta, tb) = (holds.hold(&a), holds.hold(&b));
+        holds.end_all();
+        assert!(ta.released() && tb.released() && holds.is_empty());
+        assert!(sees_eof(&far_a) && sees_eof(&far_b));
+        // Shut for reading too: the relay's next read says EOF at once.
+        let mut buf = [0u8; 1];
+        assert_eq!((&*a).read(&mut buf).unwrap(), 0);
     }
 
     #[test]

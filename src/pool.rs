@@ -178,6 +178,11 @@ impl<T: Send + 'static> Pool<T> {
         }
     }
 
+    /// Most jobs run at once.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     /// Jobs running now.
     pub fn busy(&self) -> usize {
         self.inner.busy.load(Ordering::SeqCst)

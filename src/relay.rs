@@ -70,7 +70,8 @@ const KEEP_LARGE: usize = 16;
 /// The buffers every relay of the process borrows from.
 pub static BUFFERS: Lender = Lender::new(BUF_SIZE, BUF_MAX, KEEP_SMALL, KEEP_LARGE);
 
-/// Longest single wait in `poll`, so that `stop` is seen at least this often.
+/// Longest single wait in `poll`, so that `stop` is seen at least this often
+/// (except by a relay holding a FIN, see [`HOLDS`]).
 pub const STOP_CHECK: Duration = Duration::from_millis(250);
 
 /// Buffer-fulls one direction may read per turn before the other direction
@@ -324,9 +325,13 @@ fn relay_with<C: ClientSocket>(
         // A direction that used up its turn is still ready: only collect
         // new events, don't wait.
         let mut timeout = if more { Duration::ZERO } else { STOP_CHECK };
-        // The hold ends by the clock, not by an event: wake for it.
+        // The hold ends by the clock, not by an event: wake for it, and
+        // only for it: a thousand held relays waking for `stop` every
+        // STOP_CHECK would cost the proxy 4,000 wake-ups a second. The stop
+        // reaches them through `Holds::end_all` (main.rs), whose shutdown
+        // wakes the poll.
         if let Some(left) = hold_left {
-            timeout = timeout.min(left);
+            timeout = if more { Duration::ZERO } else { left };
         }
         if !opts.idle.is_zero() {
             let quiet = now.saturating_duration_since(last_move);
@@ -1184,10 +1189,10 @@ mod tests {
         assert_eq!(read_until_gone(&client_ep), b"");
     }
 
-    #[test]
-    fn relay_released_hold_passes_the_fin_and_ends_when_the_server_does() {
-        // A registry of its own: the other tests' holds are not this one's.
-        static MINE: Holds = Holds::new();
+    /// A relay listing its hold in `holds` (each test its own: the other
+    /// tests' holds are not its business) whose client has sent one byte
+    /// and half-closed, once the FIN is held; with its endpoints.
+    fn held_in(holds: &'static Holds) -> (Running, TcpStream, TcpStream) {
         let (client, client_ep) = pair();
         let (server, server_ep) = pair();
         let stop = Arc::new(AtomicBool::new(false));
@@ -1195,20 +1200,42 @@ mod tests {
         let flag = Arc::clone(&stop);
         thread::spawn(move || {
             let opts = Options { idle: TEST_IDLE * 4, half_close_wait: Duration::from_secs(60) };
-            let shared = Shared { lender: &BUFFERS, holds: &MINE };
+            let shared = Shared { lender: &BUFFERS, holds };
             let _ = tx.send(relay_with(client, server, b"", b"", opts, &flag, shared));
         });
-        let run = Running { done, stop };
         (&client_ep).write_all(b"q").unwrap();
         client_ep.shutdown(Shutdown::Write).unwrap();
         let mut byte = [0u8; 1];
         (&server_ep).read_exact(&mut byte).unwrap();
         assert_eq!(&byte, b"q");
         let t = Instant::now();
-        while MINE.is_empty() {
+        while holds.is_empty() {
             assert!(t.elapsed() < IO_LIMIT, "the FIN was never held");
             thread::sleep(Duration::from_millis(2));
         }
+        (Running { done, stop }, client_ep, server_ep)
+    }
+
+    #[test]
+    fn relay_held_wakes_for_the_stop_through_end_all() {
+        static MINE: Holds = Holds::new();
+        let (run, _client_ep, _server_ep) = held_in(&MINE);
+        // Asleep until the 60 s deadline, so well past STOP_CHECK.
+        thread::sleep(STOP_CHECK * 2);
+        assert!(run.done.try_recv().is_err(), "the relay ended");
+        let t = Instant::now();
+        run.stop.store(true, Ordering::SeqCst);
+        MINE.end_all();
+        let (end, _) = run.wait().unwrap();
+        // Its SAM socket shut both ways, it may also end by its own EOF.
+        assert!(matches!(end, End::Stopped | End::Done), "{end:?}");
+        assert!(t.elapsed() < Duration::from_millis(500), "stopped after {:?}", t.elapsed());
+    }
+
+    #[test]
+    fn relay_released_hold_passes_the_fin_and_ends_when_the_server_does() {
+        static MINE: Holds = Holds::new();
+        let (run, client_ep, server_ep) = held_in(&MINE);
         let t = Instant::now();
         assert!(MINE.release_oldest());
         // The FIN arrives now, not after the 60 s wait; the answer to it

@@ -948,6 +948,28 @@ fn held_half_close_gives_its_place_to_a_new_client() {
     assert_eq!(r.count("refused", "overload"), 1);
 }
 
+/// --max-clients 64 keeps one place (64 / 64) free of holds: the client
+/// that takes the last place has the oldest hold passed on at once, so
+/// the next client finds a place without waiting; the other holds stay.
+#[test]
+fn a_reserve_of_places_is_kept_free_of_holds() {
+    const MAX: usize = 64;
+    let (fake, p) = setup(Script::default(), &["--max-clients", "64", "--half-close-wait", "30"]);
+    let mut held: Vec<TcpStream> =
+        (0..MAX).map(|i| held_half_close(p.addr(), &b32_name(&format!("held-{i}")))).collect();
+    assert!(fake.wait_streams(MAX, WAIT));
+    let conns: Vec<usize> = fake.streams().iter().map(|r| r.conn).collect();
+    assert!(fake.wait_closed(conns[0], WAIT), "the oldest hold was not passed on");
+    assert!(read_to_eof(&mut held[0], IO_TIMEOUT).is_empty());
+    assert!(silent_for(&mut held[1], Duration::from_millis(200)), "the second hold was passed on too");
+    assert!(conns[1..].iter().all(|c| fake.eof_at(*c).is_none()));
+    let (mut next, reply) = socks5_connect(p.addr(), &b32_name("next"), 80, None);
+    assert_eq!(reply, S5_OK);
+    echo_open(&mut next, b"next");
+    assert!(fake.wait_closed(conns[1], WAIT), "admitting into the reserve passes the next hold on");
+    assert!(conns[2..].iter().all(|c| fake.eof_at(*c).is_none()));
+}
+
 // ------------------------------------------------------ process
 
 /// Usage errors: exit 64 and one line starting `i2psocks: `.
@@ -1015,6 +1037,22 @@ fn sigterm_with_open_relay() {
     }
     let st = p.wait_exit(Duration::from_secs(4)).expect("still running after the grace time");
     assert_eq!(st.code(), Some(0), "{st:?}");
+}
+
+/// SIGTERM while a relay holds its client's FIN for up to 600 s: the held
+/// relay, asleep until its deadline, is woken for the stop after the grace
+/// time, and the proxy exits with no client left behind.
+#[test]
+fn sigterm_with_held_half_close() {
+    let (_fake, mut p) = setup(Script::default(), &["--shutdown-grace", "1", "--half-close-wait", "600"]);
+    let _held = held_half_close(p.addr(), &b32_name("held-at-exit"));
+    thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    p.signal("TERM");
+    let st = p.wait_exit(Duration::from_secs(4)).expect("still running after the grace time");
+    eprintln!("SIGTERM with a held half-close: exit after {:?}", t.elapsed());
+    assert_eq!(st.code(), Some(0), "{st:?}");
+    assert_eq!(p.count_lines("still running at exit"), 0, "a relay outlived the stop");
 }
 
 // ----------------------------------------------------------------- memory
