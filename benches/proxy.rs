@@ -7,7 +7,8 @@
 //! ratios against the baselines of the same run. Loopback rows:
 //! `direct` (client straight to the sink/echo server: the loopback limit),
 //! `microsocks` (Debian's thread-per-connection C proxy, CONNECT by IP) and
-//! `i2psocks` (the release binary) against a fake SAM bridge in this process
+//! `i2psocks` (the release binary, its default flags) and the variants of
+//! [`I2PSOCKS_ROWS`] against a fake SAM bridge in this process
 //! whose stream sockets are themselves the sink/echo, so both proxies have the
 //! same hop shape: client → proxy → sink. Real-router rows (Debian's i2pd,
 //! offline on loopback, tests/common/i2pd.rs): `i2pd-socks` (i2pd's own SOCKS
@@ -71,13 +72,18 @@ const HELD: usize = 1000;
 /// what the proxy keeps once its clients are gone (idle workers leave after
 /// 30 s, src/pool.rs).
 const AFTER_CLOSE_SECS: f64 = 60.0;
-/// Flags every i2psocks here gets (the rest are its defaults). The cycle
-/// client closes first while its echo waits for that EOF: with the
-/// half-close hold (default 5 s) each cycle would keep its worker for the
-/// whole hold, and a row would measure `--max-clients` / hold rather than
-/// the proxy. Without the hold the FIN is passed at once, as microsocks and
-/// i2pd's SOCKS port pass it.
-const I2PSOCKS_ARGS: [&str; 2] = ["--half-close-wait", "0"];
+/// The i2psocks rows of the loopback and real-router sections: a name and
+/// the flags it adds to the defaults. The first is i2psocks as users run
+/// it; each further one shows, in the same run, what a flag changes. The
+/// cycle client closes first while its echo waits for that EOF: with the
+/// defaults the proxy holds each FIN (`--half-close-wait`, 5 s), the far
+/// end stays open meanwhile, and a client finding every place taken has
+/// the oldest hold passed on; `--half-close-wait 0` passes it at once, as
+/// microsocks and i2pd's SOCKS port do. A row for another variant is one
+/// more entry here.
+const I2PSOCKS_ROWS: [(&str, &[&str]); 2] = [("i2psocks", &[]), (HCW0_ROW, &["--half-close-wait", "0"])];
+/// The row the defaults' cycle rates are compared with.
+const HCW0_ROW: &str = "i2psocks-hcw0";
 /// Sizes fetched from the local I2P site.
 const FETCH_SMALL: usize = 1 << 20;
 const FETCH_LARGE: usize = 64 << 20;
@@ -243,7 +249,11 @@ impl Env {
         if let Some(b) = &cfg.compare {
             println!("- row {COMPARE_ROW}: {b}");
         }
-        println!("- i2psocks flags beyond the bridge's: {}", i2psocks_args(cfg).join(" "));
+        for (name, flags) in I2PSOCKS_ROWS {
+            let flags = i2psocks_args(cfg, flags);
+            let flags = if flags.is_empty() { "(defaults)".to_string() } else { flags.join(" ") };
+            println!("- row {name}: i2psocks flags beyond the bridge's: {flags}");
+        }
         println!(
             "- peers: microsocks {}; i2pd {}",
             self.microsocks.as_deref().unwrap_or("(not installed: row skipped)"),
@@ -571,17 +581,23 @@ fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).and_then(|l| l.local_addr()).expect("free port").port()
 }
 
-/// [`I2PSOCKS_ARGS`] and then `BENCH_I2PSOCKS_ARGS`.
-fn i2psocks_args(cfg: &Config) -> Vec<&str> {
-    I2PSOCKS_ARGS.iter().copied().chain(cfg.args.iter().map(String::as_str)).collect()
+/// A row's `flags` and then `BENCH_I2PSOCKS_ARGS`.
+fn i2psocks_args<'a>(cfg: &'a Config, flags: &[&'a str]) -> Vec<&'a str> {
+    flags.iter().copied().chain(cfg.args.iter().map(String::as_str)).collect()
 }
 
-/// Start i2psocks on `sam`; returns it and its listening address once its
-/// SAM session is ready.
-fn start_i2psocks(cfg: &Config, bin: &str, sam: SocketAddr, ready_within: Duration) -> (Daemon, SocketAddr) {
+/// Start i2psocks with `flags` on `sam`; returns it and its listening
+/// address once its SAM session is ready.
+fn start_i2psocks(
+    cfg: &Config,
+    bin: &str,
+    flags: &[&str],
+    sam: SocketAddr,
+    ready_within: Duration,
+) -> (Daemon, SocketAddr) {
     let sam = sam.to_string();
     let wrap: Vec<&str> = cfg.wrap.iter().map(String::as_str).collect();
-    let p = Proxy::start_binary(bin, &wrap, &bridge_args(&sam, &i2psocks_args(cfg)), START_TIMEOUT);
+    let p = Proxy::start_binary(bin, &wrap, &bridge_args(&sam, &i2psocks_args(cfg, flags)), START_TIMEOUT);
     p.wait_for_line(READY, ready_within)
         .unwrap_or_else(|| panic!("i2psocks' SAM session was not ready in {ready_within:?}"));
     let addr = p.addr();
@@ -810,13 +826,13 @@ fn loopback_rows(cfg: &Config, env: &Env, target: &Target, sam: &FakeSam) -> Vec
             note("microsocks is not installed: its rows are skipped (bench/run.sh installs it as root)");
         }
     }
-    if cfg.row("i2psocks") {
-        let (d, addr) = start_i2psocks(cfg, &cfg.bin, sam.addr, START_TIMEOUT);
+    for (name, flags) in I2PSOCKS_ROWS.into_iter().filter(|(name, _)| cfg.row(name)) {
+        let (d, addr) = start_i2psocks(cfg, &cfg.bin, flags, sam.addr, START_TIMEOUT);
         let dests = MODES.map(|m| Dest::Name(m.b32(), 80));
-        rows.push(Row { name: "i2psocks", via: Via::Socks(addr), dests, daemon: Some(d) });
+        rows.push(Row { name, via: Via::Socks(addr), dests, daemon: Some(d) });
     }
     if let Some(bin) = &cfg.compare {
-        let (d, addr) = start_i2psocks(cfg, bin, sam.addr, START_TIMEOUT);
+        let (d, addr) = start_i2psocks(cfg, bin, &[], sam.addr, START_TIMEOUT);
         let dests = MODES.map(|m| Dest::Name(m.b32(), 80));
         rows.push(Row { name: COMPARE_ROW, via: Via::Socks(addr), dests, daemon: Some(d) });
     }
@@ -910,7 +926,7 @@ fn bench_cycles(cfg: &Config, rows: &[Row]) -> Vec<Table> {
             ),
             rows.iter().map(|r| r.name).collect(),
             &runs,
-            &["direct", "microsocks"],
+            &["direct", "microsocks", HCW0_ROW],
             &["proxy"],
         ));
     }
@@ -965,13 +981,22 @@ struct HeldRun {
     after: Option<(u64, u64)>,
 }
 
+/// The hold row: i2psocks whose held clients have half-closed after their
+/// echo, so each connection is a held FIN. Its wait is long enough that no
+/// hold ends while the others are opened and measured (under a second),
+/// short enough that all have ended when RSS is read again.
+const HELD_FIN_ROW: &str = "i2psocks-fin-held";
+const HELD_FIN_FLAGS: [&str; 2] = ["--half-close-wait", "10"];
+
 fn bench_held(cfg: &Config, env: &Env, target: &Target, sam: &FakeSam) -> Table {
     let mut names = Vec::new();
     if cfg.row("microsocks") && env.microsocks.is_some() {
         names.push("microsocks");
     }
-    if cfg.row("i2psocks") {
-        names.push("i2psocks");
+    for name in ["i2psocks", HELD_FIN_ROW] {
+        if cfg.row(name) {
+            names.push(name);
+        }
     }
     if cfg.compare.is_some() {
         names.push(COMPARE_ROW);
@@ -990,10 +1015,11 @@ fn bench_held(cfg: &Config, env: &Env, target: &Target, sam: &FakeSam) -> Table 
             } else {
                 let bin =
                     if *name == COMPARE_ROW { cfg.compare.as_deref().unwrap_or(&cfg.bin) } else { &cfg.bin };
-                let (d, a) = start_i2psocks(cfg, bin, sam.addr, START_TIMEOUT);
+                let flags: &[&str] = if *name == HELD_FIN_ROW { &HELD_FIN_FLAGS } else { &[] };
+                let (d, a) = start_i2psocks(cfg, bin, flags, sam.addr, START_TIMEOUT);
                 (d, Via::Socks(a), Dest::Name(Mode::Echo.b32(), 80))
             };
-            let h = held_run(&via, &dest, daemon.pid(), cfg.held);
+            let h = held_run(&via, &dest, daemon.pid(), cfg.held, *name == HELD_FIN_ROW);
             note(&format!(
                 "held run {}: {name} {}/{} ok, {:.1} KiB/conn, {} threads, opened in {:.2} s",
                 run + 1,
@@ -1073,10 +1099,10 @@ fn bench_held(cfg: &Config, env: &Env, target: &Target, sam: &FakeSam) -> Table 
     t
 }
 
-/// Opens `n` connections through the proxy `pid`, each echoing one byte, and
-/// holds them all; RSS is read before and while they are held, and they are
-/// closed before this returns.
-fn held_run(via: &Via, dest: &Dest, pid: u32, n: usize) -> HeldRun {
+/// Opens `n` connections through the proxy `pid`, each echoing one byte
+/// (then half-closed if `half_close`), and holds them all; RSS is read
+/// before and while they are held, and they are closed before this returns.
+fn held_run(via: &Via, dest: &Dest, pid: u32, n: usize, half_close: bool) -> HeldRun {
     // Warm up once, so the baseline includes what any first connection sets up.
     let _ = cycle(via, dest);
     thread::sleep(SETTLE);
@@ -1089,6 +1115,9 @@ fn held_run(via: &Via, dest: &Dest, pid: u32, n: usize) -> HeldRun {
             s.write_all(b"h")?;
             let mut b = [0u8; 1];
             s.read_exact(&mut b)?;
+            if half_close {
+                s.shutdown(Shutdown::Write)?;
+            }
             Ok(s)
         });
         match r {
@@ -1138,9 +1167,13 @@ fn bench_router(cfg: &Config, env: &Env) -> Result<Vec<Table>, String> {
 }
 
 fn router_tables(cfg: &Config, router: &common::i2pd::Router) -> Vec<Table> {
-    let (proxy, addr) = start_i2psocks(cfg, &cfg.bin, router.sam_addr(), SESSION_TIMEOUT);
+    let proxies: Vec<(&'static str, (Daemon, SocketAddr))> = I2PSOCKS_ROWS
+        .into_iter()
+        .filter(|(name, _)| cfg.row(name))
+        .map(|(name, flags)| (name, start_i2psocks(cfg, &cfg.bin, flags, router.sam_addr(), SESSION_TIMEOUT)))
+        .collect();
     let compare =
-        cfg.compare.as_deref().map(|bin| start_i2psocks(cfg, bin, router.sam_addr(), SESSION_TIMEOUT));
+        cfg.compare.as_deref().map(|bin| start_i2psocks(cfg, bin, &[], router.sam_addr(), SESSION_TIMEOUT));
     let site = Dest::Name(router.site_b32().to_string(), 80);
     let echo = Dest::Name(router.echo_b32().to_string(), 80);
     let echo_name = Dest::Name(router.echo_name().to_string(), 80);
@@ -1171,17 +1204,10 @@ fn router_tables(cfg: &Config, router: &common::i2pd::Router) -> Vec<Table> {
             pid: None,
         });
     }
-    if cfg.row("i2psocks") {
+    for (name, (proxy, addr)) in &proxies {
         let (site, echo) = (site.clone(), echo.clone());
         let echo_name = Some(echo_name.clone());
-        rows.push(RRow {
-            name: "i2psocks",
-            via: Via::Socks(addr),
-            site,
-            echo,
-            echo_name,
-            pid: Some(proxy.pid()),
-        });
+        rows.push(RRow { name, via: Via::Socks(*addr), site, echo, echo_name, pid: Some(proxy.pid()) });
     }
     if let Some((p, a)) = &compare {
         let (via, echo_name) = (Via::Socks(*a), Some(echo_name));
@@ -1263,14 +1289,12 @@ fn router_tables(cfg: &Config, router: &common::i2pd::Router) -> Vec<Table> {
             ),
             names.clone(),
             &runs,
-            &["i2pd-socks"],
-            &["i2psocks", "i2pd"],
+            &["i2pd-socks", HCW0_ROW],
+            &["proxy", "i2pd"],
         ));
     }
     // CONNECT by address-book name, paced: what resolving names costs, or saves. Paced,
-    // because every stream's far end stays open for a while after the client's close (the
-    // proxy holds its FIN for --half-close-wait, i2pd then closes the stream) and the echo
-    // service serves at most 64 at once: back-to-back cycles would count refusals.
+    // so that a connect's time is its own, not that of a queue behind the one before.
     let named: Vec<&RRow> = rows.iter().filter(|r| r.echo_name.is_some()).collect();
     let mut lat: Vec<Vec<Duration>> = named.iter().map(|_| Vec::new()).collect();
     for run in 0..cfg.runs {
@@ -1311,14 +1335,14 @@ fn router_tables(cfg: &Config, router: &common::i2pd::Router) -> Vec<Table> {
     }
     tables.push(t);
     drop(compare);
-    drop(proxy);
+    drop(proxies);
     tables
 }
 
 /// SOCKS5 CONNECTs in one paced run of [`router_tables`].
 const PACED_CONNECTS: usize = 30;
-/// Pause between them: at most ~50 far ends stay open (5 s each) under the echo
-/// service's cap of 64.
+/// Pause between them: at most ~50 far ends stay open at once (their FINs
+/// held 5 s), so each connect meets a quiet router and echo service.
 const PACED_GAP: Duration = Duration::from_millis(100);
 
 /// [`PACED_CONNECTS`] CONNECTs to `dest`, one every [`PACED_GAP`]: the time from the TCP

@@ -27,6 +27,11 @@ pub struct Counters {
     /// Bytes relayed client → I2P and I2P → client, counted as streams end.
     pub bytes_out: AtomicU64,
     pub bytes_in: AtomicU64,
+    /// Client FINs held back (`--half-close-wait`), holds over, and holds
+    /// ended early to give their place to a new client.
+    pub holds: AtomicU64,
+    pub holds_ended: AtomicU64,
+    pub holds_released_early: AtomicU64,
     /// SAM sessions (stream and datagram) made, made again after a loss,
     /// and attempts that failed.
     pub session_builds: AtomicU64,
@@ -62,6 +67,9 @@ impl Counters {
             streams_failed: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
+            holds: AtomicU64::new(0),
+            holds_ended: AtomicU64::new(0),
+            holds_released_early: AtomicU64::new(0),
             session_builds: AtomicU64::new(0),
             session_rebuilds: AtomicU64::new(0),
             session_failures: AtomicU64::new(0),

@@ -7,7 +7,8 @@
 //! logic; `sam` drives the bridge, `identity` keeps the sessions behind the
 //! identities (with `spares` built ahead of need), `listen` binds the `-l`
 //! endpoints and accepts `client`s, `proxy` serves one client per SOCKS
-//! command, and `relay` and `pool` move the bytes and bound the workers.
+//! command, and `relay` and `pool` move the bytes and bound the workers (`holds`
+//! lists the FINs relays hold back, for the accept loop to cut short).
 //! Dependencies point one way: `proxy` → {`socks`, `identity`, `relay`,
 //! `client`}; `identity` → `spares` → `sam` → {`sam::proto`, `i2p_addr`,
 //! `rand`}; `listen` → {`client`, `rand`}.
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod client;
 pub mod counters;
 pub mod error;
+pub mod holds;
 pub mod i2p_addr;
 pub mod identity;
 pub mod keyfile;

@@ -11,11 +11,15 @@
 //! shrinks back to what the load needs, and a leaving worker hands memory
 //! back ([`memory::give_back`]). (One shared channel would hand jobs to
 //! whichever worker waited longest, keeping every worker of a burst alive.)
+//!
+//! A caller that was handed its job back and has had a running job asked
+//! to end (a held half-close, src/holds.rs) can wait for the place with
+//! [`Pool::wait_room`]: finishing workers wake it, nothing polls.
 
 use crate::memory;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -49,6 +53,11 @@ struct Inner<T> {
     idle: Mutex<Vec<Sender<Msg<T>>>>,
     /// The pool was dropped: workers leave instead of waiting.
     closed: AtomicBool,
+    /// Callers in [`Pool::wait_room`]; a finishing job signals `room` only
+    /// when there are some, so the usual finish takes no lock for it.
+    waiting: AtomicUsize,
+    room: Mutex<()>,
+    room_freed: Condvar,
     /// [`IDLE_EXIT`], shorter in tests.
     idle_exit: Duration,
     handler: Box<Handler<T>>,
@@ -93,6 +102,9 @@ impl<T: Send + 'static> Pool<T> {
                 // the allocator from trimming what the burst freed below it.
                 idle: Mutex::new(Vec::with_capacity(max)),
                 closed: AtomicBool::new(false),
+                waiting: AtomicUsize::new(0),
+                room: Mutex::new(()),
+                room_freed: Condvar::new(),
                 idle_exit,
                 handler: Box::new(handler),
             }),
@@ -166,6 +178,11 @@ impl<T: Send + 'static> Pool<T> {
         }
     }
 
+    /// Most jobs run at once.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     /// Jobs running now.
     pub fn busy(&self) -> usize {
         self.inner.busy.load(Ordering::SeqCst)
@@ -174,6 +191,29 @@ impl<T: Send + 'static> Pool<T> {
     /// Worker threads alive now.
     pub fn threads(&self) -> usize {
         self.inner.live.load(Ordering::SeqCst)
+    }
+
+    /// Wait until fewer than `max` jobs run or `deadline` passes; true if
+    /// there is room (which another caller may still take first).
+    pub fn wait_room(&self, deadline: Instant) -> bool {
+        let c = &self.inner;
+        let mut guard = lock(&c.room);
+        c.waiting.fetch_add(1, Ordering::SeqCst);
+        let room = loop {
+            if c.busy.load(Ordering::SeqCst) < self.max {
+                break true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break false;
+            }
+            guard = match c.room_freed.wait_timeout(guard, deadline - now) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        };
+        c.waiting.fetch_sub(1, Ordering::SeqCst);
+        room
     }
 
     /// Wait until no job runs or `deadline` passes; true if idle.
@@ -224,6 +264,12 @@ fn work<T>(c: &Inner<T>, tx: &Sender<Msg<T>>, rx: &Receiver<Msg<T>>) {
             idle.push(tx.clone());
         }
         drop(done);
+        if c.waiting.load(Ordering::SeqCst) > 0 {
+            // Under the lock: a waiter between its check of `busy` and
+            // its wait holds it, so this cannot fall in between.
+            let _room = lock(&c.room);
+            c.room_freed.notify_all();
+        }
         next = match rx.recv_timeout(c.idle_exit) {
             Ok(m) => Some(m),
             Err(RecvTimeoutError::Timeout) => {
@@ -286,6 +332,30 @@ mod tests {
         rest.push(first);
         rest.sort();
         assert_eq!(rest, vec![1, 2, 4]);
+        assert!(pool.wait_idle(Instant::now() + Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn wait_room_returns_when_a_job_ends_and_not_before() {
+        let (gate_tx, gate_rx) = crossbeam_channel::unbounded::<()>();
+        let pool = Pool::new(1, move |_: u32| gate_rx.recv().unwrap());
+        assert!(pool.submit(1).is_ok());
+        assert_eq!(pool.submit(2), Err(2));
+        let t = Instant::now();
+        assert!(!pool.wait_room(t + Duration::from_millis(200)), "room while the job runs");
+        assert!(t.elapsed() >= Duration::from_millis(200));
+        let opener = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(100));
+            gate_tx.send(()).unwrap();
+            gate_tx
+        });
+        let t = Instant::now();
+        assert!(pool.wait_room(t + Duration::from_secs(5)));
+        // Woken by the finish, not by the deadline.
+        assert!(t.elapsed() < Duration::from_secs(2), "woken after {:?}", t.elapsed());
+        let gate_tx = opener.join().unwrap();
+        assert!(pool.submit(3).is_ok());
+        gate_tx.send(()).unwrap();
         assert!(pool.wait_idle(Instant::now() + Duration::from_secs(5)));
     }
 

@@ -19,7 +19,10 @@
 //! i2pd 2.45's SAM bridge ends the whole I2P stream when its socket reads
 //! EOF and drops the answer still on its way (measured: 1,000 bytes sent
 //! then FIN, nothing back), so a client that half-closes to say "request
-//! done" would otherwise get no answer.
+//! done" would otherwise get no answer. A held FIN is listed in
+//! [`HOLDS`] while it is held: a new client that finds no free place has
+//! the oldest one passed on at once (src/holds.rs), which the relay then
+//! sees as the end of its hold.
 //!
 //! Errors: a reset or broken pipe on either socket ends the relay as
 //! [`End::Done`] (it is how many peers close; the caller sees it in `Stats`
@@ -33,15 +36,19 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::event::{Event, Source};
 use mio::net::{TcpStream as MioStream, UnixStream as MioUnix};
-use mio::{Events, Interest, Poll, Token};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Registry, Token};
 
 use crate::buffers::{Buf, Lender};
+use crate::holds::{Holds, Ticket, HOLDS};
 
 /// Size of the buffer a direction borrows first.
 pub const BUF_SIZE: usize = 16 * 1024;
@@ -63,7 +70,8 @@ const KEEP_LARGE: usize = 16;
 /// The buffers every relay of the process borrows from.
 pub static BUFFERS: Lender = Lender::new(BUF_SIZE, BUF_MAX, KEEP_SMALL, KEEP_LARGE);
 
-/// Longest single wait in `poll`, so that `stop` is seen at least this often.
+/// Longest single wait in `poll`, so that `stop` is seen at least this often
+/// (except by a relay holding a FIN, see [`HOLDS`]).
 pub const STOP_CHECK: Duration = Duration::from_millis(250);
 
 /// Buffer-fulls one direction may read per turn before the other direction
@@ -124,6 +132,44 @@ macro_rules! client_socket {
 client_socket!(TcpStream, MioStream);
 client_socket!(UnixStream, MioUnix);
 
+/// The SAM stream socket. Shared, not owned, so that a hold can be released
+/// from another thread (see [`HOLDS`]); it closes when both let go.
+struct ServerSocket(Arc<TcpStream>);
+
+impl ServerSocket {
+    fn new(s: TcpStream) -> io::Result<ServerSocket> {
+        s.set_nonblocking(true)?;
+        Ok(ServerSocket(Arc::new(s)))
+    }
+}
+
+impl Source for ServerSocket {
+    fn register(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
+        SourceFd(&self.0.as_raw_fd()).register(registry, token, interests)
+    }
+    fn reregister(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
+        SourceFd(&self.0.as_raw_fd()).reregister(registry, token, interests)
+    }
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        SourceFd(&self.0.as_raw_fd()).deregister(registry)
+    }
+}
+
+impl Polled for ServerSocket {
+    fn read_into(&self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self.0).read(buf)
+    }
+    fn write_from(&self, buf: &[u8]) -> io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+    fn shut(&self, how: Shutdown) -> io::Result<()> {
+        self.0.shutdown(how)
+    }
+    fn pending_error(&self) -> io::Result<Option<io::Error>> {
+        self.0.take_error()
+    }
+}
+
 /// Bytes moved in each direction.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -175,10 +221,19 @@ pub fn relay<C: ClientSocket>(
     opts: Options,
     stop: &AtomicBool,
 ) -> io::Result<(End, Stats)> {
-    relay_with(client, server, to_server_first, to_client_first, opts, stop, &BUFFERS)
+    let shared = Shared { lender: &BUFFERS, holds: &HOLDS };
+    relay_with(client, server, to_server_first, to_client_first, opts, stop, shared)
 }
 
-/// [`relay`] with buffers from `lender`. Never inlined: the caller's frame
+/// What every relay of the process uses: the buffers it borrows and the
+/// list its held FIN goes on (tests give a relay its own).
+#[derive(Clone, Copy)]
+struct Shared<'a> {
+    lender: &'a Lender,
+    holds: &'a Holds,
+}
+
+/// [`relay`] with buffers and holds from `shared`. Never inlined: the caller's frame
 /// then need not hold the relay's state while it opens the stream, and the
 /// deepest point of a connection's stack stays shallower (the stack pages a
 /// held connection has touched stay resident).
@@ -190,10 +245,11 @@ fn relay_with<C: ClientSocket>(
     to_client_first: &[u8],
     opts: Options,
     stop: &AtomicBool,
-    lender: &Lender,
+    shared: Shared<'_>,
 ) -> io::Result<(End, Stats)> {
+    let Shared { lender, holds } = shared;
     let mut client = client.into_polled()?;
-    let mut server = server.into_polled()?;
+    let mut server = ServerSocket::new(server)?;
 
     let mut poll = Poll::new()?;
     let both = Interest::READABLE | Interest::WRITABLE;
@@ -213,6 +269,8 @@ fn relay_with<C: ClientSocket>(
     // While the client's FIN is held: when the server last made progress
     // towards the client, or the hold began if later.
     let mut held_since: Option<Instant> = None;
+    // Listed while the FIN is held; dropping it ends the listing.
+    let mut ticket: Option<Ticket<'_>> = None;
 
     loop {
         let mut moved = false;
@@ -237,13 +295,22 @@ fn relay_with<C: ClientSocket>(
         let now = Instant::now();
         let mut hold_left = None;
         if up.flow == Flow::Held {
-            let since = held_since.get_or_insert(now);
-            if answered {
-                *since = now;
-            }
-            match release_after(*since, now, opts.half_close_wait, &down) {
-                Some(left) if left.is_zero() => up.pass_fin(&server),
-                left => hold_left = left,
+            if ticket.get_or_insert_with(|| holds.hold(&server.0)).released() {
+                // Passed on for a new client (src/holds.rs did the shutdown).
+                up.flow = Flow::Closed;
+                ticket = None;
+            } else {
+                let since = held_since.get_or_insert(now);
+                if answered {
+                    *since = now;
+                }
+                match release_after(*since, now, opts.half_close_wait, &down) {
+                    Some(left) if left.is_zero() => {
+                        up.pass_fin(&server);
+                        ticket = None;
+                    }
+                    left => hold_left = left,
+                }
             }
         }
         if up.finished() && down.finished() {
@@ -258,9 +325,13 @@ fn relay_with<C: ClientSocket>(
         // A direction that used up its turn is still ready: only collect
         // new events, don't wait.
         let mut timeout = if more { Duration::ZERO } else { STOP_CHECK };
-        // The hold ends by the clock, not by an event: wake for it.
+        // The hold ends by the clock, not by an event: wake for it, and
+        // only for it: a thousand held relays waking for `stop` every
+        // STOP_CHECK would cost the proxy 4,000 wake-ups a second. The stop
+        // reaches them through `Holds::end_all` (main.rs), whose shutdown
+        // wakes the poll.
         if let Some(left) = hold_left {
-            timeout = timeout.min(left);
+            timeout = if more { Duration::ZERO } else { left };
         }
         if !opts.idle.is_zero() {
             let quiet = now.saturating_duration_since(last_move);
@@ -1118,6 +1189,70 @@ mod tests {
         assert_eq!(read_until_gone(&client_ep), b"");
     }
 
+    /// A relay listing its hold in `holds` (each test its own: the other
+    /// tests' holds are not its business) whose client has sent one byte
+    /// and half-closed, once the FIN is held; with its endpoints.
+    fn held_in(holds: &'static Holds) -> (Running, TcpStream, TcpStream) {
+        let (client, client_ep) = pair();
+        let (server, server_ep) = pair();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, done) = mpsc::channel();
+        let flag = Arc::clone(&stop);
+        thread::spawn(move || {
+            let opts = Options { idle: TEST_IDLE * 4, half_close_wait: Duration::from_secs(60) };
+            let shared = Shared { lender: &BUFFERS, holds };
+            let _ = tx.send(relay_with(client, server, b"", b"", opts, &flag, shared));
+        });
+        (&client_ep).write_all(b"q").unwrap();
+        client_ep.shutdown(Shutdown::Write).unwrap();
+        let mut byte = [0u8; 1];
+        (&server_ep).read_exact(&mut byte).unwrap();
+        assert_eq!(&byte, b"q");
+        let t = Instant::now();
+        while holds.is_empty() {
+            assert!(t.elapsed() < IO_LIMIT, "the FIN was never held");
+            thread::sleep(Duration::from_millis(2));
+        }
+        (Running { done, stop }, client_ep, server_ep)
+    }
+
+    #[test]
+    fn relay_held_wakes_for_the_stop_through_end_all() {
+        static MINE: Holds = Holds::new();
+        let (run, _client_ep, _server_ep) = held_in(&MINE);
+        // Asleep until the 60 s deadline, so well past STOP_CHECK.
+        thread::sleep(STOP_CHECK * 2);
+        assert!(run.done.try_recv().is_err(), "the relay ended");
+        let t = Instant::now();
+        run.stop.store(true, Ordering::SeqCst);
+        MINE.end_all();
+        let (end, _) = run.wait().unwrap();
+        // Its SAM socket shut both ways, it may also end by its own EOF.
+        assert!(matches!(end, End::Stopped | End::Done), "{end:?}");
+        assert!(t.elapsed() < Duration::from_millis(500), "stopped after {:?}", t.elapsed());
+    }
+
+    #[test]
+    fn relay_released_hold_passes_the_fin_and_ends_when_the_server_does() {
+        static MINE: Holds = Holds::new();
+        let (run, client_ep, server_ep) = held_in(&MINE);
+        let t = Instant::now();
+        assert!(MINE.release_oldest());
+        // The FIN arrives now, not after the 60 s wait; the answer to it
+        // still reaches the client.
+        assert_eq!(read_until_gone(&server_ep), b"");
+        assert!(t.elapsed() < Duration::from_secs(1), "FIN after {:?}", t.elapsed());
+        (&server_ep).write_all(b"a").unwrap();
+        server_ep.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(read_until_gone(&client_ep), b"a");
+        let (end, stats) = run.wait().unwrap();
+        assert_eq!(end, End::Done);
+        assert_eq!(stats, Stats { to_server: 1, to_client: 1 });
+        assert!(t.elapsed() < Duration::from_secs(2), "relay ended after {:?}", t.elapsed());
+        assert!(MINE.is_empty());
+        assert!(!MINE.release_oldest(), "an ended relay still listed its hold");
+    }
+
     #[test]
     fn relay_backpressure_resumes_after_full_buffers() {
         const SIZE: usize = 8 * 1024 * 1024;
@@ -1329,7 +1464,8 @@ mod tests {
         let (l, flag) = (Arc::clone(&lender), Arc::clone(&stop));
         thread::spawn(move || {
             let opts = Options { idle, half_close_wait: Duration::ZERO };
-            let _ = tx.send(relay_with(client, server, b"", b"", opts, &flag, &l));
+            let shared = Shared { lender: &l, holds: &HOLDS };
+            let _ = tx.send(relay_with(client, server, b"", b"", opts, &flag, shared));
         });
         (Running { done, stop }, lender, client_ep, server_ep)
     }

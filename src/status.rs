@@ -102,6 +102,12 @@ pub fn lines(r: &Report, c: &Counters) -> Vec<String> {
             get(&c.bytes_in)
         ),
         format!(
+            "status: half-closes held: {} now, {} since start, {} passed on early for a new client",
+            live(&c.holds, &c.holds_ended),
+            get(&c.holds),
+            get(&c.holds_released_early)
+        ),
+        format!(
             "status: identities: {} default, {} by credentials, {} per connection, {} spare; \
              SAM sessions: {} built, {} rebuilt, {} failed",
             i.default,
@@ -146,6 +152,9 @@ mod tests {
         add(&c.streams_failed, 1);
         add(&c.bytes_out, 1000);
         add(&c.bytes_in, 2000);
+        add(&c.holds, 30);
+        add(&c.holds_ended, 27);
+        add(&c.holds_released_early, 11);
         add(&c.session_builds, 4);
         add(&c.session_rebuilds, 1);
         add(&c.session_failures, 2);
@@ -170,6 +179,7 @@ mod tests {
                  5 handshake timeout, 6 malformed",
                 "status: streams: 2 now, 9 since start, 1 failed to open; 1000 bytes out, 2000 bytes in \
                  (streams that ended)",
+                "status: half-closes held: 3 now, 30 since start, 11 passed on early for a new client",
                 "status: identities: 1 default, 2 by credentials, 0 per connection, 1 spare; \
                  SAM sessions: 4 built, 1 rebuilt, 2 failed",
                 "status: UDP: 0 associations now, 3 since start; datagrams 10 to I2P, 8 from I2P, 2 dropped",

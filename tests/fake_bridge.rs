@@ -883,6 +883,93 @@ fn max_clients_overflow() {
     }
 }
 
+/// A client that half-closes after its echo, its FIN then held for the wait.
+fn held_half_close(proxy: std::net::SocketAddr, dest: &str) -> TcpStream {
+    let (mut s, reply) = socks5_connect(proxy, dest, 80, None);
+    assert_eq!(reply, S5_OK);
+    echo_open(&mut s, b"h");
+    s.shutdown(Shutdown::Write).unwrap();
+    s
+}
+
+/// One echo on a stream that stays open both ways.
+fn echo_open(s: &mut TcpStream, data: &[u8]) {
+    send(s, data);
+    expect_bytes(s, data, IO_TIMEOUT);
+}
+
+/// --max-clients 2, both places taken by held half-closes: a third client
+/// is served at once, on the place of the oldest hold, whose FIN reaches
+/// the bridge then (not after the 30 s wait) and whose client gets EOF;
+/// the newer hold stays. With both places taken by open streams (nothing
+/// held) a client is refused at once, as before; the status report counts
+/// the hold passed on early.
+#[test]
+fn held_half_close_gives_its_place_to_a_new_client() {
+    let (fake, p) = setup(Script::default(), &["--max-clients", "2", "--half-close-wait", "30"]);
+    let mut old = held_half_close(p.addr(), &b32_name("old"));
+    let _newer = held_half_close(p.addr(), &b32_name("newer"));
+    assert!(fake.wait_streams(2, WAIT));
+    let conns: Vec<usize> = fake.streams().iter().map(|r| r.conn).collect();
+    // Both FINs held.
+    assert!(silent_for(&mut old, Duration::from_millis(300)));
+    assert!(fake.eof_at(conns[0]).is_none() && fake.eof_at(conns[1]).is_none());
+
+    let t = Instant::now();
+    let (mut third, reply) = socks5_connect(p.addr(), &b32_name("third"), 80, None);
+    let took = t.elapsed();
+    assert_eq!(reply, S5_OK);
+    echo_open(&mut third, b"served");
+    eprintln!("a new client on the place of a held half-close: CONNECT answered after {took:?}");
+    assert!(took < Duration::from_secs(1), "CONNECT answered after {took:?}");
+    assert!(fake.wait_closed(conns[0], WAIT), "the oldest hold's stream did not end");
+    assert!(fake.eof_at(conns[0]).is_some(), "the oldest hold's FIN did not reach the bridge");
+    assert!(read_to_eof(&mut old, IO_TIMEOUT).is_empty());
+    assert!(fake.eof_at(conns[1]).is_none(), "the newer hold was passed on too");
+
+    // The newer hold gives its place to a fourth; then nothing is held.
+    let (mut fourth, reply) = socks5_connect(p.addr(), &b32_name("fourth"), 80, None);
+    assert_eq!(reply, S5_OK);
+    assert!(fake.wait_closed(conns[1], WAIT));
+    assert!(fake.eof_at(conns[1]).is_some());
+    let t = Instant::now();
+    let mut fifth = connect(p.addr());
+    let _ = fifth.write_all(&[5, 1, 0]);
+    assert!(closed_within(&mut fifth, Duration::from_secs(1), 0), "a client beyond open streams was served");
+    assert!(t.elapsed() < Duration::from_millis(1200), "refused after {:?}", t.elapsed());
+    echo_open(&mut third, b"3");
+    echo_open(&mut fourth, b"4");
+
+    let r = common::status::ask(&p, WAIT);
+    assert_eq!(
+        r.line("half-closes"),
+        "status: half-closes held: 0 now, 2 since start, 2 passed on early for a new client"
+    );
+    assert_eq!(r.count("refused", "overload"), 1);
+}
+
+/// --max-clients 64 keeps one place (64 / 64) free of holds: the client
+/// that takes the last place has the oldest hold passed on at once, so
+/// the next client finds a place without waiting; the other holds stay.
+#[test]
+fn a_reserve_of_places_is_kept_free_of_holds() {
+    const MAX: usize = 64;
+    let (fake, p) = setup(Script::default(), &["--max-clients", "64", "--half-close-wait", "30"]);
+    let mut held: Vec<TcpStream> =
+        (0..MAX).map(|i| held_half_close(p.addr(), &b32_name(&format!("held-{i}")))).collect();
+    assert!(fake.wait_streams(MAX, WAIT));
+    let conns: Vec<usize> = fake.streams().iter().map(|r| r.conn).collect();
+    assert!(fake.wait_closed(conns[0], WAIT), "the oldest hold was not passed on");
+    assert!(read_to_eof(&mut held[0], IO_TIMEOUT).is_empty());
+    assert!(silent_for(&mut held[1], Duration::from_millis(200)), "the second hold was passed on too");
+    assert!(conns[1..].iter().all(|c| fake.eof_at(*c).is_none()));
+    let (mut next, reply) = socks5_connect(p.addr(), &b32_name("next"), 80, None);
+    assert_eq!(reply, S5_OK);
+    echo_open(&mut next, b"next");
+    assert!(fake.wait_closed(conns[1], WAIT), "admitting into the reserve passes the next hold on");
+    assert!(conns[2..].iter().all(|c| fake.eof_at(*c).is_none()));
+}
+
 // ------------------------------------------------------ process
 
 /// Usage errors: exit 64 and one line starting `i2psocks: `.
@@ -950,6 +1037,22 @@ fn sigterm_with_open_relay() {
     }
     let st = p.wait_exit(Duration::from_secs(4)).expect("still running after the grace time");
     assert_eq!(st.code(), Some(0), "{st:?}");
+}
+
+/// SIGTERM while a relay holds its client's FIN for up to 600 s: the held
+/// relay, asleep until its deadline, is woken for the stop after the grace
+/// time, and the proxy exits with no client left behind.
+#[test]
+fn sigterm_with_held_half_close() {
+    let (_fake, mut p) = setup(Script::default(), &["--shutdown-grace", "1", "--half-close-wait", "600"]);
+    let _held = held_half_close(p.addr(), &b32_name("held-at-exit"));
+    thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    p.signal("TERM");
+    let st = p.wait_exit(Duration::from_secs(4)).expect("still running after the grace time");
+    eprintln!("SIGTERM with a held half-close: exit after {:?}", t.elapsed());
+    assert_eq!(st.code(), Some(0), "{st:?}");
+    assert_eq!(p.count_lines("still running at exit"), 0, "a relay outlived the stop");
 }
 
 // ----------------------------------------------------------------- memory

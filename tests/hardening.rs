@@ -20,7 +20,7 @@ mod common;
 
 use common::fake_sam::{Fault, Outcome, Peer, Script, WAIT};
 use common::i2p::{b32_name, param};
-use common::process::{cpu_time, fds_below, nofile_soft_limit, peak_rss_kib};
+use common::process::{cpu_time, fds_below, nofile_soft_limit, open_fds, peak_rss_kib, threads};
 use common::proxy::*;
 use common::rng::{pattern, random_bytes, Rng};
 use common::setup::{setup, setup_wrapped};
@@ -28,7 +28,7 @@ use common::TempDir;
 use sha2::{Digest, Sha256};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -360,6 +360,105 @@ fn overload_ten_times_max_clients() {
     assert!(peak < RSS_CEILING_KIB, "peak RSS {peak} KiB");
     assert!(alive(&mut p));
     served(addr, "after-overload", Duration::from_secs(5));
+}
+
+/// A flood of 10,000 short connections that close first (connect, SOCKS5
+/// CONNECT, a 1-byte echo, close: each leaves a held FIN behind), from 16
+/// clients at once, on --max-clients 64 and the default --half-close-wait.
+/// The places fill with holds within the first hundred connections; from
+/// then on each newcomer takes the place of the oldest hold: none is
+/// refused. Threads and descriptors stay within what 64 clients may use;
+/// four streams that are not held keep echoing all along without losing a
+/// byte; afterwards a client is served at once.
+#[test]
+fn flood_of_connections_that_close_first() {
+    let _g = serial();
+    const MAX: usize = 64;
+    const FLOOD: usize = 10_000;
+    const CLIENTS: usize = 16;
+    const STEADY: usize = 4;
+    /// Each steady stream's echoes: data that must come back whole.
+    const ECHO: usize = 16 * 1024;
+    let (_fake, p) = setup(Script::default(), &["--max-clients", "64"]);
+    let (addr, pid) = (p.addr(), p.pid());
+    let (idle_threads, idle_fds) = (threads(pid), open_fds(pid));
+    let flooding = Arc::new(AtomicBool::new(true));
+    let steady: Vec<_> = (0..STEADY)
+        .map(|i| {
+            let (mut s, reply) = socks5_admitted(addr, &b32_name(&format!("steady-{i}")), 80, IO_TIMEOUT);
+            assert_eq!(reply, S5_OK);
+            let flooding = Arc::clone(&flooding);
+            thread::spawn(move || {
+                let mut echoed = 0;
+                while flooding.load(Ordering::SeqCst) {
+                    let data = random_bytes(ECHO, (i * 1_000_000 + echoed) as u64);
+                    send(&mut s, &data);
+                    assert!(
+                        read_exact_by(&mut s, ECHO, IO_TIMEOUT) == data,
+                        "steady stream {i}: echo differs"
+                    );
+                    echoed += 1;
+                }
+                echoed
+            })
+        })
+        .collect();
+    let sampler = {
+        let flooding = Arc::clone(&flooding);
+        thread::spawn(move || {
+            let (mut most_threads, mut most_fds) = (0, 0);
+            while flooding.load(Ordering::SeqCst) {
+                most_threads = most_threads.max(threads(pid));
+                most_fds = most_fds.max(open_fds(pid));
+                thread::sleep(Duration::from_millis(10));
+            }
+            (most_threads, most_fds)
+        })
+    };
+    let target = b32_name("flood");
+    let next = Arc::new(AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let flood: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (next, target) = (Arc::clone(&next), target.clone());
+            thread::spawn(move || {
+                let mut refused = 0;
+                while next.fetch_add(1, Ordering::SeqCst) < FLOOD {
+                    let Some((mut s, reply)) = try_socks5(addr, &target, 80) else {
+                        refused += 1;
+                        continue;
+                    };
+                    assert_eq!(reply, S5_OK);
+                    send(&mut s, b"x");
+                    expect_bytes(&mut s, b"x", IO_TIMEOUT);
+                }
+                refused
+            })
+        })
+        .collect();
+    let refused: usize = flood.into_iter().map(|h| h.join().unwrap()).sum();
+    let took = t0.elapsed();
+    flooding.store(false, Ordering::SeqCst);
+    let echoed: usize = steady.into_iter().map(|h| h.join().unwrap()).sum();
+    let (most_threads, most_fds) = sampler.join().unwrap();
+    let t = Instant::now();
+    served(addr, "after-flood", Duration::from_secs(2));
+    let after = t.elapsed();
+    let r = common::status::ask(&p, WAIT);
+    eprintln!(
+        "flood: {FLOOD} connections closing first in {took:?} ({:.0}/s), {refused} refused; {echoed} echoes \
+         of {ECHO} bytes on {STEADY} steady streams; threads {idle_threads} idle, at most {most_threads}; \
+         descriptors {idle_fds} idle, at most {most_fds}; next client served in {after:?}; {}",
+        FLOOD as f64 / took.as_secs_f64(),
+        r.line("half-closes")
+    );
+    assert_eq!(refused, 0, "clients refused during the flood");
+    assert_eq!(r.count("refused", "overload"), 0);
+    assert!(r.count("half-closes", "passed on early") > 0);
+    // A worker per place; a client socket, a SAM stream socket and a poller each.
+    assert!(most_threads <= idle_threads + MAX as u64, "{most_threads} threads");
+    assert!(most_fds <= idle_fds + 3 * MAX, "{most_fds} descriptors");
+    assert!(echoed >= STEADY, "the steady streams did not echo");
 }
 
 /// Slowloris: 1,000 sockets send one byte and stall (--handshake-timeout 2,

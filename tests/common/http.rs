@@ -27,8 +27,13 @@ use std::time::Duration;
 pub const MARKER: &str = "i2psocks-testsite-marker-5d1c0e";
 /// Largest `/bytes/<n>` served (bigger requests get 400).
 pub const MAX_BYTES: u64 = 256 << 20;
-/// Connections served at once per server; beyond it new ones are closed at once.
+/// Connections the HTTP server serves at once; beyond it new ones are closed at once.
 const MAX_CONNECTIONS: usize = 64;
+/// Connections the echo server serves at once: every stream a proxy with the
+/// default `--max-clients` (1024) keeps open, its client's FIN held, keeps
+/// an echo connection too, and the bench's cycle rows through two such
+/// proxies and i2pd's SOCKS port follow each other within the hold.
+const ECHO_MAX_CONNECTIONS: usize = 2048;
 /// Largest request head (request line + headers) read.
 const MAX_HEAD: usize = 16 << 10;
 /// Idle limit on a client socket, so a stuck peer cannot pin a thread forever.
@@ -83,7 +88,7 @@ struct Listener {
 }
 
 impl Listener {
-    fn spawn<F>(name: &str, handler: F) -> Listener
+    fn spawn<F>(name: &str, max_connections: usize, handler: F) -> Listener
     where
         F: Fn(TcpStream) + Send + Sync + 'static,
     {
@@ -101,7 +106,7 @@ impl Listener {
                         break;
                     }
                     let Ok(conn) = conn else { continue };
-                    if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+                    if active.fetch_add(1, Ordering::SeqCst) >= max_connections {
                         active.fetch_sub(1, Ordering::SeqCst);
                         drop(conn);
                         continue;
@@ -148,7 +153,7 @@ impl HttpServer {
         let rec = Arc::clone(&requests);
         let dirs: Arc<Mutex<Vec<(String, PathBuf)>>> = Arc::default();
         let d = Arc::clone(&dirs);
-        let listener = Listener::spawn("http", move |conn| {
+        let listener = Listener::spawn("http", MAX_CONNECTIONS, move |conn| {
             let _ = serve_http(conn, &rec, &d);
         });
         HttpServer { listener, requests, dirs }
@@ -288,7 +293,7 @@ impl EchoServer {
     pub fn start() -> EchoServer {
         let connections = Arc::new(AtomicUsize::new(0));
         let count = Arc::clone(&connections);
-        let listener = Listener::spawn("echo", move |conn| {
+        let listener = Listener::spawn("echo", ECHO_MAX_CONNECTIONS, move |conn| {
             count.fetch_add(1, Ordering::SeqCst);
             let _ = echo(conn);
         });

@@ -10,7 +10,7 @@ use std::time::Duration;
 pub const FIRST: &str = "status: up ";
 pub const LAST: &str = "status: UDP: ";
 /// Its number of lines.
-pub const LINES: usize = 6;
+pub const LINES: usize = 7;
 
 /// One report: its lines without the log prefix, each starting `status: `.
 #[derive(Debug, Clone)]
