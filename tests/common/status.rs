@@ -8,9 +8,9 @@ use std::time::Duration;
 
 /// The report's first and last lines, as i2psocks writes them.
 pub const FIRST: &str = "status: up ";
-pub const LAST: &str = "status: UDP: ";
+pub const LAST: &str = "status: sandbox: ";
 /// Its number of lines.
-pub const LINES: usize = 6;
+pub const LINES: usize = 7;
 
 /// One report: its lines without the log prefix, each starting `status: `.
 #[derive(Debug, Clone)]
