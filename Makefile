@@ -36,8 +36,16 @@ OPENRC = dist/openrc/i2psocks
 
 .PHONY: all bench demo test check install uninstall clean fuzz reproducible
 
+# A reproducible release build: the paths that would otherwise end up in the
+# binary (panic locations of our code and of the crates) are rewritten to fixed
+# ones, so the same commit gives the same bytes wherever it is built and by
+# whom (check it with `make reproducible`). std's paths are /rustc/<hash>
+# already. Cargo's own trim-paths would do this but is not stable yet.
+CARGO_HOME_DIR = $(or $(CARGO_HOME),$(HOME)/.cargo)
+REMAP = --remap-path-prefix=$(CURDIR)=/build/i2psocks --remap-path-prefix=$(CARGO_HOME_DIR)=/build/cargo
+
 all:
-	$(CARGO) build --release --locked
+	RUSTFLAGS="$(strip $(RUSTFLAGS) $(REMAP))" $(CARGO) build --release --locked
 
 # Everything it starts stays in the foreground and stops on Ctrl-C; DEMO_ONESHOT=1 makes
 # it exit after the first fetch (see demo/demo.sh).
