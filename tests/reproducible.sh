@@ -27,6 +27,8 @@ git -C "$repo" archive "$commit" | tar -x -C "$a"
 git -C "$repo" archive "$commit" | tar -x -C "$b"
 ln -s "$cargo_home/registry" "$work/home-b/cargo/registry"
 cargo_bin=$(command -v "$CARGO")
+# rustup's toolchains stay where they are (found through HOME otherwise).
+rustup_home=${RUSTUP_HOME:-$HOME/.rustup}
 
 echo "reproducible: commit $commit; $("$cargo_bin" --version); $(rustc -V)"
 (cd "$a" && make CARGO="$cargo_bin" >"$work/first.log" 2>&1) || { cat "$work/first.log"; exit 1; }
@@ -40,7 +42,7 @@ if [ "$(id -u)" = 0 ] && setpriv --reuid=nobody --regid=nogroup --clear-groups "
 else
 	echo "reproducible: second build as $(id -un) (no other user can run $cargo_bin here), with its own HOME and CARGO_HOME"
 fi
-(cd "$b" && env HOME="$work/home-b" CARGO_HOME="$work/home-b/cargo" TZ=Pacific/Chatham LC_ALL=C.UTF-8 \
+(cd "$b" && env HOME="$work/home-b" CARGO_HOME="$work/home-b/cargo" RUSTUP_HOME="$rustup_home" TZ=Pacific/Chatham LC_ALL=C.UTF-8 \
 	"${as[@]}" sh -c 'umask 0002; exec make CARGO="$0"' "$cargo_bin" >"$work/second.log" 2>&1) ||
 	{ cat "$work/second.log"; exit 1; }
 
