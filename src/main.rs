@@ -204,7 +204,7 @@ fn run(config: Config, files: Files) -> Result<(), Failure> {
     let mut names = Vec::with_capacity(listeners.len());
     for l in &listeners {
         let local = l.local().map_err(|e| fail(format!("cannot read the listening address: {e}")))?;
-        wakers.push(l.waker().map_err(|e| fail(format!("cannot read the listening address: {e}")))?);
+        wakers.push(l.waker());
         names.push(local.to_string());
     }
     for name in &names {
@@ -216,14 +216,7 @@ fn run(config: Config, files: Files) -> Result<(), Failure> {
     let new_keyfile = if files.key.is_none() { config.keyfile.clone() } else { None };
     // Before the first thread starts: a ruleset binds the calling thread and
     // the threads it starts afterwards, not those already running.
-    let ports: Vec<u16> = wakers
-        .iter()
-        .filter_map(|w| match w {
-            Wake::Tcp(a) => Some(a.port()),
-            Wake::Unix(_) => None,
-        })
-        .collect();
-    let plan = sandbox::plan(&config, new_keyfile.as_deref(), &ports);
+    let plan = sandbox::plan(&config, new_keyfile.as_deref());
     let applied = sandbox::apply(&plan, config.sandbox)
         .map_err(|e| (EXIT_CONFIG, format!("--sandbox require: {e}")))?;
     let sandbox_line = sandbox::summary(&plan, &applied);
@@ -290,11 +283,11 @@ fn run(config: Config, files: Files) -> Result<(), Failure> {
     // owns its listener, so the socket closes (and a Unix socket file goes)
     // as soon as its loop ends.
     let started = thread::scope(|scope| {
-        for (n, (listener, name)) in listeners.into_iter().zip(&names).enumerate() {
+        for (n, (mut listener, name)) in listeners.into_iter().zip(&names).enumerate() {
             let (pool, stop, max) = (&pool, &*stopping, config.max_clients);
             let spawned = thread::Builder::new()
                 .name(format!("accept {}", n + 1))
-                .spawn_scoped(scope, move || accept_loop(&listener, n, name, pool, stop, max));
+                .spawn_scoped(scope, move || accept_loop(&mut listener, n, name, pool, stop, max));
             if let Err(e) = spawned {
                 // Without all its listeners the proxy does not run: end the
                 // loops already started, as SIGTERM would.
@@ -322,9 +315,9 @@ fn run(config: Config, files: Files) -> Result<(), Failure> {
 }
 
 /// Accept clients of listener `n` (`name` in logs) and hand them to the
-/// pool until `stopping` is set (then woken by a connection to ourselves).
+/// pool until `stopping` is set (then woken: [`Wake`]).
 fn accept_loop(
-    listener: &Listener,
+    listener: &mut Listener,
     n: usize,
     name: &str,
     pool: &Pool<(Client, usize)>,
@@ -365,7 +358,7 @@ fn accept_loop(
 }
 
 /// SIGTERM/SIGINT: flag the stop and wake each listener's blocking accept
-/// with a connection to itself. SIGHUP: new identities for new streams.
+/// ([`Wake`]). SIGHUP: new identities for new streams.
 /// SIGUSR1: the status report.
 /// What the signal thread acts on.
 struct Watch {

@@ -1,8 +1,7 @@
 //! The kernel keeps the proxy's promise: once start-up is done (flags
 //! parsed, files read, listeners bound), the process asks for no new
 //! privileges and restricts itself with a Landlock ruleset: TCP connect only
-//! to the SAM bridge's port (and to its own TCP listeners, whose accept is
-//! woken at shutdown by a connection), no TCP bind, no file access but the
+//! to the SAM bridge's port, no TCP bind, no file access but the
 //! few places later work needs ([`allowed_paths`]), no exec, and (ABI 6) no
 //! signals to processes outside the sandbox and no abstract Unix sockets.
 //!
@@ -43,10 +42,9 @@ pub struct Allowed {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     /// The SAM bridge's port: every SAM connection, streams and control.
+    /// The only TCP connect: shutdown wakes a TCP accept with an eventfd
+    /// (`listen::tcp`), not a connection.
     pub sam_port: u16,
-    /// The proxy's own TCP listening ports: shutdown wakes each blocked
-    /// accept with a connection to it.
-    pub wake_ports: Vec<u16>,
     pub paths: Vec<Allowed>,
 }
 
@@ -66,15 +64,9 @@ pub fn allowed_paths(c: &Config, new_keyfile: Option<&Path>) -> Vec<Allowed> {
     out
 }
 
-/// The ruleset for `c`, with the ports the listeners really got.
-pub fn plan(c: &Config, new_keyfile: Option<&Path>, listen_ports: &[u16]) -> Plan {
-    let mut wake_ports: Vec<u16> = Vec::new();
-    for &p in listen_ports {
-        if p != c.sam.port() && !wake_ports.contains(&p) {
-            wake_ports.push(p);
-        }
-    }
-    Plan { sam_port: c.sam.port(), wake_ports, paths: allowed_paths(c, new_keyfile) }
+/// The ruleset for `c`.
+pub fn plan(c: &Config, new_keyfile: Option<&Path>) -> Plan {
+    Plan { sam_port: c.sam.port(), paths: allowed_paths(c, new_keyfile) }
 }
 
 fn parent(p: &Path) -> PathBuf {
@@ -116,13 +108,7 @@ pub fn summary(plan: &Plan, applied: &Applied) -> String {
             let mut s = format!("sandbox: Landlock ABI {abi}: ");
             let mut missing = Vec::new();
             if *abi >= ABI_NET {
-                let _ = write!(s, "connect only to port {}", plan.sam_port);
-                if !plan.wake_ports.is_empty() {
-                    let ports: Vec<String> = plan.wake_ports.iter().map(u16::to_string).collect();
-                    let _ =
-                        write!(s, " (and {}, our own listener, to wake it at shutdown)", ports.join(", "));
-                }
-                s.push_str(", no TCP bind, ");
+                let _ = write!(s, "connect only to port {}, no TCP bind, ", plan.sam_port);
             } else {
                 missing.push("TCP connect and bind (need ABI 4, Linux 6.7)");
             }
@@ -199,12 +185,11 @@ fn apply_landlock(plan: &Plan, required: bool) -> Result<Applied, String> {
         Ok(r) => r,
         Err(e) => return fail(format!("the kernel refused the Landlock ruleset: {e}")),
     };
-    for port in std::iter::once(plan.sam_port).chain(plan.wake_ports.iter().copied()) {
-        ruleset = match ruleset.add_rule(NetPort::new(port, AccessNet::ConnectTcp)) {
-            Ok(r) => r,
-            Err(e) => return fail(format!("the kernel refused a rule for TCP port {port}: {e}")),
-        };
-    }
+    let port = plan.sam_port;
+    ruleset = match ruleset.add_rule(NetPort::new(port, AccessNet::ConnectTcp)) {
+        Ok(r) => r,
+        Err(e) => return fail(format!("the kernel refused a rule for TCP port {port}: {e}")),
+    };
     let mut skipped = Vec::new();
     for a in &plan.paths {
         let access = match a.access {
@@ -281,9 +266,8 @@ mod tests {
     #[test]
     fn plan_from_config() {
         let c = config(&["-s", "127.0.0.1:7656", "-l", "unix:/run/i2psocks/socks", "-l", "127.0.0.1:0"]);
-        let p = plan(&c, Some(Path::new("/var/lib/i2psocks/key")), &[40001, 7656, 40001]);
+        let p = plan(&c, Some(Path::new("/var/lib/i2psocks/key")));
         assert_eq!(p.sam_port, 7656);
-        assert_eq!(p.wake_ports, [40001]);
         assert_eq!(
             p.paths,
             [
@@ -293,13 +277,13 @@ mod tests {
         );
         // A key file that exists is only read, at start: nothing to allow.
         let c = config(&["-k", "key"]);
-        assert_eq!(plan(&c, None, &[4447]).paths, []);
+        assert_eq!(plan(&c, None).paths, []);
         assert_eq!(allowed_paths(&c, Some(Path::new("key")))[0].dir, Path::new("."));
     }
 
     #[test]
     fn summary_lines() {
-        let bare = Plan { sam_port: 7656, wake_ports: vec![], paths: vec![] };
+        let bare = Plan { sam_port: 7656, paths: vec![] };
         let full = Applied::Landlock { abi: 7, no_new_privs: true, skipped: vec![] };
         assert_eq!(
             summary(&bare, &full),
@@ -307,13 +291,12 @@ mod tests {
              no signals to other processes, no abstract Unix sockets; no new privileges"
         );
         let c = config(&["-s", "127.0.0.1:7656", "-l", "unix:/run/i2psocks/socks", "-l", "127.0.0.1:0"]);
-        let p = plan(&c, Some(Path::new("/var/lib/i2psocks/key")), &[4448]);
+        let p = plan(&c, Some(Path::new("/var/lib/i2psocks/key")));
         assert_eq!(
             summary(&p, &full),
-            "sandbox: Landlock ABI 7: connect only to port 7656 (and 4448, our own listener, to wake it at \
-             shutdown), no TCP bind, file access only to remove in /run/i2psocks (Unix socket), create in \
-             /var/lib/i2psocks (new key file), no exec, no signals to other processes, no abstract Unix \
-             sockets; no new privileges"
+            "sandbox: Landlock ABI 7: connect only to port 7656, no TCP bind, file access only to remove \
+             in /run/i2psocks (Unix socket), create in /var/lib/i2psocks (new key file), no exec, no signals \
+             to other processes, no abstract Unix sockets; no new privileges"
         );
         let skipped = Applied::Landlock { abi: 6, no_new_privs: true, skipped: vec!["/run/i2psocks".into()] };
         assert!(summary(&p, &skipped)

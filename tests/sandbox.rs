@@ -64,7 +64,7 @@ fn child(spec: &str) {
         Command::new("sleep").arg("60").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let _unix = UnixListener::bind(&socket).unwrap();
 
-    let plan = sandbox::plan(&config, Some(&key), &[]);
+    let plan = sandbox::plan(&config, Some(&key));
     let applied = sandbox::apply(&plan, Sandbox::Require).unwrap();
     println!("{}", sandbox::summary(&plan, &applied));
 
@@ -127,7 +127,9 @@ fn running_proxy_has_no_new_privs() {
     let line = p.wait_for_line("sandbox: ", WAIT).unwrap();
     let port = fake.addr().port();
     assert!(
-        line.contains(&format!("i2psocks: info: sandbox: Landlock ABI 7: connect only to port {port} (and ")),
+        line.contains(&format!(
+            "i2psocks: info: sandbox: Landlock ABI 7: connect only to port {port}, no TCP bind, "
+        )),
         "{line}"
     );
     assert!(line.contains("no file access, no exec, no signals to other processes"), "{line}");
