@@ -5,7 +5,8 @@
 #   make demo               a throwaway offline I2P router, a demo site, i2psocks, curl
 #   make test               test dependencies (tests/deps.sh), then every test
 #   make check              rustfmt, clippy and the man page lint
-#   make install            binary and man page under $(DESTDIR)$(PREFIX)
+#   make install            binary, man page, systemd unit and OpenRC script
+#   make reproducible       two release builds in two directories, compared
 #   make uninstall          removes what install put there (same PREFIX/DESTDIR)
 #   make clean              cargo clean
 #   make bench              bench/run.sh: benches/proxy.rs against its peers
@@ -17,6 +18,11 @@
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
 MANDIR ?= $(PREFIX)/share/man
+# The service files: systemd looks for units under $(PREFIX)/lib/systemd/system
+# for /usr and /usr/local alike; OpenRC only in /etc/init.d.
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSCONFDIR ?= /etc
+INITDIR ?= $(SYSCONFDIR)/init.d
 DESTDIR ?=
 CARGO ?= cargo
 MANDOC ?= mandoc
@@ -25,11 +31,21 @@ MANDOC ?= mandoc
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 BIN = $(TARGET_DIR)/release/i2psocks
 MAN = man/i2psocks.8
+UNIT = dist/systemd/i2psocks.service
+OPENRC = dist/openrc/i2psocks
 
-.PHONY: all bench demo test check install uninstall clean fuzz
+.PHONY: all bench demo test check install uninstall clean fuzz reproducible
+
+# A reproducible release build: the paths that would otherwise end up in the
+# binary (panic locations of our code and of the crates) are rewritten to fixed
+# ones, so the same commit gives the same bytes wherever it is built and by
+# whom (check it with `make reproducible`). std's paths are /rustc/<hash>
+# already. Cargo's own trim-paths would do this but is not stable yet.
+CARGO_HOME_DIR = $(or $(CARGO_HOME),$(HOME)/.cargo)
+REMAP = --remap-path-prefix=$(CURDIR)=/build/i2psocks --remap-path-prefix=$(CARGO_HOME_DIR)=/build/cargo
 
 all:
-	$(CARGO) build --release --locked
+	RUSTFLAGS="$(strip $(RUSTFLAGS) $(REMAP))" $(CARGO) build --release --locked
 
 # Everything it starts stays in the foreground and stops on Ctrl-C; DEMO_ONESHOT=1 makes
 # it exit after the first fetch (see demo/demo.sh).
@@ -86,9 +102,21 @@ install:
 	mkdir -p $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8
 	install -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/i2psocks
 	install -m 0644 $(MAN) $(DESTDIR)$(MANDIR)/man8/i2psocks.8
+	mkdir -p $(DESTDIR)$(UNITDIR) $(DESTDIR)$(INITDIR)
+	sed 's|@BINDIR@|$(BINDIR)|g' $(UNIT) > $(DESTDIR)$(UNITDIR)/i2psocks.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/i2psocks.service
+	sed 's|@BINDIR@|$(BINDIR)|g' $(OPENRC) > $(DESTDIR)$(INITDIR)/i2psocks
+	chmod 0755 $(DESTDIR)$(INITDIR)/i2psocks
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/i2psocks $(DESTDIR)$(MANDIR)/man8/i2psocks.8
+	rm -f $(DESTDIR)$(UNITDIR)/i2psocks.service $(DESTDIR)$(INITDIR)/i2psocks
+
+# Two release builds of this tree, each in a copy of its own under another
+# path (and as another user where it can), must give the same bytes: the
+# binary an auditor builds is the one shipped. tests/reproducible.sh says how.
+reproducible:
+	CARGO="$(CARGO)" bash tests/reproducible.sh
 
 clean:
 	$(CARGO) clean

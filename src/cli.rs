@@ -21,7 +21,7 @@ pub const USAGE: &str = "usage: i2psocks [-hqVv] [--allow-remote] [--check] [--p
 [--auth-file file] [--isolate none|auth|client] [--max-clients n] [--max-sessions n] [--spare-sessions n] \
 [--handshake-timeout secs] [--connect-timeout secs] [--idle-timeout secs] [--half-close-wait secs] \
 [--session-idle-timeout secs] [--shutdown-grace secs] [--hops n] [--tunnels n] \
-[--encryption auto|pq|classic] [--sam-option key=value] [--virtual-net cidr]";
+[--encryption auto|pq|classic] [--sam-option key=value] [--virtual-net cidr] [--sandbox auto|require|off]";
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4447";
 pub const DEFAULT_SAM: &str = "127.0.0.1:7656";
@@ -102,6 +102,19 @@ pub struct Config {
     /// Which encryption types sessions ask for (`AsGiven` when a
     /// `--sam-option` names them).
     pub encryption: Mode,
+    /// Whether the process restricts itself once started (`sandbox`).
+    pub sandbox: Sandbox,
+}
+
+/// `--sandbox`: Landlock and no new privileges after start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sandbox {
+    /// What the kernel supports; the start-up line says what that was.
+    Auto,
+    /// All of it, or exit 78 with the reason (an audited deployment fails closed).
+    Require,
+    /// None (debugging); logged.
+    Off,
 }
 
 impl Config {
@@ -138,6 +151,7 @@ impl Default for Config {
             virtual_net: virtual_net::DEFAULT,
             spare_sessions: 1,
             encryption: Mode::Auto,
+            sandbox: Sandbox::Auto,
         }
     }
 }
@@ -223,6 +237,12 @@ fn options() -> Options {
         "",
         "encryption",
         "lease set encryption: auto (post-quantum where the bridge speaks SAM 3.3), pq or classic (default auto)",
+        "MODE",
+    );
+    o.optopt(
+        "",
+        "sandbox",
+        "Landlock sandbox once started: auto (what the kernel allows), require or off (default auto)",
         "MODE",
     );
     o.optmulti("", "sam-option", "extra SAM SESSION CREATE option (repeatable)", "KEY=VALUE");
@@ -349,6 +369,14 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
         c.sam_options.push(sam_option(&o)?);
     }
     c.encryption = encryption_mode(m.opt_str("encryption"), &c.sam_options)?;
+    if let Some(mode) = m.opt_str("sandbox") {
+        c.sandbox = match mode.as_str() {
+            "auto" => Sandbox::Auto,
+            "require" => Sandbox::Require,
+            "off" => Sandbox::Off,
+            _ => return Err(UsageError(format!("--sandbox '{mode}': expected auto, require or off"))),
+        };
+    }
     let check = m.opt_present("check");
     let print = m.opt_present("print-address");
     match (check, print) {

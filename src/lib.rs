@@ -32,6 +32,7 @@ pub mod proxy;
 pub mod rand;
 pub mod relay;
 pub mod sam;
+pub mod sandbox;
 pub mod socks;
 pub mod spares;
 pub mod status;

@@ -4,10 +4,11 @@
 //! Startup failures print one line `i2psocks: <what failed>` on stderr and
 //! exit non-zero: 64 usage error, 69 SAM bridge unavailable (`--check`,
 //! `--print-address`), 78 bad key or auth file or unsafe Unix socket place,
-//! 1 anything else.
+//! or a sandbox required (`--sandbox require`) that cannot be applied in
+//! full, 1 anything else.
 
 use i2psocks::auth::AuthFile;
-use i2psocks::cli::{self, Command, Config};
+use i2psocks::cli::{self, Command, Config, Sandbox};
 use i2psocks::client::Client;
 use i2psocks::counters::{bump, COUNTERS};
 use i2psocks::holds::HOLDS;
@@ -22,6 +23,7 @@ use i2psocks::sam::conn;
 use i2psocks::sam::datagram::DgSpec;
 use i2psocks::sam::encryption::{self, Encryption, Mode};
 use i2psocks::sam::stream::SessionSpec;
+use i2psocks::sandbox::{self, Applied};
 use i2psocks::status::Reporter;
 use i2psocks::virtual_net::VirtualMap;
 use log::{error, info, warn, LevelFilter};
@@ -38,8 +40,8 @@ use std::time::{Duration, Instant};
 const EXIT_USAGE: u8 = 64;
 /// sysexits(3) EX_UNAVAILABLE: the SAM bridge cannot be reached.
 const EXIT_UNAVAILABLE: u8 = 69;
-/// sysexits(3) EX_CONFIG: a key or auth file cannot be used, or a Unix
-/// socket's place is unsafe or taken.
+/// sysexits(3) EX_CONFIG: a key or auth file cannot be used, a Unix
+/// socket's place is unsafe or taken, or `--sandbox require` cannot be met.
 const EXIT_CONFIG: u8 = 78;
 const EXIT_FAILURE: u8 = 1;
 /// After an accept error (EMFILE and the like) wait this long before the
@@ -217,11 +219,25 @@ fn run(config: Config, files: Files) -> Result<(), Failure> {
     let mut names = Vec::with_capacity(listeners.len());
     for l in &listeners {
         let local = l.local().map_err(|e| fail(format!("cannot read the listening address: {e}")))?;
-        wakers.push(l.waker().map_err(|e| fail(format!("cannot read the listening address: {e}")))?);
+        wakers.push(l.waker());
         names.push(local.to_string());
     }
     for name in &names {
         info!("listening on {name}");
+    }
+    // Opened now: the sandbox allows no file opens later (see watch_signals).
+    let spare = std::fs::File::open("/dev/null").ok();
+    // A missing key file is created from the first session's key.
+    let new_keyfile = if files.key.is_none() { config.keyfile.clone() } else { None };
+    // Before the first thread starts: a ruleset binds the calling thread and
+    // the threads it starts afterwards, not those already running.
+    let plan = sandbox::plan(&config, new_keyfile.as_deref());
+    let applied = sandbox::apply(&plan, config.sandbox)
+        .map_err(|e| (EXIT_CONFIG, format!("--sandbox require: {e}")))?;
+    let sandbox_line = sandbox::summary(&plan, &applied);
+    match &applied {
+        Applied::NotApplied { .. } if config.sandbox == Sandbox::Auto => warn!("{sandbox_line}"),
+        _ => info!("{sandbox_line}"),
     }
 
     let persistent = config.keyfile.is_some();
@@ -237,8 +253,7 @@ fn run(config: Config, files: Files) -> Result<(), Failure> {
         },
         default_persistent: persistent,
         listeners: listeners.len(),
-        // A missing key file is created from the first session's key.
-        new_keyfile: if files.key.is_none() { config.keyfile.clone() } else { None },
+        new_keyfile,
         datagram: DgSpec { sam: config.sam, sam_udp: config.sam_udp_addr(), options, encryption },
         max_sessions: config.max_sessions,
         idle_timeout: config.session_idle_timeout,
@@ -262,9 +277,16 @@ fn run(config: Config, files: Files) -> Result<(), Failure> {
 
     let stopping = Arc::new(AtomicBool::new(false));
     let wake_started = wakers.clone();
-    let status = Arc::new(Reporter::new(config.sam, config.max_clients, Arc::clone(&identities)));
-    watch_signals(signals, Arc::clone(&stopping), wakers, Arc::clone(&identities), Arc::clone(&status))
-        .map_err(fail)?;
+    let status =
+        Arc::new(Reporter::new(config.sam, config.max_clients, Arc::clone(&identities), sandbox_line));
+    let watch = Watch {
+        stopping: Arc::clone(&stopping),
+        wakers,
+        ids: Arc::clone(&identities),
+        status: Arc::clone(&status),
+        spare,
+    };
+    watch_signals(signals, watch).map_err(fail)?;
 
     let worker_shared = Arc::clone(&shared);
     let pool = Pool::new(config.max_clients, move |(c, n): (Client, usize)| {
@@ -276,11 +298,11 @@ fn run(config: Config, files: Files) -> Result<(), Failure> {
     // owns its listener, so the socket closes (and a Unix socket file goes)
     // as soon as its loop ends.
     let started = thread::scope(|scope| {
-        for (n, (listener, name)) in listeners.into_iter().zip(&names).enumerate() {
+        for (n, (mut listener, name)) in listeners.into_iter().zip(&names).enumerate() {
             let (pool, stop, max) = (&pool, &*stopping, config.max_clients);
             let spawned = thread::Builder::new()
                 .name(format!("accept {}", n + 1))
-                .spawn_scoped(scope, move || accept_loop(&listener, n, name, pool, stop, max));
+                .spawn_scoped(scope, move || accept_loop(&mut listener, n, name, pool, stop, max));
             if let Err(e) = spawned {
                 // Without all its listeners the proxy does not run: end the
                 // loops already started, as SIGTERM would.
@@ -310,9 +332,9 @@ fn run(config: Config, files: Files) -> Result<(), Failure> {
 }
 
 /// Accept clients of listener `n` (`name` in logs) and hand them to the
-/// pool until `stopping` is set (then woken by a connection to ourselves).
+/// pool until `stopping` is set (then woken: [`Wake`]).
 fn accept_loop(
-    listener: &Listener,
+    listener: &mut Listener,
     n: usize,
     name: &str,
     pool: &Pool<(Client, usize)>,
@@ -375,21 +397,24 @@ fn submit_or_make_room<T: Send + 'static>(pool: &Pool<T>, job: T) -> Result<(), 
 }
 
 /// SIGTERM/SIGINT: flag the stop and wake each listener's blocking accept
-/// with a connection to itself. SIGHUP: new identities for new streams.
+/// ([`Wake`]). SIGHUP: new identities for new streams.
 /// SIGUSR1: the status report.
-fn watch_signals(
-    mut signals: signal_hook::iterator::Signals,
+/// What the signal thread acts on.
+struct Watch {
     stopping: Arc<AtomicBool>,
     wakers: Vec<Wake>,
     ids: Arc<Identities>,
     status: Arc<Reporter>,
-) -> Result<(), String> {
-    // A wake-up connection needs an fd. When idle clients hold every one
-    // (EMFILE) and none is pending, accept blocks and would never see the
-    // stop: keep one fd in reserve and give it back just before connecting.
-    // The wake-ups are made one after the other, each closed before the
-    // next, so one fd serves them all.
-    let mut spare = std::fs::File::open("/dev/null").ok();
+    /// A wake-up connection needs an fd. When idle clients hold every one
+    /// (EMFILE) and none is pending, accept blocks and would never see the
+    /// stop: one fd is kept in reserve and given back just before
+    /// connecting. The wake-ups are made one after the other, each closed
+    /// before the next, so one fd serves them all.
+    spare: Option<std::fs::File>,
+}
+
+fn watch_signals(mut signals: signal_hook::iterator::Signals, watch: Watch) -> Result<(), String> {
+    let Watch { stopping, wakers, ids, status, mut spare } = watch;
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || {

@@ -30,6 +30,8 @@ pub struct Report {
     pub bridge: Bridge,
     pub clients_max: usize,
     pub identities: Census,
+    /// What the sandbox applied at start (`sandbox::summary`).
+    pub sandbox: String,
 }
 
 /// Gathers a report when asked and logs it.
@@ -38,12 +40,13 @@ pub struct Reporter {
     sam: SocketAddr,
     max_clients: usize,
     identities: Arc<Identities>,
+    sandbox: String,
 }
 
 impl Reporter {
     /// Uptime counts from now.
-    pub fn new(sam: SocketAddr, max_clients: usize, identities: Arc<Identities>) -> Self {
-        Reporter { started: Instant::now(), sam, max_clients, identities }
+    pub fn new(sam: SocketAddr, max_clients: usize, identities: Arc<Identities>, sandbox: String) -> Self {
+        Reporter { started: Instant::now(), sam, max_clients, identities, sandbox }
     }
 
     /// Log the report at info, a line at a time.
@@ -59,6 +62,7 @@ impl Reporter {
             bridge,
             clients_max: self.max_clients,
             identities: self.identities.census(),
+            sandbox: self.sandbox.clone(),
         };
         for line in lines(&report, &COUNTERS) {
             info!("{line}");
@@ -127,6 +131,7 @@ pub fn lines(r: &Report, c: &Counters) -> Vec<String> {
             get(&c.datagrams_in),
             get(&c.datagrams_dropped)
         ),
+        format!("status: {}", r.sandbox),
     ]
 }
 
@@ -169,6 +174,7 @@ mod tests {
             bridge: Bridge::Ready { minor: 1, b32: "x.b32.i2p".into() },
             clients_max: 256,
             identities: Census { default: 1, by_credentials: 2, per_connection: 0, spare: 1 },
+            sandbox: "sandbox: Landlock ABI 7: connect only to port 7656".into(),
         };
         assert_eq!(
             lines(&r, &c),
@@ -183,6 +189,7 @@ mod tests {
                 "status: identities: 1 default, 2 by credentials, 0 per connection, 1 spare; \
                  SAM sessions: 4 built, 1 rebuilt, 2 failed",
                 "status: UDP: 0 associations now, 3 since start; datagrams 10 to I2P, 8 from I2P, 2 dropped",
+                "status: sandbox: Landlock ABI 7: connect only to port 7656",
             ]
         );
         let down = Report { bridge: Bridge::Down, ..r.clone() };

@@ -5,6 +5,9 @@
 #           process with its own throwaway datadir; see tests/common/i2pd.rs)
 #   curl    the real SOCKS client the tests drive
 #   mandoc  the man page linter used by `make check`
+#   systemd man-db  systemd-analyze verifies and rates dist/systemd/i2psocks.service
+#           (tests/install.rs; nothing is booted or started), and its verify reads the
+#           unit's man: link with man
 #
 # The compatibility matrix (tests/e2e/compat.rs) drives these real clients through i2psocks:
 #   netcat-openbsd                 nc -X 5 / -N -X 5 / -X 4 -x (and ssh's ProxyCommand)
@@ -58,7 +61,7 @@
 set -euo pipefail
 
 PACKAGES=(
-	i2pd curl mandoc
+	i2pd curl mandoc systemd man-db
 	netcat-openbsd socat proxychains4 wget python3-requests python3-socks git torsocks iproute2
 	openssh-server openssh-client chromium strace microsocks
 	emissary-cli i2pd-trixie i2pd-sid

@@ -1,11 +1,13 @@
 //! Packaging checks: `make install` / `make uninstall` into a DESTDIR, the man page against
 //! `i2psocks -h` (SYNOPSIS is the usage line; every flag is documented with its default),
-//! and the `--check` exit codes an init script's configtest relies on (0 bridge ok, 64
-//! usage, 69 bridge unavailable, 78 unusable auth or key file).
+//! the `--check` exit codes an init script's configtest relies on (0 bridge ok, 64
+//! usage, 69 bridge unavailable, 78 unusable auth or key file), and the service files:
+//! the systemd unit passes `systemd-analyze verify` and its offline security rating.
 //!
 //! Runs the binary cargo built for the tests (`make install BIN=…`, so no release build is
-//! needed) and `make` and `mandoc` from the system (tests/deps.sh installs mandoc). Never
-//! touches anything outside its temporary directories.
+//! needed) and `make`, `mandoc` and `systemd-analyze` from the system (tests/deps.sh
+//! installs them). Never touches anything outside its temporary directories, and never
+//! starts a service.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
@@ -19,6 +21,12 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 const MAN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/man/i2psocks.8");
+const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/dist/systemd/i2psocks.service");
+const OPENRC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/dist/openrc/i2psocks");
+/// The most `systemd-analyze security --offline=true` may rate the unit (0 = fully
+/// confined, 10 = not at all). What is left open: the host's network (IP to loopback
+/// only) and AF_INET/AF_INET6/AF_UNIX sockets, which a proxy needs.
+const MAX_EXPOSURE: f64 = 1.0;
 
 fn make(args: &[&str]) -> Output {
     let out = Command::new("make")
@@ -56,19 +64,80 @@ fn destdir_install_and_uninstall() {
     assert_eq!(std::fs::read(&m).unwrap(), std::fs::read(MAN).unwrap());
     let v = Command::new(&b).arg("-V").output().unwrap();
     assert_eq!(String::from_utf8_lossy(&v.stdout).trim(), format!("i2psocks {}", env!("CARGO_PKG_VERSION")));
+    // The service files, pointing at the installed binary.
+    let u = t.0.join("usr/lib/systemd/system/i2psocks.service");
+    let r = t.0.join("etc/init.d/i2psocks");
+    assert_eq!(mode(&u), 0o644, "{}", u.display());
+    assert_eq!(mode(&r), 0o755, "{}", r.display());
+    assert_eq!(std::fs::read_to_string(&u).unwrap(), with_bindir(UNIT, "/usr/bin"));
+    assert_eq!(std::fs::read_to_string(&r).unwrap(), with_bindir(OPENRC, "/usr/bin"));
+    assert!(std::fs::read_to_string(&u).unwrap().contains("\nExecStart=/usr/bin/i2psocks "));
 
     make(&["uninstall", &dest, "PREFIX=/usr"]);
-    assert!(!b.exists() && !m.exists(), "uninstall left files");
+    assert!(!b.exists() && !m.exists() && !u.exists() && !r.exists(), "uninstall left files");
 
-    // BINDIR and MANDIR override PREFIX's layout.
-    let bindir = format!("BINDIR={}/opt/sbin", t.0.display());
-    let mandir = format!("MANDIR={}/opt/man", t.0.display());
-    make(&["install", &bindir, &mandir, &binv]);
-    assert_eq!(mode(&t.0.join("opt/sbin/i2psocks")), 0o755);
-    assert_eq!(mode(&t.0.join("opt/man/man8/i2psocks.8")), 0o644);
-    make(&["uninstall", &bindir, &mandir]);
-    assert!(!t.0.join("opt/sbin/i2psocks").exists());
-    assert!(!t.0.join("opt/man/man8/i2psocks.8").exists());
+    // BINDIR, MANDIR, UNITDIR and INITDIR override PREFIX's layout.
+    let dirs: Vec<String> =
+        [("BINDIR", "opt/sbin"), ("MANDIR", "opt/man"), ("UNITDIR", "opt/units"), ("INITDIR", "opt/init")]
+            .iter()
+            .map(|(k, v)| format!("{k}={}/{v}", t.0.display()))
+            .collect();
+    let mut args: Vec<&str> = vec!["install", &binv];
+    args.extend(dirs.iter().map(String::as_str));
+    make(&args);
+    let installed =
+        ["opt/sbin/i2psocks", "opt/man/man8/i2psocks.8", "opt/units/i2psocks.service", "opt/init/i2psocks"];
+    for (f, m) in installed.iter().zip([0o755, 0o644, 0o644, 0o755]) {
+        assert_eq!(mode(&t.0.join(f)), m, "{f}");
+    }
+    let sbin = format!("ExecStart={}/opt/sbin/i2psocks ", t.0.display());
+    assert!(std::fs::read_to_string(t.0.join("opt/units/i2psocks.service")).unwrap().contains(&sbin));
+    args[0] = "uninstall";
+    make(&args);
+    for f in installed {
+        assert!(!t.0.join(f).exists(), "{f} left");
+    }
+}
+
+/// A service file as `make install` writes it for `bindir`.
+fn with_bindir(path: &str, bindir: &str) -> String {
+    std::fs::read_to_string(path).unwrap().replace("@BINDIR@", bindir)
+}
+
+/// `systemd-analyze`, or None (with the reason on stderr) where it is not installed.
+fn systemd_analyze() -> Option<&'static str> {
+    let found = Command::new("systemd-analyze").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("SKIPPED: systemd-analyze is not installed (tests/deps.sh installs the systemd package)");
+    }
+    found.then_some("systemd-analyze")
+}
+
+/// The unit, pointing at the test binary, passes `systemd-analyze verify` (its man: link
+/// resolved against our man page) and is rated at most [`MAX_EXPOSURE`] offline.
+#[test]
+fn systemd_unit_verifies_and_is_confined() {
+    let Some(analyze) = systemd_analyze() else { return };
+    let t = TempDir::new("install-unit");
+    let bindir = Path::new(bin()).parent().unwrap().display().to_string();
+    let unit = t.0.join("i2psocks.service");
+    std::fs::write(&unit, with_bindir(UNIT, &bindir)).unwrap();
+    std::fs::create_dir_all(t.0.join("man/man8")).unwrap();
+    std::fs::copy(MAN, t.0.join("man/man8/i2psocks.8")).unwrap();
+    let v = Command::new(analyze).arg("verify").arg(&unit).env("MANPATH", t.0.join("man")).output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&v.stdout), String::from_utf8_lossy(&v.stderr));
+    assert!(v.status.success() && said.trim().is_empty(), "systemd-analyze verify:\n{said}");
+
+    let s = Command::new(analyze).args(["security", "--offline=true"]).arg(&unit).output().unwrap();
+    let out = String::from_utf8_lossy(&s.stdout);
+    let score: f64 = out
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for i2psocks.service: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{out}{}", String::from_utf8_lossy(&s.stderr)));
+    eprintln!("systemd-analyze security --offline=true: {score}");
+    assert!(score <= MAX_EXPOSURE, "exposure {score} > {MAX_EXPOSURE}:\n{out}");
 }
 
 fn help() -> String {

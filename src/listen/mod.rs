@@ -4,26 +4,25 @@
 //! (in `main.rs`); this file knows nothing of SOCKS or identities.
 //!
 //! The Unix socket file (checks, mode, stale sockets, removal) is
-//! `listen::unix`.
+//! `listen::unix`; the TCP accept that a waker ends is `listen::tcp`.
 
+pub mod tcp;
 pub mod unix;
 
 use crate::client::Client;
 use std::fmt;
 use std::io::{self, ErrorKind};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use tcp::TcpAccept;
 use unix::{UnixError, UnixSocketFile};
 
 /// Written before a Unix socket's path in `-l` and in logs.
 pub const UNIX_PREFIX: &str = "unix:";
 /// i2pd's SOCKS proxy listens here by default, as i2psocks does.
 const I2PD_SOCKS_PORT: u16 = 4447;
-/// Deadline of the connection that wakes a TCP accept at shutdown: a local
-/// connect answers at once unless the backlog is full.
-const WAKE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// One `-l` value.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -68,7 +67,7 @@ pub enum BindError {
 /// A bound, listening endpoint.
 #[derive(Debug)]
 pub enum Listener {
-    Tcp(TcpListener),
+    Tcp(TcpAccept),
     Unix(UnixSocketFile),
 }
 
@@ -76,7 +75,7 @@ impl Listener {
     /// Bind `ep`; a Unix socket gets `unix_mode`.
     pub fn bind(ep: &Endpoint, unix_mode: u32) -> Result<Listener, BindError> {
         match ep {
-            Endpoint::Tcp(a) => TcpListener::bind(a).map(Listener::Tcp).map_err(|e| tcp_error(*a, &e)),
+            Endpoint::Tcp(a) => TcpAccept::bind(*a).map(Listener::Tcp).map_err(|e| tcp_error(*a, &e)),
             Endpoint::Unix(p) => {
                 UnixSocketFile::bind(p, unix_mode).map(Listener::Unix).map_err(|e| match e {
                     UnixError::Refused(m) => BindError::Config(m),
@@ -95,28 +94,20 @@ impl Listener {
         }
     }
 
-    /// Block until a client connects.
-    pub fn accept(&self) -> io::Result<Client> {
+    /// Block until a client connects, or (`Interrupted`) until woken.
+    pub fn accept(&mut self) -> io::Result<Client> {
         match self {
-            Listener::Tcp(l) => l.accept().map(|(s, _)| Client::Tcp(s)),
+            Listener::Tcp(l) => l.accept().map(Client::Tcp),
             Listener::Unix(u) => u.listener().accept().map(|(s, _)| Client::Unix(s)),
         }
     }
 
     /// How to wake this listener's blocked accept.
-    pub fn waker(&self) -> io::Result<Wake> {
-        Ok(match self.local()? {
-            Endpoint::Tcp(local) => Wake::Tcp(match local.ip() {
-                IpAddr::V4(ip) if ip.is_unspecified() => {
-                    SocketAddr::new(Ipv4Addr::LOCALHOST.into(), local.port())
-                }
-                IpAddr::V6(ip) if ip.is_unspecified() => {
-                    SocketAddr::new(Ipv6Addr::LOCALHOST.into(), local.port())
-                }
-                _ => local,
-            }),
-            Endpoint::Unix(p) => Wake::Unix(p),
-        })
+    pub fn waker(&self) -> Wake {
+        match self {
+            Listener::Tcp(l) => Wake::Tcp(l.waker()),
+            Listener::Unix(u) => Wake::Unix(u.path().to_path_buf()),
+        }
     }
 }
 
@@ -133,19 +124,20 @@ fn tcp_error(a: SocketAddr, e: &io::Error) -> BindError {
     BindError::Other(m)
 }
 
-/// A connection to ourselves that makes a blocked accept return.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What makes a blocked accept return: a TCP listener's waker, or a
+/// connection to our own Unix socket.
+#[derive(Debug, Clone)]
 pub enum Wake {
-    Tcp(SocketAddr),
+    Tcp(Arc<mio::Waker>),
     Unix(PathBuf),
 }
 
 impl Wake {
-    /// Connect once. Refused (or, for a Unix socket, gone) means nobody
-    /// listens any more: that accept loop is over already.
+    /// Wake once. For a Unix socket, refused or gone means nobody listens
+    /// any more: that accept loop is over already.
     pub fn poke(&self) -> io::Result<()> {
         let r = match self {
-            Wake::Tcp(a) => TcpStream::connect_timeout(a, WAKE_TIMEOUT).map(drop),
+            Wake::Tcp(w) => w.wake(),
             Wake::Unix(p) => UnixStream::connect(p).map(drop),
         };
         match r {
@@ -189,12 +181,11 @@ mod tests {
 
     #[test]
     fn wake_a_tcp_accept() {
-        let l = Listener::bind(&Endpoint::Tcp("0.0.0.0:0".parse().unwrap()), 0o600).unwrap();
-        let w = l.waker().unwrap();
-        assert!(matches!(&w, Wake::Tcp(a) if a.ip().is_loopback()));
-        let t = std::thread::spawn(move || l.accept().is_ok());
+        let mut l = Listener::bind(&Endpoint::Tcp("0.0.0.0:0".parse().unwrap()), 0o600).unwrap();
+        let w = l.waker();
+        let t = std::thread::spawn(move || l.accept().map(drop).map_err(|e| e.kind()));
         w.poke().unwrap();
-        assert!(t.join().unwrap());
+        assert_eq!(t.join().unwrap(), Err(ErrorKind::Interrupted));
         // Nobody listens any more: not an error.
         w.poke().unwrap();
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 /// The report's first and last lines, as i2psocks writes them.
 pub const FIRST: &str = "status: up ";
-pub const LAST: &str = "status: UDP: ";
+pub const LAST: &str = "status: sandbox: ";
 /// Its number of lines.
 pub const LINES: usize = 7;
 
