@@ -103,13 +103,14 @@ pub fn lines(r: &Report, c: &Counters) -> Vec<String> {
         ),
         format!(
             "status: identities: {} default, {} by credentials, {} per connection, {} spare; \
-             SAM sessions: {} built, {} rebuilt, {} failed",
+             SAM sessions: {} built, {} rebuilt ({} of them stuck), {} failed",
             i.default,
             i.by_credentials,
             i.per_connection,
             i.spare,
             get(&c.session_builds),
             get(&c.session_rebuilds),
+            get(&c.session_stuck),
             get(&c.session_failures)
         ),
         format!(
@@ -149,6 +150,7 @@ mod tests {
         add(&c.session_builds, 4);
         add(&c.session_rebuilds, 1);
         add(&c.session_failures, 2);
+        add(&c.session_stuck, 1);
         add(&c.udp_opened, 3);
         add(&c.udp_ended, 3);
         add(&c.datagrams_out, 10);
@@ -171,7 +173,7 @@ mod tests {
                 "status: streams: 2 now, 9 since start, 1 failed to open; 1000 bytes out, 2000 bytes in \
                  (streams that ended)",
                 "status: identities: 1 default, 2 by credentials, 0 per connection, 1 spare; \
-                 SAM sessions: 4 built, 1 rebuilt, 2 failed",
+                 SAM sessions: 4 built, 1 rebuilt (1 of them stuck), 2 failed",
                 "status: UDP: 0 associations now, 3 since start; datagrams 10 to I2P, 8 from I2P, 2 dropped",
             ]
         );
