@@ -37,6 +37,9 @@ pub struct Counters {
     pub session_builds: AtomicU64,
     pub session_rebuilds: AtomicU64,
     pub session_failures: AtomicU64,
+    /// Sessions ended and rebuilt because streams stopped opening through
+    /// them (`sam::reach`).
+    pub session_stuck: AtomicU64,
     /// UDP associations begun and ended.
     pub udp_opened: AtomicU64,
     pub udp_ended: AtomicU64,
@@ -73,6 +76,7 @@ impl Counters {
             session_builds: AtomicU64::new(0),
             session_rebuilds: AtomicU64::new(0),
             session_failures: AtomicU64::new(0),
+            session_stuck: AtomicU64::new(0),
             udp_opened: AtomicU64::new(0),
             udp_ended: AtomicU64::new(0),
             datagrams_out: AtomicU64::new(0),

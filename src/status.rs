@@ -113,13 +113,14 @@ pub fn lines(r: &Report, c: &Counters) -> Vec<String> {
         ),
         format!(
             "status: identities: {} default, {} by credentials, {} per connection, {} spare; \
-             SAM sessions: {} built, {} rebuilt, {} failed",
+             SAM sessions: {} built, {} rebuilt ({} of them stuck), {} failed",
             i.default,
             i.by_credentials,
             i.per_connection,
             i.spare,
             get(&c.session_builds),
             get(&c.session_rebuilds),
+            get(&c.session_stuck),
             get(&c.session_failures)
         ),
         format!(
@@ -163,6 +164,7 @@ mod tests {
         add(&c.session_builds, 4);
         add(&c.session_rebuilds, 1);
         add(&c.session_failures, 2);
+        add(&c.session_stuck, 1);
         add(&c.udp_opened, 3);
         add(&c.udp_ended, 3);
         add(&c.datagrams_out, 10);
@@ -187,7 +189,7 @@ mod tests {
                  (streams that ended)",
                 "status: half-closes held: 3 now, 30 since start, 11 passed on early for a new client",
                 "status: identities: 1 default, 2 by credentials, 0 per connection, 1 spare; \
-                 SAM sessions: 4 built, 1 rebuilt, 2 failed",
+                 SAM sessions: 4 built, 1 rebuilt (1 of them stuck), 2 failed",
                 "status: UDP: 0 associations now, 3 since start; datagrams 10 to I2P, 8 from I2P, 2 dropped",
                 "status: sandbox: Landlock ABI 7: connect only to port 7656",
             ]

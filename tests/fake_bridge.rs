@@ -537,6 +537,64 @@ fn session_rebuilt_after_control_socket_closes() {
     assert_eq!(param(&line, "ID"), Some(second.id.as_str()), "{line}");
 }
 
+/// A session the bridge keeps answering but through which streams stop opening, even to a
+/// target it reached before (emissary 0.4 after cut-off bulk streams): after
+/// `sam::reach::STUCK_FAILURES` (3) CANT_REACH_PEER replies in a row for such targets, over
+/// `sam::reach::STUCK_SPAN` (30 s), it is ended and rebuilt, with a warning and a count in the
+/// status report. Refusals of targets it never reached change nothing, however many.
+#[test]
+fn stuck_session_rebuilt() {
+    const SPAN: Duration = Duration::from_secs(30);
+    let site = b32_name("stuck-site");
+    let cant = || Outcome::Fail("CANT_REACH_PEER".into(), None);
+    let script = Script::default().default_outcome(cant()).outcome(&site, Outcome::Ok(Peer::Echo));
+    let (fake, p) = setup(script, &[]);
+    let first = fake.sessions()[0].clone();
+    let (mut s, reply) = socks5_connect(p.addr(), &site, 80, None);
+    assert_eq!(reply, S5_OK);
+    assert_eq!(echo_roundtrip(&mut s, b"once", IO_TIMEOUT), b"once");
+    drop(s);
+    fake.set_outcome(&site, cant());
+    let t0 = Instant::now();
+    let refuse = |host: &str| {
+        let (_, reply) = socks5_connect(p.addr(), host, 80, None);
+        assert_eq!(reply, s5_reply(0x04), "{host}");
+    };
+    // Two refusals of the site, and unknown targets typed many times over the whole span.
+    refuse(&site);
+    for i in 0..20 {
+        refuse(&b32_name(&format!("typo{i}")));
+    }
+    refuse(&site);
+    while t0.elapsed() < SPAN {
+        refuse(&b32_name("typo-late"));
+        thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(fake.sessions().len(), 1, "rebuilt before the third refusal of a reached target");
+    assert_eq!(p.count_lines("SAM session lost"), 0);
+
+    // The third, after the span: the session is ended and a new one built.
+    refuse(&site);
+    assert!(fake.wait_sessions(2, WAIT), "the stuck session was not rebuilt");
+    assert!(
+        p.wait_for_line("SAM session lost (no stream opened for 30 s", WAIT).is_some(),
+        "{:?}",
+        p.lines()
+    );
+    let second = fake.sessions()[1].clone();
+    assert_ne!(first.id, second.id);
+    assert!(fake.wait_live_session(WAIT));
+    fake.set_outcome(&site, Outcome::Ok(Peer::Echo));
+    let (mut s, reply) = socks5_connect(p.addr(), &site, 80, None);
+    assert_eq!(reply, S5_OK);
+    assert_eq!(echo_roundtrip(&mut s, b"again", IO_TIMEOUT), b"again");
+    let line = fake.stream_lines().last().cloned().unwrap();
+    assert_eq!(param(&line, "ID"), Some(second.id.as_str()), "{line}");
+    let report = common::status::ask(&p, WAIT);
+    assert_eq!(report.count("identities", "rebuilt"), 1);
+    assert_eq!(report.count("identities", "of them stuck"), 1);
+}
+
 /// The bridge goes away mid-run and comes back: refusals meanwhile, service after.
 #[test]
 fn bridge_restart_mid_run() {

@@ -2,7 +2,8 @@
 //! (`proto`), one bridge socket with HELLO and bounded reply lines (`conn`),
 //! a session's control socket with its PING answers and NAMING LOOKUPs
 //! (`control`), the encryption types a new session asks for (`encryption`), the state of
-//! a session being built (`ready`), supervised stream sessions and STREAM
+//! a session being built (`ready`), whether a session still reaches what it
+//! reached before (`reach`), supervised stream sessions and STREAM
 //! CONNECT (`stream`), and repliable datagram sessions for SOCKS5 UDP
 //! ASSOCIATE (`datagram`). Nothing here knows SOCKS.
 
@@ -11,5 +12,6 @@ pub mod control;
 pub mod datagram;
 pub mod encryption;
 pub mod proto;
+pub mod reach;
 pub mod ready;
 pub mod stream;

@@ -17,6 +17,10 @@
 //! address book). Only the lookup tells an unknown destination from a
 //! failing bridge.
 //!
+//! A session the bridge keeps answering but through which no stream opens
+//! any more, not even to targets it reached before (`reach` has the rule),
+//! is ended and rebuilt like a lost one.
+//!
 //! Not here: which identity a client gets and what becomes of a new key
 //! (`identity`), and the command/reply syntax (`proto`).
 
@@ -25,11 +29,13 @@ use crate::sam::conn::{self, Conn, CreateError, CreateSpec, SESSION_CREATE_TIMEO
 use crate::sam::control::{Control, Lookup};
 use crate::sam::encryption::Encryption;
 use crate::sam::proto::{self, SamResult, Style};
+use crate::sam::reach::{Reach, STUCK_SPAN};
 use crate::sam::ready::{NotReady, Readiness, State};
 use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender, TrySendError};
 use log::{debug, info, trace, warn};
 use std::io::{self, ErrorKind};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -130,6 +136,11 @@ pub struct Session {
     lookups: Mutex<Option<Sender<LookupRequest>>>,
     /// What log lines call it: the spec's label until [`Session::relabel`].
     label: Mutex<String>,
+    /// What the live session's streams reached and how its refusals run.
+    reach: Mutex<Reach>,
+    /// Set when `reach` calls the live session stuck; its supervisor then
+    /// rebuilds it and says why.
+    stuck: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -147,6 +158,8 @@ impl Session {
             control: Mutex::new(None),
             lookups: Mutex::new(None),
             label,
+            reach: Mutex::new(Reach::new()),
+            stuck: AtomicBool::new(false),
         });
         let me = Arc::clone(&s);
         thread::Builder::new().name("sam-session".into()).spawn(move || me.supervise(on_new_key))?;
@@ -222,11 +235,38 @@ impl Session {
         port: u16,
         deadline: Instant,
     ) -> Result<(TcpStream, Vec<u8>), ConnectError> {
-        match open_stream(self.spec.sam, info, target, port, deadline) {
+        let result = match open_stream(self.spec.sam, info, target, port, deadline) {
             Err(e @ (ConnectError::NoStatus | ConnectError::Refused(SamResult::I2pError))) => {
                 Err(self.why_refused(e, target, deadline))
             }
             other => other,
+        };
+        self.record(info, target, &result);
+        result
+    }
+
+    /// Keep the live session's `reach` record; when it calls the session
+    /// stuck, end its control socket so that the supervisor rebuilds it.
+    /// A result from a session already replaced is not this one's to judge.
+    fn record<T>(&self, info: &SessionInfo, target: &str, result: &Result<T, ConnectError>) {
+        match self.state.get() {
+            State::Ready(live) if live.id == info.id => {}
+            _ => return,
+        }
+        let stuck = match result {
+            Ok(_) => {
+                lock(&self.reach).opened(target);
+                false
+            }
+            Err(ConnectError::Refused(SamResult::CantReachPeer)) => {
+                lock(&self.reach).refused(target, Instant::now())
+            }
+            Err(_) => false,
+        };
+        if stuck && !self.stuck.swap(true, Ordering::SeqCst) {
+            if let Some(c) = self.lock_control().as_ref() {
+                let _ = c.shutdown(Shutdown::Both);
+            }
         }
     }
 
@@ -299,7 +339,16 @@ impl Session {
                             info!("{}: I2P destination ready: {b32}", self.label());
                             let why = watch(ctl, &requests);
                             lock(&self.lookups).take();
-                            why
+                            *lock(&self.reach) = Reach::new();
+                            if self.stuck.swap(false, Ordering::SeqCst) {
+                                bump(&COUNTERS.session_stuck);
+                                format!(
+                                    "no stream opened for {} s, even to targets it reached before",
+                                    STUCK_SPAN.as_secs()
+                                )
+                            } else {
+                                why
+                            }
                         }
                         Err(e) => format!("cannot hold the control socket: {e}"),
                     };
