@@ -12,7 +12,11 @@
 //! same hop shape: client → proxy → sink. Real-router rows (Debian's i2pd,
 //! offline on loopback, tests/common/i2pd.rs): `i2pd-socks` (i2pd's own SOCKS
 //! port) against `i2psocks` on i2pd's SAM, fetching from the same local site,
-//! connection cycles to its echo service, and CONNECT by address-book name.
+//! connection cycles to its echo service, and CONNECT by address-book name;
+//! `bare-sam` (a minimal SAM client in this process, [`BareSam`]: HELLO,
+//! STREAM CONNECT, payload) is the limit of any proxy that speaks SAM, and
+//! the cycle tables give every row as a ratio of it. The real-router rows run
+//! on Debian's i2pd and then on the newest (tests/deps.sh unpacks it).
 //!
 //! Not here: installing tools (bench/run.sh does that) and any assertion on
 //! the targets; rows whose tool is missing are skipped with a note. The fake
@@ -42,6 +46,7 @@
 mod common;
 
 use common::i2p::{b32_name, make_key, param};
+use common::i2pd::Build;
 use common::process::{cpu_time, rss_kib, terminate, threads};
 use common::proxy::{bridge_args, socks5_handshake, Dest, Proxy, READY};
 use common::rng::pattern;
@@ -622,6 +627,9 @@ fn start_microsocks() -> (Daemon, SocketAddr) {
 enum Via {
     Direct,
     Socks(SocketAddr),
+    /// Straight to the router's SAM bridge, on a session held by the bench
+    /// ([`BareSam`]): `dest` is then an I2P base64 destination.
+    Sam(Arc<BareSam>),
 }
 
 /// One row: a way from the client to the three far ends.
@@ -657,6 +665,10 @@ fn open(via: &Via, dest: &Dest) -> io::Result<TcpStream> {
             prepare(&s);
             socks5_handshake(&mut s, dest)?;
             Ok(s)
+        }
+        Via::Sam(bare) => {
+            let Dest::Name(b64, _) = dest else { return Err(io::Error::other("SAM needs a destination")) };
+            bare.connect(b64)
         }
     }
 }
@@ -1127,18 +1139,36 @@ fn bench_router(cfg: &Config, env: &Env) -> Result<Vec<Table>, String> {
             "i2pd is not installed (bench/run.sh installs it via tests/deps.sh as root): skipped".into()
         );
     }
-    note("starting i2pd offline (about 20 s), then i2psocks' session on it (about 20 s)");
-    let router = std::panic::catch_unwind(common::i2pd::Router::start)
-        .map_err(|_| "i2pd did not start (see the messages above): skipped".to_string())?;
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| router_tables(cfg, &router)))
-        .map_err(|_| "the router section failed (see the messages above)".to_string());
-    // The router goes after every SAM client is gone (router_tables stopped its proxy).
-    drop(router);
-    result
+    let mut tables = Vec::new();
+    // Debian's i2pd, then the newest (tests/deps.sh unpacks it beside the system's), one
+    // after the other so they do not share the machine.
+    for build in [Build::System, Build::Sid] {
+        note(&format!(
+            "starting i2pd {} offline (12-20 s), then i2psocks' session on it (as long)",
+            build.version()
+        ));
+        let Ok(router) = std::panic::catch_unwind(|| common::i2pd::Router::start_build(build)) else {
+            let why = "did not start (see the messages above): skipped";
+            tables
+                .push(Table::note("Real router (offline i2pd)", &format!("i2pd {} {why}", build.version())));
+            continue;
+        };
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| router_tables(cfg, &router))) {
+            Ok(t) => tables.extend(t),
+            Err(_) => tables.push(Table::note(
+                &format!("Real router ({})", router.label()),
+                "the router section failed (see the messages above)",
+            )),
+        }
+        // The router goes after every SAM client is gone (router_tables stopped its proxy).
+        drop(router);
+    }
+    Ok(tables)
 }
 
 fn router_tables(cfg: &Config, router: &common::i2pd::Router) -> Vec<Table> {
     let (proxy, addr) = start_i2psocks(cfg, &cfg.bin, router.sam_addr(), SESSION_TIMEOUT);
+    let bare = cfg.row(BARE_SAM_ROW).then(|| BareSam::start(router));
     let compare =
         cfg.compare.as_deref().map(|bin| start_i2psocks(cfg, bin, router.sam_addr(), SESSION_TIMEOUT));
     let site = Dest::Name(router.site_b32().to_string(), 80);
@@ -1183,6 +1213,16 @@ fn router_tables(cfg: &Config, router: &common::i2pd::Router) -> Vec<Table> {
             pid: Some(proxy.pid()),
         });
     }
+    if let Some(bare) = &bare {
+        rows.push(RRow {
+            name: BARE_SAM_ROW,
+            via: Via::Sam(Arc::clone(bare)),
+            site: Dest::Name(router.site_dest_b64().to_string(), 80),
+            echo: Dest::Name(router.echo_dest_b64().to_string(), 80),
+            echo_name: None,
+            pid: None,
+        });
+    }
     if let Some((p, a)) = &compare {
         let (via, echo_name) = (Via::Socks(*a), Some(echo_name));
         rows.push(RRow { name: COMPARE_ROW, via, site, echo, echo_name, pid: Some(p.pid()) });
@@ -1197,6 +1237,7 @@ fn router_tables(cfg: &Config, router: &common::i2pd::Router) -> Vec<Table> {
     }
     let names: Vec<&str> = rows.iter().map(|r| r.name).collect();
     let mut tables = Vec::new();
+    let label = router.label();
     for size in [FETCH_SMALL, FETCH_LARGE] {
         let mut secs: Vec<Vec<f64>> = rows.iter().map(|_| Vec::new()).collect();
         for run in 0..cfg.runs {
@@ -1215,11 +1256,11 @@ fn router_tables(cfg: &Config, router: &common::i2pd::Router) -> Vec<Table> {
         }
         let mut t = Table::new(
             &format!(
-                "Real router: HTTP GET of {} MiB from the local I2P site (connect included; {} runs)",
+                "Real router ({label}): HTTP GET of {} MiB from the local I2P site (connect included; {} runs)",
                 size >> 20,
                 cfg.runs
             ),
-            &["row", "median ms", "min–max ms", "MiB/s", "speed vs i2pd-socks"],
+            &["row", "median ms", "min–max ms", "MiB/s", "speed vs i2pd-socks", "speed vs bare-sam"],
         );
         for (i, r) in rows.iter().enumerate() {
             let ms: Vec<f64> = secs[i].iter().map(|s| s * 1000.0).collect();
@@ -1231,6 +1272,7 @@ fn router_tables(cfg: &Config, router: &common::i2pd::Router) -> Vec<Table> {
                 range(&ms, 1),
                 format!("{:.1}", size as f64 / MIB / median(&secs[i])),
                 ratio(&names, &inv, i, "i2pd-socks"),
+                ratio(&names, &inv, i, BARE_SAM_ROW),
             ]);
         }
         tables.push(t);
@@ -1258,12 +1300,13 @@ fn router_tables(cfg: &Config, router: &common::i2pd::Router) -> Vec<Table> {
         }
         tables.push(cycle_table(
             &format!(
-                "Real router: connection cycles to the local echo service, {what} ({} runs of {:.0} s)",
+                "Real router ({label}): connection cycles to the local echo service, {what} \
+                 ({} runs of {:.0} s; bare-sam: HELLO, STREAM CONNECT, 1-byte echo, close)",
                 cfg.runs, ROUTER_CYCLE_SECS
             ),
             names.clone(),
             &runs,
-            &["i2pd-socks"],
+            &["i2pd-socks", BARE_SAM_ROW],
             &["i2psocks", "i2pd"],
         ));
     }
@@ -1288,8 +1331,8 @@ fn router_tables(cfg: &Config, router: &common::i2pd::Router) -> Vec<Table> {
     }
     let mut t = Table::new(
         &format!(
-            "Real router: SOCKS5 CONNECT to the echo service by name ({}), until the success reply; \
-             {PACED_CONNECTS} per run, one every {} ms, {} runs",
+            "Real router ({label}): SOCKS5 CONNECT to the echo service by name ({}), until the success \
+             reply; {PACED_CONNECTS} per run, one every {} ms, {} runs",
             router.echo_name(),
             PACED_GAP.as_millis(),
             cfg.runs
@@ -1311,8 +1354,72 @@ fn router_tables(cfg: &Config, router: &common::i2pd::Router) -> Vec<Table> {
     }
     tables.push(t);
     drop(compare);
+    drop(bare);
     drop(proxy);
     tables
+}
+
+/// The row of a minimal SAM client on the router: what any proxy that speaks SAM can reach.
+const BARE_SAM_ROW: &str = "bare-sam";
+/// Longest SAM reply line the bare client reads.
+const MAX_SAM_REPLY: usize = 1 << 10;
+
+/// A minimal SAM client with a STREAM session of its own (same tunnel options as a test's
+/// peer session, tests/common/router.rs), held as long as this lives: each stream is a new
+/// socket, `HELLO`, `STREAM CONNECT` and then payload, nothing more.
+struct BareSam {
+    sam: SocketAddr,
+    id: String,
+    /// The session's control socket: closing it ends the session.
+    _control: common::sam_client::Sam,
+}
+
+impl BareSam {
+    fn start(router: &common::i2pd::Router) -> Arc<BareSam> {
+        let mut control = common::sam_client::Sam::connect(router.sam_addr()).expect("bare SAM: HELLO");
+        let id = format!("bench-bare-{}", std::process::id());
+        let options = router.peer_options();
+        control
+            .session_create_within("STREAM", &id, "TRANSIENT", &options, SESSION_TIMEOUT)
+            .expect("bare SAM: SESSION CREATE");
+        Arc::new(BareSam { sam: router.sam_addr(), id, _control: control })
+    }
+
+    /// HELLO, then `STREAM CONNECT` to `dest_b64`; the socket is then the stream.
+    fn connect(&self, dest_b64: &str) -> io::Result<TcpStream> {
+        let mut s = TcpStream::connect(self.sam)?;
+        prepare(&s);
+        s.write_all(b"HELLO VERSION MIN=3.1 MAX=3.3\n")?;
+        sam_reply(&mut s)?;
+        s.write_all(
+            format!("STREAM CONNECT ID={} DESTINATION={dest_b64} SILENT=false\n", self.id).as_bytes(),
+        )?;
+        sam_reply(&mut s)?;
+        Ok(s)
+    }
+}
+
+/// Reads one SAM reply line and checks `RESULT=OK`. Buffered reads are safe here: the far
+/// end sends nothing before the client's first byte, which comes after this reply.
+fn sam_reply(s: &mut TcpStream) -> io::Result<()> {
+    let mut line = Vec::with_capacity(64);
+    let mut buf = [0u8; 256];
+    while !line.ends_with(b"\n") {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            return Err(io::Error::new(ErrorKind::UnexpectedEof, "SAM closed before its reply"));
+        }
+        line.extend_from_slice(&buf[..n]);
+        if line.len() > MAX_SAM_REPLY {
+            return Err(io::Error::other("SAM reply too long"));
+        }
+    }
+    let line = String::from_utf8_lossy(&line);
+    if param(line.trim_end(), "RESULT") == Some("OK") {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!("SAM: {}", line.trim_end())))
+    }
 }
 
 /// SOCKS5 CONNECTs in one paced run of [`router_tables`].
