@@ -78,6 +78,13 @@ pub const STOP_CHECK: Duration = Duration::from_millis(250);
 /// and `stop` get their turn (fairness under a sender that never pauses).
 const TURN_READS: u32 = 16;
 
+/// How long the I2P side may stay silent, with everything it sent delivered
+/// and its stream still open, before the relay says so in a debug line: a
+/// router that lost the stream's close looks exactly like this, and without
+/// the line the client just hangs until the idle timeout. Long enough that a
+/// page fetch between two requests of a keep-alive client stays quiet.
+const QUIET_NOTICE: Duration = Duration::from_secs(60);
+
 /// Events taken per `poll` call; two sockets give at most two events.
 const EVENTS_CAPACITY: usize = 4;
 
@@ -271,6 +278,8 @@ fn relay_with<C: ClientSocket>(
     let mut held_since: Option<Instant> = None;
     // Listed while the FIN is held; dropping it ends the listing.
     let mut ticket: Option<Ticket<'_>> = None;
+    // The quiet I2P side was reported for the current quiet spell.
+    let mut quiet_noted = false;
 
     loop {
         let mut moved = false;
@@ -321,6 +330,18 @@ fn relay_with<C: ClientSocket>(
         }
         if moved {
             last_move = now;
+            quiet_noted = false;
+        }
+        let quiet = now.saturating_duration_since(last_move);
+        if !quiet_noted && gone_quiet(quiet, down.moved, down.flow == Flow::Open && down.is_empty()) {
+            quiet_noted = true;
+            log::debug!(
+                "relay: the I2P side sent nothing for {} s after {} bytes, all delivered, and has not closed; \
+                 waiting for its close or the idle timeout ({} s; 0: none)",
+                quiet.as_secs(),
+                down.moved,
+                opts.idle.as_secs()
+            );
         }
         // A direction that used up its turn is still ready: only collect
         // new events, don't wait.
@@ -334,7 +355,6 @@ fn relay_with<C: ClientSocket>(
             timeout = if more { Duration::ZERO } else { left };
         }
         if !opts.idle.is_zero() {
-            let quiet = now.saturating_duration_since(last_move);
             if quiet >= opts.idle {
                 return Ok((End::Idle, stats(&up, &down)));
             }
@@ -386,6 +406,15 @@ fn relay_with<C: ClientSocket>(
             }
         }
     }
+}
+
+/// Whether a relay whose bytes stopped moving `quiet` ago should say that
+/// the I2P side went silent: it delivered `to_client` bytes (some), and
+/// `waiting` (its stream is open, nothing of it is buffered). Saying so never
+/// ends the stream: the router may still send, so only it or the idle
+/// timeout may.
+fn gone_quiet(quiet: Duration, to_client: u64, waiting: bool) -> bool {
+    waiting && to_client > 0 && quiet >= QUIET_NOTICE
 }
 
 /// How much longer the client's FIN stays held (it is, since `since`): zero
@@ -1273,6 +1302,19 @@ mod tests {
         let (end, stats) = run.wait().unwrap();
         assert_eq!(end, End::Done);
         assert_eq!(stats.to_server, SIZE as u64);
+    }
+
+    #[test]
+    fn quiet_i2p_side_is_reported_only_after_it_delivered_and_went_silent() {
+        let waiting = true;
+        assert!(gone_quiet(QUIET_NOTICE, 1, waiting));
+        assert!(gone_quiet(QUIET_NOTICE * 2, 10 << 20, waiting));
+        // Not yet quiet long enough.
+        assert!(!gone_quiet(QUIET_NOTICE - Duration::from_millis(1), 10 << 20, waiting));
+        // Nothing came from the I2P side: a client that has not asked yet.
+        assert!(!gone_quiet(QUIET_NOTICE * 2, 0, waiting));
+        // Closed, or bytes still on their way to the client: not the router's silence.
+        assert!(!gone_quiet(QUIET_NOTICE * 2, 10 << 20, !waiting));
     }
 
     #[test]
