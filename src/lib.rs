@@ -20,6 +20,7 @@ pub mod counters;
 pub mod error;
 pub mod i2p_addr;
 pub mod identity;
+pub mod keydir;
 pub mod keyfile;
 pub mod leak;
 pub mod listen;
