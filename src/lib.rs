@@ -10,7 +10,8 @@
 //! command, and `relay` and `pool` move the bytes and bound the workers.
 //! Dependencies point one way: `proxy` → {`socks`, `identity`, `relay`,
 //! `client`}; `identity` → `spares` → `sam` → {`sam::proto`, `i2p_addr`,
-//! `rand`}; `listen` → {`client`, `rand`}.
+//! `rand`}; `identity` → `keydir` → `keyfile` → `i2p_addr`; `listen` →
+//! {`client`, `rand`}.
 
 pub mod auth;
 pub mod buffers;
