@@ -17,8 +17,8 @@ use std::time::Duration;
 
 /// The usage line, identical to SYNOPSIS in man/i2psocks.8.
 pub const USAGE: &str = "usage: i2psocks [-hqVv] [--allow-remote] [--check] [--prefer-no-auth] \
-[--print-address] [-l addr:port|unix:path] [--unix-mode mode] [-s addr:port] [--sam-udp addr:port] [-k keyfile] \
-[--auth-file file] [--isolate none|auth|client] [--max-clients n] [--max-sessions n] [--spare-sessions n] \
+[--print-address] [-l addr:port|unix:path[,key=file]] [--unix-mode mode] [-s addr:port] [--sam-udp addr:port] \
+[-k keyfile] [--key-dir dir] [--auth-file file] [--isolate none|auth|client] [--max-clients n] [--max-sessions n] [--spare-sessions n] \
 [--handshake-timeout secs] [--connect-timeout secs] [--idle-timeout secs] [--half-close-wait secs] \
 [--session-idle-timeout secs] [--shutdown-grace secs] [--hops n] [--tunnels n] \
 [--encryption auto|pq|classic] [--sam-option key=value] [--virtual-net cidr] [--sandbox auto|require|off]";
@@ -33,6 +33,9 @@ pub const DEFAULT_SAM: &str = "127.0.0.1:7656";
 /// echo-style client that waits for the server's close is kept waiting no
 /// more than this. Seconds. See the man page for the trade-off.
 pub const DEFAULT_HALF_CLOSE_WAIT: u64 = 5;
+
+/// Written between a `-l` endpoint and its key file.
+pub const LISTEN_KEY: &str = ",key=";
 
 /// Most `-l` flags accepted: each listener has an accept thread and a
 /// default identity (a SAM session) of its own.
@@ -54,7 +57,7 @@ pub enum Command {
     Run(Config),
     /// `--check`: validate flags and files, reach the bridge, exit.
     Check(Config),
-    /// `--print-address`: print the persistent identity's b32, exit.
+    /// `--print-address`: print the persistent identities' b32s, exit.
     PrintAddress(Config),
     Help,
     Version,
@@ -63,9 +66,15 @@ pub enum Command {
 /// The proxy's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// In command-line order; the first one's default identity is the one
-    /// `--keyfile` keeps.
+    /// In command-line order.
     pub listen: Vec<Endpoint>,
+    /// Beside `listen`, one per listener: the key file of its default
+    /// identity (`-l ...,key=FILE`; `--keyfile` is the first listener's).
+    pub listen_keys: Vec<Option<PathBuf>>,
+    /// `--key-dir`: keys of the identities selected by user name. The one
+    /// place the proxy writes to at run time besides the listeners' key
+    /// files (a sandbox must allow it).
+    pub key_dir: Option<PathBuf>,
     /// Mode of the Unix socket files.
     pub unix_mode: u32,
     pub sam: SocketAddr,
@@ -86,8 +95,6 @@ pub struct Config {
     pub sam_options: Vec<(String, String)>,
     /// -v count minus -q count: 0 = info.
     pub verbosity: i8,
-    /// Persistent identity of the default session.
-    pub keyfile: Option<PathBuf>,
     /// SOCKS5 users and passwords; when set, clients must authenticate.
     pub auth_file: Option<PathBuf>,
     pub isolate: Isolate,
@@ -118,6 +125,11 @@ pub enum Sandbox {
 }
 
 impl Config {
+    /// Whether any identity keeps its key: a listener's or `--key-dir`.
+    pub fn has_persistent(&self) -> bool {
+        self.key_dir.is_some() || self.listen_keys.iter().any(Option::is_some)
+    }
+
     /// Where datagrams for the bridge go: `--sam-udp`, or the SAM address
     /// with its port minus one (where i2pd and Java I2P put it by default).
     pub fn sam_udp_addr(&self) -> SocketAddr {
@@ -129,6 +141,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: vec![Endpoint::Tcp(SocketAddr::from(([127, 0, 0, 1], 4447)))],
+            listen_keys: vec![None],
+            key_dir: None,
             unix_mode: unix::DEFAULT_MODE,
             sam: SocketAddr::from(([127, 0, 0, 1], 7656)),
             sam_udp: None,
@@ -142,7 +156,6 @@ impl Default for Config {
             tunnels: 2,
             sam_options: Vec::new(),
             verbosity: 0,
-            keyfile: None,
             auth_file: None,
             isolate: Isolate::Auth,
             prefer_no_auth: false,
@@ -182,13 +195,19 @@ fn options() -> Options {
     o.optflag(
         "",
         "print-address",
-        "print the --keyfile identity's .b32.i2p address (creating the key) and exit",
+        "print each persistent identity's .b32.i2p address (creating listeners' keys) and exit",
     );
     o.optopt(
         "k",
         "keyfile",
         "persistent private key of the first listener's default identity (created if missing)",
         "FILE",
+    );
+    o.optopt(
+        "",
+        "key-dir",
+        "keep the key of each identity selected by a user name in DIR (created if missing)",
+        "DIR",
     );
     o.optopt("", "auth-file", "require SOCKS5 username/password from FILE (lines user:password)", "FILE");
     o.optopt("", "isolate", "identity per: none, auth (credentials; default) or client (connection)", "MODE");
@@ -208,8 +227,8 @@ fn options() -> Options {
     o.optmulti(
         "l",
         "listen",
-        "SOCKS listen address, or unix:/path; repeatable, up to 16, each with its own default identity \
-         (default 127.0.0.1:4447; port 0 picks one)",
+        "SOCKS listen address, or unix:/path; repeatable, up to 16, each with its own default identity, \
+         persistent with ,key=FILE (default 127.0.0.1:4447; port 0 picks one)",
         "ADDR:PORT",
     );
     o.optopt("", "unix-mode", "mode of unix: listener sockets, octal 0600-0777 (default 0600)", "MODE");
@@ -280,7 +299,7 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
         return Err(UsageError(format!("at most {MAX_LISTENERS} --listen flags")));
     }
     if !given.is_empty() {
-        c.listen = listen(&given)?;
+        (c.listen, c.listen_keys) = listen(&given)?;
     }
     if let Some(s) = m.opt_str("s") {
         c.sam = addr("--sam", &s)?;
@@ -345,7 +364,18 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
     if let Some(n) = num(&m, "spare-sessions", 0, MAX_SPARES as u64)? {
         c.spare_sessions = n as usize;
     }
-    c.keyfile = m.opt_str("k").map(PathBuf::from);
+    if let Some(k) = m.opt_str("k") {
+        match c.listen_keys.first_mut() {
+            Some(slot @ None) => *slot = Some(key_path("--keyfile", &k)?),
+            _ => {
+                return Err(UsageError(
+                    "--keyfile is the first listener's key: give it once (-k or ,key=)".into(),
+                ))
+            }
+        }
+    }
+    distinct_keys(&c.listen_keys)?;
+    c.key_dir = m.opt_str("key-dir").map(|d| key_path("--key-dir", &d)).transpose()?;
     c.auth_file = m.opt_str("auth-file").map(PathBuf::from);
     c.prefer_no_auth = m.opt_present("prefer-no-auth");
     if c.prefer_no_auth && c.auth_file.is_some() {
@@ -360,6 +390,9 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
             "client" => Isolate::Client,
             _ => return Err(UsageError(format!("--isolate '{mode}': expected none, auth or client"))),
         };
+    }
+    if c.key_dir.is_some() && c.isolate != Isolate::Auth {
+        return Err(UsageError("--key-dir needs --isolate auth (identities by user name)".into()));
     }
     let opts = m.opt_strs("sam-option");
     if opts.len() > MAX_SAM_OPTIONS {
@@ -382,8 +415,9 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
     match (check, print) {
         (true, true) => Err(UsageError("--check and --print-address are exclusive".into())),
         (true, false) => Ok(Command::Check(c)),
-        (false, true) if c.keyfile.is_none() => Err(UsageError(
-            "--print-address needs --keyfile (a transient identity has no lasting address)".into(),
+        (false, true) if !c.has_persistent() => Err(UsageError(
+            "--print-address needs --keyfile, a -l ...,key=FILE or --key-dir (a transient identity has no lasting address)"
+                .into(),
         )),
         (false, true) => Ok(Command::PrintAddress(c)),
         (false, false) => Ok(Command::Run(c)),
@@ -423,19 +457,48 @@ fn addr(flag: &str, s: &str) -> Result<SocketAddr, UsageError> {
     })
 }
 
-/// The `-l` values: parsed, and none given twice (a fixed port or a path
-/// can be bound once; the second bind would fail with a misleading error).
-fn listen(values: &[String]) -> Result<Vec<Endpoint>, UsageError> {
+/// The `-l` values: parsed, each with its key file if it names one, and
+/// none given twice (a fixed port or a path can be bound once; the second
+/// bind would fail with a misleading error).
+fn listen(values: &[String]) -> Result<(Vec<Endpoint>, Vec<Option<PathBuf>>), UsageError> {
     let mut out: Vec<Endpoint> = Vec::with_capacity(values.len());
+    let mut keys = Vec::with_capacity(values.len());
     for s in values {
-        let ep = Endpoint::parse(s).map_err(|e| UsageError(format!("--listen {e}")))?;
+        // The key sits on the listener's own flag, so that it cannot be
+        // paired with another listener by a reordered or missing flag.
+        let (at, key) = match s.split_once(LISTEN_KEY) {
+            Some((at, k)) => (at, Some(key_path("--listen ...,key=", k)?)),
+            None => (s.as_str(), None),
+        };
+        let ep = Endpoint::parse(at).map_err(|e| UsageError(format!("--listen {e}")))?;
         let fixed = !matches!(&ep, Endpoint::Tcp(a) if a.port() == 0);
         if fixed && out.contains(&ep) {
             return Err(UsageError(format!("--listen {ep} is given twice")));
         }
         out.push(ep);
+        keys.push(key);
     }
-    Ok(out)
+    Ok((out, keys))
+}
+
+/// A key file's or the key directory's path: not empty, no NUL.
+fn key_path(flag: &str, s: &str) -> Result<PathBuf, UsageError> {
+    if s.is_empty() || s.contains('\0') {
+        return Err(UsageError(format!("{flag}: expected a file name")));
+    }
+    Ok(PathBuf::from(s))
+}
+
+/// One key in two sessions at once is refused by the routers (and would be
+/// one address for two listeners): every listener's key file differs.
+fn distinct_keys(keys: &[Option<PathBuf>]) -> Result<(), UsageError> {
+    let given: Vec<&PathBuf> = keys.iter().flatten().collect();
+    for (n, k) in given.iter().enumerate() {
+        if given.iter().skip(n + 1).any(|o| o == k) {
+            return Err(UsageError(format!("key file {} is given for two listeners", k.display())));
+        }
+    }
+    Ok(())
 }
 
 /// An octal socket mode: the owner must keep read and write (else the
@@ -622,6 +685,15 @@ mod tests {
             &["-l", "unix:/tmp/s", "--unix-mode", "0604"],
             &["--unix-mode", "0660"],
             &["-l", "127.0.0.1:0", "-l", "0.0.0.0:0"],
+            &["-l", "127.0.0.1:0,key="],
+            &["-l", "127.0.0.1:0,key=/k/a", "-l", "127.0.0.1:0,key=/k/a"],
+            &["-l", "127.0.0.1:0,key=/k/a", "-k", "/k/b"],
+            &["-l", "127.0.0.1:0,key=/k/a", "-l", "127.0.0.1:1,key=/k/b", "-k", "/k/a"],
+            &["-l", "127.0.0.1:0,keys=/k/a"],
+            &["-l", "127.0.0.1:0,/k/a"],
+            &["--key-dir", ""],
+            &["--key-dir", "/k", "--isolate", "none"],
+            &["--key-dir", "/k", "--isolate", "client"],
         ] {
             let e = run(args).unwrap_err();
             assert!(!e.0.contains('\n'), "{args:?}: one line: {e}");
@@ -676,6 +748,41 @@ mod tests {
         assert_eq!(run(&refs[2..]).unwrap().listen.len(), MAX_LISTENERS);
         let long = format!("unix:/{}", "a".repeat(unix::MAX_PATH));
         assert!(run(&["-l", &long]).is_err());
+    }
+
+    #[test]
+    fn persistent_keys() {
+        let c = run(&[
+            "-l",
+            "127.0.0.1:4448,key=/var/lib/i2psocks/irc.key",
+            "-l",
+            "127.0.0.1:4449",
+            "-l",
+            "unix:/run/i2psocks/git,key=git.key",
+        ])
+        .unwrap();
+        let shown: Vec<String> = c.listen.iter().map(|e| e.to_string()).collect();
+        assert_eq!(shown, ["127.0.0.1:4448", "127.0.0.1:4449", "unix:/run/i2psocks/git"]);
+        assert_eq!(
+            c.listen_keys,
+            [Some(PathBuf::from("/var/lib/i2psocks/irc.key")), None, Some(PathBuf::from("git.key"))]
+        );
+        assert!(c.has_persistent() && c.key_dir.is_none());
+        // -k is the first listener's key, as before.
+        let c = run(&["-k", "/k/a"]).unwrap();
+        assert_eq!(c.listen_keys, [Some(PathBuf::from("/k/a"))]);
+        let c = run(&["-l", "127.0.0.1:0", "-l", "127.0.0.1:0,key=/k/b", "-k", "/k/a"]).unwrap();
+        assert_eq!(c.listen_keys, [Some(PathBuf::from("/k/a")), Some(PathBuf::from("/k/b"))]);
+        let c = run(&["--key-dir", "/var/lib/i2psocks/users"]).unwrap();
+        assert_eq!(c.key_dir, Some(PathBuf::from("/var/lib/i2psocks/users")));
+        assert!(c.has_persistent());
+        assert!(!run(&[]).unwrap().has_persistent());
+        let print = |args: &[&str]| parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert!(matches!(print(&["--print-address", "--key-dir", "/k"]), Ok(Command::PrintAddress(_))));
+        assert!(matches!(
+            print(&["--print-address", "-l", "127.0.0.1:0,key=/k"]),
+            Ok(Command::PrintAddress(_))
+        ));
     }
 
     #[test]

@@ -17,9 +17,17 @@
 //! sessions it has). A datagram session unused for the idle timeout closes
 //! on its own, the default identity's too. `retire_transient` (SIGHUP)
 //! makes new streams get new destinations while open streams keep theirs.
-//! The first listener's default identity is the one with the key file
-//! (`-k`), written here from the key the bridge made for its first session
-//! when the file did not exist yet.
+//!
+//! Persistent identities keep their key in a file: a listener's default
+//! identity with `-l ...,key=FILE` (`-k` for the first one), and, with
+//! `--key-dir`, the identity of each SOCKS user name (the password is then
+//! not part of its key, and one user name is one identity on every
+//! listener). A key file that does not exist yet is written here from the
+//! key the bridge made for the identity's first session. SIGHUP never
+//! replaces a persistent identity; an idle one may be closed like any
+//! other, and is made again from its file on next use. Those whose file
+//! exists at start are built at once (within `--max-sessions`), since a
+//! spare, having a key of its own, cannot stand in for them.
 //!
 //! A new identity (and the transient default one after SIGHUP) takes a
 //! spare session from `spares` when one is ready or being built, and a
@@ -37,6 +45,7 @@
 
 use crate::counters::{bump, COUNTERS};
 use crate::error::Error;
+use crate::keydir;
 use crate::keyfile;
 use crate::sam::conn::SESSION_CREATE_TIMEOUT;
 use crate::sam::datagram::{DatagramSession, DgSpec};
@@ -48,14 +57,19 @@ use log::{debug, error, info, warn};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 /// Identities by kind, for the status report.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Census {
+    /// Listeners' default identities without a key file.
     pub default: usize,
+    /// Identities with a key file: listeners' (`,key=`, `-k`) and user
+    /// names' (`--key-dir`).
+    pub persistent: usize,
+    /// Transient identities selected by credentials.
     pub by_credentials: usize,
     pub per_connection: usize,
     /// Sessions built ahead for new identities.
@@ -79,8 +93,11 @@ pub type Listener = usize;
 /// What an identity is keyed on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Key {
-    /// A listener's own identity (the first one's persistent with --keyfile).
+    /// A listener's own identity (persistent with a key file).
     Default(Listener),
+    /// A user name's persistent identity (`--key-dir`): its key file's stem
+    /// there (`keydir::stem`), the same on every listener.
+    User(String),
     /// A hash of the credentials that select this identity on this listener.
     Named(Listener, [u8; 32]),
     /// One connection's own identity (--isolate client).
@@ -89,13 +106,38 @@ pub enum Key {
 
 static CLIENT_SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// Why UDP ASSOCIATE is refused under a persistent identity (logged once).
+/// Measured: i2pd 2.45 takes the key in a DATAGRAM session beside the
+/// STREAM session, but the stream session's CONNECTs then answer
+/// CANT_REACH_PEER, and it has no DATAGRAM subsession of a MASTER session
+/// ("Unsupported STYLE"); emissary 0.4 answers a second session of one key
+/// with DUPLICATE_DEST.
+pub const PERSISTENT_UDP: &str = "UDP ASSOCIATE under a persistent identity is refused (07): \
+    the SAM bridge cannot hold its key in a datagram session beside its stream session, \
+    and another key would send from another address";
+static PERSISTENT_UDP_TOLD: AtomicBool = AtomicBool::new(false);
+
 impl Key {
     /// The key for a client of `listener` that presented `creds`. With access
-    /// control on, only the username counts (the password was checked already).
-    pub fn for_client(listener: Listener, mode: Isolate, creds: &Credentials, access_control: bool) -> Key {
+    /// control on, only the username counts (the password was checked
+    /// already); with `by_name` (`--key-dir`) the user name alone selects a
+    /// persistent identity.
+    pub fn for_client(
+        listener: Listener,
+        mode: Isolate,
+        creds: &Credentials,
+        access_control: bool,
+        by_name: bool,
+    ) -> Key {
         match mode {
             Isolate::None => Key::Default(listener),
             Isolate::Client => Key::Client(CLIENT_SEQ.fetch_add(1, Ordering::Relaxed)),
+            Isolate::Auth if by_name => match creds {
+                Credentials::None => Key::Default(listener),
+                Credentials::UserPass { user, .. } | Credentials::UserId(user) => {
+                    Key::User(keydir::stem(user))
+                }
+            },
             Isolate::Auth => {
                 let mut h = Sha256::new();
                 match creds {
@@ -121,25 +163,37 @@ impl Key {
     fn is_default(&self) -> bool {
         matches!(self, Key::Default(_))
     }
+
+    /// Served only by its own key, never by a spare.
+    fn may_take_spare(&self) -> bool {
+        !matches!(self, Key::User(_))
+    }
 }
 
-/// The identity `--keyfile` belongs to.
-const KEYED: Key = Key::Default(0);
+/// A key file of a persistent identity, and its key when the file exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFile {
+    pub path: PathBuf,
+    /// The private key in I2P base64 (never logged); None: made by the
+    /// first session, then written to `path`.
+    pub key: Option<String>,
+}
 
 /// The recipe for new sessions.
 #[derive(Debug, Clone)]
 pub struct Recipe {
-    /// Spec of the first listener's default identity's stream session (its
-    /// destination may be a persistent key); the other identities' differ
-    /// only in being TRANSIENT and in their labels.
+    /// Spec of the first listener's default identity's stream session,
+    /// TRANSIENT; the other identities' differ in their labels and, for
+    /// persistent ones, their destination.
     pub default: SessionSpec,
-    /// Whether that identity has a persistent key (SIGHUP keeps it).
-    pub default_persistent: bool,
-    /// How many listeners, each with a default identity (at least one).
-    pub listeners: usize,
-    /// Where to keep the default identity's key once the bridge has made
-    /// it: `--keyfile` when that file does not exist yet.
-    pub new_keyfile: Option<PathBuf>,
+    /// One per listener, each with a default identity (at least one): its
+    /// key file, if it is persistent.
+    pub listener_keys: Vec<Option<KeyFile>>,
+    /// `--key-dir`: user names' key files.
+    pub key_dir: Option<PathBuf>,
+    /// Stems of the user names' key files found in `key_dir` at start,
+    /// built at once as far as `max_sessions` allows.
+    pub preload: Vec<String>,
     /// How to build datagram sessions.
     pub datagram: DgSpec,
     /// Identities and spares at once (a datagram session is not counted:
@@ -157,7 +211,9 @@ pub type DatagramCell = Arc<Readiness<Arc<DatagramSession>>>;
 struct Identity {
     key: Key,
     label: String,
-    persistent: bool,
+    /// Where a persistent identity keeps its key, and the key if known when
+    /// the identity was made.
+    keyfile: Option<KeyFile>,
     /// Made on the first CONNECT (at once for the default identity).
     stream: Mutex<Option<Arc<Session>>>,
     /// Made on the first UDP ASSOCIATE; gone again after the idle timeout.
@@ -261,11 +317,20 @@ impl Lease {
     /// and asks again finds it further along); it ends with the identity.
     /// Refused at once when the identity's stream session is down (its last
     /// build failed: the bridge is gone or refusing, and a datagram session
-    /// would fare no better).
+    /// would fare no better), and always for a persistent identity: its key
+    /// cannot be in a datagram session beside its stream session (see
+    /// [`PERSISTENT_UDP`]), and a datagram session of another key would send
+    /// from an address the program did not choose.
     pub fn datagram(&self) -> Result<DatagramCell, Error> {
         let id = &self.identity;
         if lock(&id.use_).closed {
             return Err(Error::SessionDown);
+        }
+        if id.keyfile.is_some() {
+            if !PERSISTENT_UDP_TOLD.swap(true, Ordering::Relaxed) {
+                warn!("{}: {PERSISTENT_UDP}", id.label);
+            }
+            return Err(Error::CommandNotSupported);
         }
         if lock(&id.stream).as_ref().is_some_and(|s| matches!(s.state(), State::Down)) {
             return Err(Error::SessionDown);
@@ -345,15 +410,53 @@ impl Identities {
             datagram_seq: AtomicU64::new(1),
         });
         let mut slots = ids.lock();
-        for n in 0..ids.recipe.listeners.max(1) {
+        for n in 0..ids.listeners() {
             let default = ids.make_default(n, false)?;
             slots.insert(Key::Default(n), default);
         }
+        ids.preload(&mut slots)?;
         // Built beside the default identities' sessions: on i2pd parallel
         // creates finish together.
         ids.spares.fill(ids.room(&slots))?;
         drop(slots);
         Ok(ids)
+    }
+
+    fn listeners(&self) -> usize {
+        self.recipe.listener_keys.len().max(1)
+    }
+
+    /// Start the sessions of the user names whose key files exist, so that
+    /// a program that used its name before waits for nothing; as many as
+    /// `--max-sessions` leaves room for beside the default identities (the
+    /// others are built on first use).
+    fn preload(&self, slots: &mut HashMap<Key, Arc<Identity>>) -> std::io::Result<()> {
+        let stems = &self.recipe.preload;
+        for (n, stem) in stems.iter().enumerate() {
+            if self.room(slots) == 0 {
+                warn!(
+                    "--max-sessions {} leaves no room to build {} more persistent identities at start; \
+                     they are built on first use",
+                    self.recipe.max_sessions,
+                    stems.len() - n
+                );
+                break;
+            }
+            let key = Key::User(stem.clone());
+            let id = match self.make(key.clone()) {
+                Ok(id) => id,
+                Err(e) => {
+                    error!("{e}; that identity is not built at start");
+                    continue;
+                }
+            };
+            *lock(&id.stream) = Some(self.spawn_stream(&id)?);
+            slots.insert(key, id);
+        }
+        if !stems.is_empty() {
+            info!("building {} persistent identities found in --key-dir", stems.len().min(slots.len()));
+        }
+        Ok(())
     }
 
     /// Sessions that may still be started under `--max-sessions`.
@@ -388,28 +491,52 @@ impl Identities {
         lock(&self.slots)
     }
 
-    fn make(&self, key: Key) -> Arc<Identity> {
-        let persistent = key == KEYED && self.recipe.default_persistent;
+    /// A new identity for `key`; a user name's reads its key file (which
+    /// may not exist yet).
+    fn make(&self, key: Key) -> Result<Arc<Identity>, keyfile::KeyError> {
+        let keyfile = match &key {
+            Key::Default(n) => self.recipe.listener_keys.get(*n).cloned().flatten(),
+            Key::User(stem) => match &self.recipe.key_dir {
+                Some(dir) => {
+                    let path = keydir::path(dir, stem);
+                    let key = keyfile::load(&path)?;
+                    Some(KeyFile { path, key })
+                }
+                None => None,
+            },
+            Key::Named(..) | Key::Client(_) => None,
+        };
         let label = match key {
             // The first listener's label stays plain: scripts match it.
             Key::Default(0) => self.recipe.default.label.clone(),
             Key::Default(n) => format!("{} of listener {}", self.recipe.default.label, n + 1),
+            // A user name may say which site a program visits (browsers
+            // isolate so): it is named in debug lines only.
+            Key::User(ref stem) => {
+                let label = format!("persistent identity #{}", self.seq.fetch_add(1, Ordering::Relaxed));
+                debug!("{label}: user name {stem}");
+                label
+            }
             _ => format!("identity #{}", self.seq.fetch_add(1, Ordering::Relaxed)),
         };
-        Arc::new(Identity {
+        if matches!(key, Key::User(_)) && keyfile.as_ref().is_some_and(|k| k.key.is_none()) {
+            info!("{label}: a user name without a key file yet: its first session is built now");
+        }
+        Ok(Arc::new(Identity {
             key,
             label,
-            persistent,
+            keyfile,
             stream: Mutex::new(None),
             datagram: Mutex::new(None),
             use_: Mutex::new(Use { leases: 0, last_used: Instant::now(), retired: false, closed: false }),
-        })
+        }))
     }
 
     /// A listener's default identity with its stream session started, or
     /// (if `from_spare` and one is there) a spare's.
     fn make_default(&self, listener: Listener, from_spare: bool) -> std::io::Result<Arc<Identity>> {
-        let id = self.make(Key::Default(listener));
+        let id = self.make(Key::Default(listener)).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let from_spare = from_spare && id.keyfile.is_none();
         match from_spare.then(|| self.spares.take()).flatten() {
             Some(taken) => self.give_spare(&id, taken),
             None => *lock(&id.stream) = Some(self.spawn_stream(&id)?),
@@ -421,12 +548,13 @@ impl Identities {
     fn spawn_stream(&self, id: &Identity) -> std::io::Result<Arc<Session>> {
         let mut spec = self.recipe.default.clone();
         spec.label = id.label.clone();
-        if id.key != KEYED {
-            spec.destination = "TRANSIENT".into();
-        }
-        let keep = match &self.recipe.new_keyfile {
-            Some(path) if id.key == KEYED => Some(keep_key(path.clone(), id.label.clone())),
-            _ => None,
+        let keep = match &id.keyfile {
+            Some(KeyFile { key: Some(k), .. }) => {
+                spec.destination = k.clone();
+                None
+            }
+            Some(KeyFile { path, key: None }) => Some(keep_key(path.clone(), id.label.clone())),
+            None => None,
         };
         Session::spawn(spec, keep)
     }
@@ -446,8 +574,8 @@ impl Identities {
             let id = Arc::clone(id);
             return Ok(self.lease(id));
         }
-        if let Some(taken) = self.spares.take() {
-            let id = self.make(key.clone());
+        if let Some(taken) = key.may_take_spare().then(|| self.spares.take()).flatten() {
+            let id = self.make(key.clone()).map_err(key_error)?;
             self.give_spare(&id, taken);
             slots.insert(key, Arc::clone(&id));
             self.top_up(&slots);
@@ -479,7 +607,7 @@ impl Identities {
                 }
             }
         }
-        let id = self.make(key.clone());
+        let id = self.make(key.clone()).map_err(key_error)?;
         slots.insert(key, Arc::clone(&id));
         Ok(self.lease(id))
     }
@@ -525,7 +653,7 @@ impl Identities {
     /// default identities are made again at once.
     pub fn retire_transient(&self) -> std::io::Result<usize> {
         let mut slots = self.lock();
-        let keys: Vec<Key> = slots.values().filter(|s| !s.persistent).map(|s| s.key.clone()).collect();
+        let keys: Vec<Key> = slots.values().filter(|s| s.keyfile.is_none()).map(|s| s.key.clone()).collect();
         for k in &keys {
             if let Some(s) = slots.remove(k) {
                 let idle = {
@@ -540,7 +668,7 @@ impl Identities {
         }
         // A spare has never been used: as a new default identity it is as
         // unlinked to earlier streams as a session built now, and ready sooner.
-        for n in 0..self.recipe.listeners.max(1) {
+        for n in 0..self.listeners() {
             if let std::collections::hash_map::Entry::Vacant(e) = slots.entry(Key::Default(n)) {
                 e.insert(self.make_default(n, true)?);
             }
@@ -558,10 +686,11 @@ impl Identities {
     /// How many identities of each kind there are now (the status report).
     pub fn census(&self) -> Census {
         let mut c = Census::default();
-        for key in self.lock().keys() {
-            match key {
+        for id in self.lock().values() {
+            match id.key {
+                _ if id.keyfile.is_some() => c.persistent += 1,
                 Key::Default(_) => c.default += 1,
-                Key::Named(..) => c.by_credentials += 1,
+                Key::Named(..) | Key::User(_) => c.by_credentials += 1,
                 Key::Client(_) => c.per_connection += 1,
             }
         }
@@ -624,7 +753,14 @@ impl Identities {
     }
 }
 
-/// Write the key the bridge made for the default identity into `path`, so
+/// A persistent identity's key file cannot be read: its client is refused
+/// (the operator must fix the file; the path says which).
+fn key_error(e: keyfile::KeyError) -> Error {
+    error!("{e}");
+    Error::SessionDown
+}
+
+/// Write the key the bridge made for a persistent identity into `path`, so
 /// the next start reuses its address.
 fn keep_key(path: PathBuf, label: String) -> OnNewKey {
     Box::new(move |info| match keyfile::create(&path, &info.private_key) {
@@ -668,25 +804,36 @@ mod tests {
         persistent: bool,
         spare_sessions: usize,
     ) -> Arc<Identities> {
+        let mut r = recipe(sam, max_sessions, idle, spare_sessions);
+        r.listener_keys = (0..listeners)
+            .map(|n| {
+                (n == 0 && persistent)
+                    .then(|| KeyFile { path: "/nonexistent/key".into(), key: Some("persistent-key".into()) })
+            })
+            .collect();
+        Identities::start(r).unwrap()
+    }
+
+    /// One transient listener, no --key-dir.
+    fn recipe(sam: SocketAddr, max_sessions: usize, idle: u64, spare_sessions: usize) -> Recipe {
         let encryption = Arc::new(Encryption::new(Mode::Classic));
         let spec = SessionSpec {
             sam,
-            destination: if persistent { "persistent-key".into() } else { "TRANSIENT".into() },
+            destination: "TRANSIENT".into(),
             options: Vec::new(),
             encryption: Arc::clone(&encryption),
             label: "test".into(),
         };
-        Identities::start(Recipe {
+        Recipe {
             default: spec,
-            default_persistent: persistent,
-            listeners,
-            new_keyfile: None,
+            listener_keys: vec![None],
+            key_dir: None,
+            preload: Vec::new(),
             datagram: DgSpec { sam, sam_udp: sam, options: Vec::new(), encryption },
             max_sessions,
             idle_timeout: Duration::from_secs(idle),
             spare_sessions,
-        })
-        .unwrap()
+        }
     }
 
     /// A bridge that takes connections and never answers HELLO: sessions
@@ -710,7 +857,7 @@ mod tests {
         let a = ids.acquire(named("a")).unwrap();
         assert!(has_stream(&a), "a new identity gets a spare as its session at once");
         assert_eq!(ids.spare_count(), 2, "a replacement is started at once");
-        let c = ids.acquire(Key::for_client(0, Isolate::Client, &Credentials::None, false)).unwrap();
+        let c = ids.acquire(Key::for_client(0, Isolate::Client, &Credentials::None, false, false)).unwrap();
         assert!(has_stream(&c));
         // The same key again: no spare taken.
         let a2 = ids.acquire(named("a")).unwrap();
@@ -786,7 +933,7 @@ mod tests {
     }
 
     fn named(user: &str) -> Key {
-        Key::for_client(0, Isolate::Auth, &up(user, "x"), false)
+        Key::for_client(0, Isolate::Auth, &up(user, "x"), false, false)
     }
 
     #[test]
@@ -810,8 +957,8 @@ mod tests {
     #[test]
     fn client_identity_ends_with_its_stream() {
         let ids = registry(8, 0, false);
-        let k1 = Key::for_client(0, Isolate::Client, &Credentials::None, false);
-        let k2 = Key::for_client(0, Isolate::Client, &Credentials::None, false);
+        let k1 = Key::for_client(0, Isolate::Client, &Credentials::None, false, false);
+        let k2 = Key::for_client(0, Isolate::Client, &Credentials::None, false, false);
         let l1 = ids.acquire(k1).unwrap();
         let l2 = ids.acquire(k2).unwrap();
         assert!(!Arc::ptr_eq(&l1.stream().unwrap(), &l2.stream().unwrap()));
@@ -925,14 +1072,14 @@ mod tests {
         assert!(!Arc::ptr_eq(&d[0], &d[1]) && !Arc::ptr_eq(&d[1], &d[2]));
         // The same credentials on two listeners: two identities.
         let creds = up("app", "x");
-        let k0 = Key::for_client(0, Isolate::Auth, &creds, false);
-        let k1 = Key::for_client(1, Isolate::Auth, &creds, false);
+        let k0 = Key::for_client(0, Isolate::Auth, &creds, false, false);
+        let k1 = Key::for_client(1, Isolate::Auth, &creds, false, false);
         assert_ne!(k0, k1);
         let (a0, a1) = (ids.acquire(k0).unwrap(), ids.acquire(k1).unwrap());
         assert!(!Arc::ptr_eq(&a0.stream().unwrap(), &a1.stream().unwrap()));
         // No credentials, or no isolation: the listener's own default.
-        assert_eq!(Key::for_client(2, Isolate::Auth, &Credentials::None, false), Key::Default(2));
-        assert_eq!(Key::for_client(1, Isolate::None, &creds, false), Key::Default(1));
+        assert_eq!(Key::for_client(2, Isolate::Auth, &Credentials::None, false, false), Key::Default(2));
+        assert_eq!(Key::for_client(1, Isolate::None, &creds, false, false), Key::Default(1));
         drop((a0, a1));
         // Defaults are never reaped; SIGHUP keeps the keyed one, remakes the others.
         assert_eq!(ids.reap(Instant::now() + Duration::from_secs(60)), 2);
@@ -943,35 +1090,111 @@ mod tests {
         assert!(!Arc::ptr_eq(&ids.acquire(Key::Default(1)).unwrap().stream().unwrap(), &d[1]));
     }
 
+    /// A registry with `--key-dir` `dir` (key files of `preload` there).
+    fn keyed_registry(
+        sam: SocketAddr,
+        dir: &std::path::Path,
+        preload: &[&str],
+        spares: usize,
+    ) -> Arc<Identities> {
+        let mut r = recipe(sam, 8, 5, spares);
+        r.key_dir = Some(dir.to_path_buf());
+        r.preload = preload.iter().map(|s| s.to_string()).collect();
+        Identities::start(r).unwrap()
+    }
+
+    /// A private-key blob as the routers make them (see src/keyfile.rs).
+    fn key_blob(seed: u8) -> Vec<u8> {
+        let mut b: Vec<u8> = (0..384u32).map(|i| (i as u8).wrapping_mul(seed)).collect();
+        b.extend_from_slice(&[0x05, 0x00, 0x04, 0x00, 0x07, 0x00, 0x04]);
+        b.extend((0..32 + 32).map(|i| i as u8));
+        b
+    }
+
+    fn by_name(user: &str, pass: &str) -> Key {
+        Key::for_client(0, Isolate::Auth, &up(user, pass), false, true)
+    }
+
+    #[test]
+    fn user_names_are_persistent() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("i2psocks-identity-keydir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let known = dir.join("known.dat");
+        std::fs::write(&known, key_blob(3)).unwrap();
+        std::fs::set_permissions(&known, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // The password never counts; the name is the same identity on every listener.
+        assert_eq!(by_name("irc", "a"), by_name("irc", "b"));
+        assert_eq!(by_name("irc", "a"), Key::User("irc".into()));
+        assert_eq!(Key::for_client(3, Isolate::Auth, &up("irc", "x"), true, true), Key::User("irc".into()));
+        assert_eq!(
+            Key::for_client(0, Isolate::Auth, &Credentials::UserId(b"irc".to_vec()), false, true),
+            Key::User("irc".into())
+        );
+        assert_eq!(by_name("../x", "a"), Key::User(keydir::stem(b"../x")));
+        assert_eq!(Key::for_client(1, Isolate::Auth, &Credentials::None, false, true), Key::Default(1));
+
+        let (_hung, sam) = hung_sam();
+        let ids = keyed_registry(sam, &dir, &["known"], 1);
+        assert_eq!(ids.census().persistent, 1, "a key file found at start is built at once");
+        assert_eq!((ids.count(), ids.spare_count()), (2, 1));
+        let known_session = ids.acquire(Key::User("known".into())).unwrap().stream().unwrap();
+        let fresh = ids.acquire(by_name("fresh", "x")).unwrap();
+        assert!(!has_stream(&fresh), "a persistent identity never takes a spare");
+        assert_eq!(ids.spare_count(), 1);
+        assert_eq!(fresh.identity.keyfile, Some(KeyFile { path: dir.join("fresh.dat"), key: None }));
+        assert!(matches!(fresh.datagram(), Err(Error::CommandNotSupported)));
+        let c = ids.census();
+        assert_eq!((c.default, c.persistent, c.by_credentials), (1, 2, 0));
+        drop(fresh);
+        // SIGHUP keeps both; idleness closes them, and the file brings them back.
+        assert_eq!(ids.retire_transient().unwrap(), 1);
+        assert!(!known_session.is_closed());
+        assert_eq!(ids.reap(Instant::now() + Duration::from_secs(60)), 2);
+        assert!(known_session.is_closed());
+        let again = ids.acquire(Key::User("known".into())).unwrap();
+        let k = again.identity.keyfile.clone().unwrap();
+        assert_eq!(k.key.as_deref(), Some(crate::i2p_addr::b64_encode(&key_blob(3)).as_str()));
+        drop(again);
+        // A key file others can read refuses its client and changes nothing.
+        std::fs::set_permissions(&known, std::fs::Permissions::from_mode(0o644)).unwrap();
+        ids.reap(Instant::now() + Duration::from_secs(60));
+        assert!(matches!(ids.acquire(Key::User("known".into())), Err(Error::SessionDown)));
+        assert_eq!(std::fs::read(&known).unwrap(), key_blob(3));
+        ids.close_all();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     fn up(u: &str, p: &str) -> Credentials {
         Credentials::UserPass { user: u.as_bytes().to_vec(), pass: p.as_bytes().to_vec() }
     }
 
     #[test]
     fn keys() {
-        let a = Key::for_client(0, Isolate::Auth, &up("app1", "x"), false);
-        assert_eq!(a, Key::for_client(0, Isolate::Auth, &up("app1", "x"), false));
-        assert_ne!(a, Key::for_client(0, Isolate::Auth, &up("app1", "y"), false));
-        assert_ne!(a, Key::for_client(0, Isolate::Auth, &up("app2", "x"), false));
+        let a = Key::for_client(0, Isolate::Auth, &up("app1", "x"), false, false);
+        assert_eq!(a, Key::for_client(0, Isolate::Auth, &up("app1", "x"), false, false));
+        assert_ne!(a, Key::for_client(0, Isolate::Auth, &up("app1", "y"), false, false));
+        assert_ne!(a, Key::for_client(0, Isolate::Auth, &up("app2", "x"), false, false));
         // user/pass boundaries matter: "ab"+"c" differs from "a"+"bc"
         assert_ne!(
-            Key::for_client(0, Isolate::Auth, &up("ab", "c"), false),
-            Key::for_client(0, Isolate::Auth, &up("a", "bc"), false)
+            Key::for_client(0, Isolate::Auth, &up("ab", "c"), false, false),
+            Key::for_client(0, Isolate::Auth, &up("a", "bc"), false, false)
         );
         // With access control the username alone selects the identity.
         assert_eq!(
-            Key::for_client(0, Isolate::Auth, &up("app1", "x"), true),
-            Key::for_client(0, Isolate::Auth, &up("app1", "y"), true)
+            Key::for_client(0, Isolate::Auth, &up("app1", "x"), true, false),
+            Key::for_client(0, Isolate::Auth, &up("app1", "y"), true, false)
         );
         assert_ne!(
-            Key::for_client(0, Isolate::Auth, &Credentials::UserId(b"app1".to_vec()), false),
-            Key::for_client(0, Isolate::Auth, &up("app1", ""), false)
+            Key::for_client(0, Isolate::Auth, &Credentials::UserId(b"app1".to_vec()), false, false),
+            Key::for_client(0, Isolate::Auth, &up("app1", ""), false, false)
         );
-        assert_eq!(Key::for_client(0, Isolate::Auth, &Credentials::None, false), Key::Default(0));
-        assert_eq!(Key::for_client(0, Isolate::None, &up("a", "b"), false), Key::Default(0));
+        assert_eq!(Key::for_client(0, Isolate::Auth, &Credentials::None, false, false), Key::Default(0));
+        assert_eq!(Key::for_client(0, Isolate::None, &up("a", "b"), false, false), Key::Default(0));
         assert_ne!(
-            Key::for_client(0, Isolate::Client, &Credentials::None, false),
-            Key::for_client(0, Isolate::Client, &Credentials::None, false)
+            Key::for_client(0, Isolate::Client, &Credentials::None, false, false),
+            Key::for_client(0, Isolate::Client, &Credentials::None, false, false)
         );
     }
 }

@@ -11,7 +11,8 @@
 //! lists the FINs relays hold back, for the accept loop to cut short).
 //! Dependencies point one way: `proxy` → {`socks`, `identity`, `relay`,
 //! `client`}; `identity` → `spares` → `sam` → {`sam::proto`, `i2p_addr`,
-//! `rand`}; `listen` → {`client`, `rand`}.
+//! `rand`}; `identity` → `keydir` → `keyfile` → `i2p_addr`; `listen` →
+//! {`client`, `rand`}.
 
 pub mod auth;
 pub mod buffers;
@@ -22,6 +23,7 @@ pub mod error;
 pub mod holds;
 pub mod i2p_addr;
 pub mod identity;
+pub mod keydir;
 pub mod keyfile;
 pub mod leak;
 pub mod listen;

@@ -12,7 +12,8 @@ use i2psocks::cli::{self, Command, Config, Sandbox};
 use i2psocks::client::Client;
 use i2psocks::counters::{bump, COUNTERS};
 use i2psocks::holds::HOLDS;
-use i2psocks::identity::{Identities, Recipe};
+use i2psocks::identity::{Identities, KeyFile, Recipe};
+use i2psocks::keydir;
 use i2psocks::keyfile;
 use i2psocks::listen::{BindError, Listener, Wake};
 use i2psocks::log_limit::{held_back_suffix, RateLimit};
@@ -107,23 +108,40 @@ fn main() -> ExitCode {
 
 type Failure = (u8, String);
 
-/// The key and auth files, checked before anything is bound.
+/// The key files, the key directory and the auth file, checked before
+/// anything is bound.
 struct Files {
-    /// The persistent private key (I2P base64), if the key file exists.
-    key: Option<String>,
+    /// One per listener: its key file, with the key if the file exists.
+    listener_keys: Vec<Option<KeyFile>>,
+    /// `--key-dir`'s keys now: (file stem, private key in I2P base64).
+    users: Vec<(String, String)>,
     auth: Option<AuthFile>,
 }
 
 fn load_files(c: &Config) -> Result<Files, Failure> {
-    let key = match &c.keyfile {
-        Some(p) => keyfile::load(p).map_err(|e| (EXIT_CONFIG, e.to_string()))?,
-        None => None,
+    let config = |e: String| (EXIT_CONFIG, e);
+    let mut listener_keys = Vec::with_capacity(c.listen_keys.len());
+    for k in &c.listen_keys {
+        listener_keys.push(match k {
+            Some(path) => {
+                let key = keyfile::load(path).map_err(|e| config(e.to_string()))?;
+                Some(KeyFile { path: path.clone(), key })
+            }
+            None => None,
+        });
+    }
+    let users = match &c.key_dir {
+        Some(dir) => {
+            keydir::check(dir).map_err(|e| config(e.to_string()))?;
+            keydir::existing(dir).map_err(|e| config(e.to_string()))?
+        }
+        None => Vec::new(),
     };
     let auth = match &c.auth_file {
-        Some(p) => Some(AuthFile::load(p).map_err(|e| (EXIT_CONFIG, e))?),
+        Some(p) => Some(AuthFile::load(p).map_err(config)?),
         None => None,
     };
-    Ok(Files { key, auth })
+    Ok(Files { listener_keys, users, auth })
 }
 
 /// `--check`: flags parsed already; files and the bridge now.
@@ -139,25 +157,51 @@ fn check(c: &Config) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `--print-address`: the key file's address, creating the key if needed.
+/// `--print-address`: every persistent identity's address, one line each,
+/// `listener ENDPOINT B32` or `user STEM B32`; a listener's missing key is
+/// created (its flag asks for it), a user name's never is. With only
+/// `-k` the bare address, as before there were more.
 fn print_address(c: &Config) -> Result<(), Failure> {
-    let Some(path) = &c.keyfile else {
-        return Err((EXIT_USAGE, "--print-address needs --keyfile".into()));
-    };
-    let key = match keyfile::load(path).map_err(|e| (EXIT_CONFIG, e.to_string()))? {
-        Some(k) => k,
-        None => {
-            let k = conn::generate_key(c.sam).map_err(|e| {
-                (EXIT_UNAVAILABLE, format!("cannot create a key: SAM bridge at {} unavailable: {e}", c.sam))
-            })?;
-            keyfile::create(path, &k).map_err(|e| (EXIT_CONFIG, e.to_string()))?;
-            k
+    let files = load_files(c)?;
+    let mut lines = Vec::new();
+    for (ep, k) in c.listen.iter().zip(&files.listener_keys) {
+        let Some(KeyFile { path, key }) = k else {
+            continue;
+        };
+        let key = match key {
+            Some(k) => k.clone(),
+            None => {
+                let k = conn::generate_key(c.sam).map_err(|e| {
+                    (
+                        EXIT_UNAVAILABLE,
+                        format!("cannot create a key: SAM bridge at {} unavailable: {e}", c.sam),
+                    )
+                })?;
+                keyfile::create(path, &k).map_err(|e| (EXIT_CONFIG, e.to_string()))?;
+                k
+            }
+        };
+        lines.push((format!("listener {ep}"), b32_of(&key, path)?));
+    }
+    if let Some(dir) = &c.key_dir {
+        for (stem, key) in &files.users {
+            lines.push((format!("user {stem}"), b32_of(key, &keydir::path(dir, stem))?));
         }
-    };
-    let b32 = i2psocks::i2p_addr::b32_of_b64(&key)
-        .ok_or((EXIT_CONFIG, format!("key file {}: unreadable", path.display())))?;
-    println!("{b32}");
+    }
+    match lines.as_slice() {
+        [(_, b32)] if c.key_dir.is_none() => println!("{b32}"),
+        _ => {
+            for (what, b32) in &lines {
+                println!("{what} {b32}");
+            }
+        }
+    }
     Ok(())
+}
+
+fn b32_of(key: &str, path: &std::path::Path) -> Result<String, Failure> {
+    i2psocks::i2p_addr::b32_of_b64(key)
+        .ok_or((EXIT_CONFIG, format!("key file {}: unreadable", path.display())))
 }
 
 fn init_logging(verbosity: i8) {
@@ -228,10 +272,11 @@ fn run(config: Config, files: Files) -> Result<(), Failure> {
     // Opened now: the sandbox allows no file opens later (see watch_signals).
     let spare = std::fs::File::open("/dev/null").ok();
     // A missing key file is created from the first session's key.
-    let new_keyfile = if files.key.is_none() { config.keyfile.clone() } else { None };
+    let new_keyfiles: Vec<&std::path::Path> =
+        files.listener_keys.iter().flatten().filter(|k| k.key.is_none()).map(|k| k.path.as_path()).collect();
     // Before the first thread starts: a ruleset binds the calling thread and
     // the threads it starts afterwards, not those already running.
-    let plan = sandbox::plan(&config, new_keyfile.as_deref());
+    let plan = sandbox::plan(&config, &new_keyfiles);
     let applied = sandbox::apply(&plan, config.sandbox)
         .map_err(|e| (EXIT_CONFIG, format!("--sandbox require: {e}")))?;
     let sandbox_line = sandbox::summary(&plan, &applied);
@@ -240,20 +285,26 @@ fn run(config: Config, files: Files) -> Result<(), Failure> {
         _ => info!("{sandbox_line}"),
     }
 
-    let persistent = config.keyfile.is_some();
+    if config.key_dir.is_some() && config.auth_file.is_none() {
+        warn!(
+            "--key-dir without --auth-file: any program that can connect and sends a user name gets \
+             that name's persistent identity (add --auth-file, or listen on a Unix socket with a tight --unix-mode)"
+        );
+    }
     let options = session_options(&config);
     let encryption = Arc::new(Encryption::new(config.encryption));
     let recipe = Recipe {
         default: SessionSpec {
             sam: config.sam,
-            destination: files.key.clone().unwrap_or_else(|| "TRANSIENT".into()),
+            destination: "TRANSIENT".into(),
             options: options.clone(),
             encryption: Arc::clone(&encryption),
             label: "default identity".into(),
         },
-        default_persistent: persistent,
-        listeners: listeners.len(),
-        new_keyfile,
+        // A missing key file is created from its identity's first session's key.
+        listener_keys: files.listener_keys,
+        key_dir: config.key_dir.clone(),
+        preload: files.users.into_iter().map(|(stem, _)| stem).collect(),
         datagram: DgSpec { sam: config.sam, sam_udp: config.sam_udp_addr(), options, encryption },
         max_sessions: config.max_sessions,
         idle_timeout: config.session_idle_timeout,

@@ -28,6 +28,8 @@ pub enum Access {
     /// Create a new file, write it, link it to its final name and remove
     /// the temporary name (`keyfile::create`); list the directory to sync it.
     CreateFiles,
+    /// [`Access::CreateFiles`], and read the key files already there.
+    KeyDir,
 }
 
 /// One directory the sandbox leaves open, and why (shown in the info line).
@@ -51,22 +53,27 @@ pub struct Plan {
 /// The directories later work needs, from the configuration: the one place
 /// to add a path the proxy writes after start-up. `new_keyfile` is the key
 /// file still to be created from the first session's key, if any.
-pub fn allowed_paths(c: &Config, new_keyfile: Option<&Path>) -> Vec<Allowed> {
+pub fn allowed_paths(c: &Config, new_keyfiles: &[&Path]) -> Vec<Allowed> {
     let mut out = Vec::new();
     for ep in &c.listen {
         if let Endpoint::Unix(p) = ep {
             out.push(Allowed { dir: parent(p), access: Access::Remove, why: "Unix socket" });
         }
     }
-    if let Some(k) = new_keyfile {
+    for k in new_keyfiles {
         out.push(Allowed { dir: parent(k), access: Access::CreateFiles, why: "new key file" });
+    }
+    if let Some(dir) = &c.key_dir {
+        // A user name's key is read again when its idle identity comes back,
+        // and made there on a name's first use.
+        out.push(Allowed { dir: dir.clone(), access: Access::KeyDir, why: "--key-dir" });
     }
     out
 }
 
 /// The ruleset for `c`.
-pub fn plan(c: &Config, new_keyfile: Option<&Path>) -> Plan {
-    Plan { sam_port: c.sam.port(), paths: allowed_paths(c, new_keyfile) }
+pub fn plan(c: &Config, new_keyfiles: &[&Path]) -> Plan {
+    Plan { sam_port: c.sam.port(), paths: allowed_paths(c, new_keyfiles) }
 }
 
 fn parent(p: &Path) -> PathBuf {
@@ -120,6 +127,7 @@ pub fn summary(plan: &Plan, applied: &Applied) -> String {
                     let what = match a.access {
                         Access::Remove => "remove",
                         Access::CreateFiles => "create",
+                        Access::KeyDir => "read and create",
                     };
                     format!("{what} in {} ({})", a.dir.display(), a.why)
                 })
@@ -197,6 +205,13 @@ fn apply_landlock(plan: &Plan, required: bool) -> Result<Applied, String> {
             Access::CreateFiles => {
                 AccessFs::MakeReg | AccessFs::WriteFile | AccessFs::RemoveFile | AccessFs::ReadDir
             }
+            Access::KeyDir => {
+                AccessFs::MakeReg
+                    | AccessFs::WriteFile
+                    | AccessFs::RemoveFile
+                    | AccessFs::ReadDir
+                    | AccessFs::ReadFile
+            }
         };
         let fd = match PathFd::new(&a.dir) {
             Ok(fd) => fd,
@@ -266,7 +281,7 @@ mod tests {
     #[test]
     fn plan_from_config() {
         let c = config(&["-s", "127.0.0.1:7656", "-l", "unix:/run/i2psocks/socks", "-l", "127.0.0.1:0"]);
-        let p = plan(&c, Some(Path::new("/var/lib/i2psocks/key")));
+        let p = plan(&c, &[Path::new("/var/lib/i2psocks/key")]);
         assert_eq!(p.sam_port, 7656);
         assert_eq!(
             p.paths,
@@ -277,8 +292,8 @@ mod tests {
         );
         // A key file that exists is only read, at start: nothing to allow.
         let c = config(&["-k", "key"]);
-        assert_eq!(plan(&c, None).paths, []);
-        assert_eq!(allowed_paths(&c, Some(Path::new("key")))[0].dir, Path::new("."));
+        assert_eq!(plan(&c, &[]).paths, []);
+        assert_eq!(allowed_paths(&c, &[Path::new("key")])[0].dir, Path::new("."));
     }
 
     #[test]
@@ -291,7 +306,7 @@ mod tests {
              no signals to other processes, no abstract Unix sockets; no new privileges"
         );
         let c = config(&["-s", "127.0.0.1:7656", "-l", "unix:/run/i2psocks/socks", "-l", "127.0.0.1:0"]);
-        let p = plan(&c, Some(Path::new("/var/lib/i2psocks/key")));
+        let p = plan(&c, &[Path::new("/var/lib/i2psocks/key")]);
         assert_eq!(
             summary(&p, &full),
             "sandbox: Landlock ABI 7: connect only to port 7656, no TCP bind, file access only to remove \

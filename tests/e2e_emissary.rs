@@ -5,7 +5,8 @@
 //! (tests/e2e/cases.rs), at a larger scale, since emissary builds a session in milliseconds
 //! where i2pd 2.45 takes 20 s: CONNECT by address and name, the unknown-target replies,
 //! identity isolation, datagrams, and both routers restarted under the proxy. First, the
-//! bridge's own answers that set it apart from i2pd, as the proxy relies on them, and a
+//! bridge's own answers that set it apart from i2pd, as the proxy relies on them (and one it cannot rely on: a key in two
+//! sessions), and a
 //! session whose streams stop opening rebuilt (about 50 s: emissary's 12.5 s refusals).
 //! Needs emissary-cli 0.4.0 (tests/deps.sh builds it), curl and python3-socks.
 
@@ -42,6 +43,8 @@ fn emissary_network() {
     cases::identities(&net, &proxy, IdentityProxies::start(&net, SCALE), SCALE);
     cases::datagrams(&net, &proxy, &peer);
     peer.stop();
+    // Not `cases::persistent`: after a restart, streams of a persistent identity fail here
+    // (curl 97) though its session is up again; README, Limitations.
     // Last: both routers restart under the proxy.
     cases::router_restarted(&mut net, &mut proxy);
     drop(proxy);
@@ -61,8 +64,20 @@ fn bridge_facts(net: &Network) {
     assert_eq!(param(&reply, "RESULT"), Some("KEY_NOT_FOUND"), "session-less name: {reply}");
 
     let mut ctl = Sam::connect(net.sam_addr()).expect("SAM HELLO");
-    ctl.session_create("STREAM", &format!("facts{}", std::process::id()), "TRANSIENT", PEER_OPTIONS)
+    let key = ctl
+        .session_create("STREAM", &format!("facts{}", std::process::id()), "TRANSIENT", PEER_OPTIONS)
         .expect("SESSION CREATE");
+    // One key in a second session (a DATAGRAM one beside the STREAM one, as UDP ASSOCIATE
+    // under a persistent identity would need): refused, so the proxy refuses that with 07.
+    let mut second = Sam::connect(net.sam_addr()).expect("SAM HELLO");
+    let line = format!(
+        "SESSION CREATE STYLE=DATAGRAM ID=facts2{} DESTINATION={key} SIGNATURE_TYPE=7 {PEER_OPTIONS} \
+         PORT=9 HOST=127.0.0.1",
+        std::process::id()
+    );
+    // The reply ends with the close, without a newline: the reader's error carries it.
+    let reply = second.command(&line, "", cases::SESSION_WAIT).unwrap_or_else(|e| e.to_string());
+    assert!(reply.contains("SESSION STATUS RESULT=DUPLICATE_DEST"), "one key in two sessions: {reply}");
     assert!(ctl.naming_lookup(net.site_name()).is_ok(), "{} in the address book", net.site_name());
     let reply = ctl.command("NAMING LOOKUP NAME=no-such-site.i2p", "", cases::SESSION_WAIT).unwrap();
     assert_eq!(param(&reply, "RESULT"), Some("KEY_NOT_FOUND"), "{reply}");

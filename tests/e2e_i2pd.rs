@@ -10,7 +10,8 @@
 //! tests/e2e/spares.rs (two more proxies beside them, one in a thread while the
 //! compatibility matrix, tests/e2e/compat.rs, runs), tests/e2e/encryption.rs (the router
 //! never got type 6). After the matrix, the status report's counts are checked against
-//! known traffic. Last, concurrent streams (tests/e2e/faults.rs), then the router
+//! known traffic, and the persistent identities' proxy (started before the matrix, so that
+//! its sessions build meanwhile) is checked and restarted. Last, concurrent streams (tests/e2e/faults.rs), then the router
 //! restarted under the proxy.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
@@ -76,12 +77,16 @@ fn real_router() {
     listeners::run(&router, &several, pending);
     eprintln!("several listeners checked in {:?} after the identity cases", t.elapsed());
     drop(several);
+    // Its five sessions build while the matrix runs.
+    let persistent = cases::PersistentProxy::start(&router);
     compat::run(&router, &proxy, compat::Clients::Smoke);
     status_matches_traffic(&router, &proxy);
     spares.sighup(&router);
     let (burst, isolating) = isolating.join().expect("the --isolate client run");
     eprintln!("spares: burst first bytes {burst:?}");
     drop((isolating, spares)); // their SAM sessions go before the router restarts
+    let timing = cases::persistent(&router, persistent);
+    eprintln!("persistent identities: {timing:?}");
     encryption::run(&router);
     faults::concurrent_streams(&router, &proxy);
     // Last: it restarts the router under the proxy.

@@ -746,3 +746,253 @@ fn retiring_a_session_being_built_cuts_its_socket() {
     thread::sleep(SETTLE);
     assert_eq!(p.count_lines(READY), 1, "{:?}", p.lines());
 }
+
+// ------------------------------------------------------------ persistent identities
+
+/// The SESSION CREATE whose DESTINATION is `dest` (a key, or TRANSIENT).
+fn session_with(fake: &FakeSam, dest: &str) -> Vec<SessionRecord> {
+    fake.sessions().into_iter().filter(|r| param(&r.line, "DESTINATION") == Some(dest)).collect()
+}
+
+/// Every file under `dir`, recursively, with its bytes: what a run left.
+fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(tree(&p));
+        } else {
+            out.push((p.clone(), fs::read(&p).unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `--key-dir`: a user name's first stream builds a session from a
+/// TRANSIENT key (logged as such) and keeps that key in DIR as NAME.dat,
+/// 0600; the password does not count; names that are no safe file name are
+/// hashed and nothing is written outside DIR. Without --auth-file a warning
+/// says who can use the names. After a restart the keys found in DIR are
+/// built at once, before any client, and each name gets its own again;
+/// SIGHUP replaces the transient default only; UDP ASSOCIATE under a
+/// persistent identity is refused with 07; SIGUSR1 counts them apart;
+/// `--print-address` lists them without creating any.
+#[test]
+fn key_dir_keeps_user_names_identities() {
+    let tmp = TempDir::new("identity-keydir");
+    let dir = tmp.0.join("keys");
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+    let d = dir.to_str().unwrap();
+    let fake = FakeSam::start(Script::default().keep_given_keys());
+    let args = ["--key-dir", d, "--spare-sessions", "0", "-vv"];
+
+    let p = start_proxy(&fake, &args);
+    assert!(p.wait_for_line("--key-dir without --auth-file", WAIT).is_some());
+    let default = assert_sessions(&fake, 1).remove(0);
+    let mut irc = s5(&p, "k1", Some(("irc", "pw1")));
+    echo(&mut irc, b"x");
+    assert!(p.wait_for_line("a user name without a key file yet", WAIT).is_some());
+    assert!(p.wait_for_line("created key file", WAIT).is_some());
+    let irc_first = assert_sessions(&fake, 2).remove(1);
+    assert_eq!(param(&irc_first.line, "DESTINATION"), Some("TRANSIENT"));
+    // Another password, same name: the same identity.
+    finish(s5(&p, "k2", Some(("irc", "other"))));
+    let unsafe_names = ["../escape", "a/b", "nul\0byte", "tab\tname"];
+    for (n, name) in unsafe_names.iter().enumerate() {
+        finish(s5(&p, &format!("u{n}"), Some((name, "x"))));
+    }
+    assert_sessions(&fake, 2 + unsafe_names.len());
+    let ids = stream_ids(&fake);
+    assert_eq!(ids[0], ids[1], "one user name, one identity");
+    assert_eq!(ids[0], irc_first.id);
+    // The key files: irc.dat, and hashed names (`~` + 64 hex digits), 0600.
+    thread::sleep(SETTLE);
+    let irc_key = dir.join("irc.dat");
+    assert_eq!(fs::read(&irc_key).unwrap(), b64_decode(&irc_first.private_key).unwrap());
+    let mut names: Vec<String> =
+        fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names.len(), 1 + unsafe_names.len(), "{names:?}");
+    // Sorted by byte: `~` (0x7e) comes after every plain name.
+    assert_eq!(names.first().map(String::as_str), Some("irc.dat"), "{names:?}");
+    for n in &names[1..] {
+        assert!(n.starts_with('~') && n.len() == 1 + 64 + 4 && n.ends_with(".dat"), "{n}");
+        assert_eq!(mode_of(&dir.join(n)), 0o600);
+    }
+    assert_eq!(tree(&tmp.0).len(), names.len(), "a file outside --key-dir: {:?}", tree(&tmp.0));
+    // UDP under a persistent identity: 07, and the reason said once.
+    let r = socks5_exchange(p.addr(), Some(("irc", "pw1")), &socks5_request_raw(3, 1, &[0; 4], 0));
+    assert_eq!(r.get(1), Some(&0x07), "{r:?}");
+    assert!(p.wait_for_line("UDP ASSOCIATE under a persistent identity is refused", WAIT).is_some());
+    finish(irc);
+    assert_no_key_logged(&p, &fake.sessions().iter().map(|r| r.private_key.clone()).collect::<Vec<_>>());
+    drop(p);
+
+    // --print-address: one line per user name, nothing created.
+    let before = tree(&tmp.0);
+    let f = run(&["-s", &fake.addr_arg(), "--key-dir", d, "--print-address"]);
+    assert_eq!(f.status.code(), Some(0), "{f:?}");
+    assert!(f.stdout.contains(&format!("user irc {}\n", irc_first.b32)), "{}", f.stdout);
+    assert_eq!(f.stdout.lines().count(), names.len(), "{}", f.stdout);
+    assert_eq!(tree(&tmp.0), before);
+
+    // Restart: every key in DIR is built at once, the default beside them.
+    let sessions_before = fake.sessions().len();
+    let p = start_proxy(&fake, &args);
+    assert!(fake.wait_sessions(sessions_before + 1 + names.len(), WAIT));
+    let irc_again = session_with(&fake, &irc_first.private_key);
+    assert_eq!(irc_again.len(), 1, "irc's key was not built at start");
+    let irc_again = irc_again[0].clone();
+    assert_eq!(irc_again.b32, irc_first.b32);
+    let mut irc = s5(&p, "k3", Some(("irc", "pw1")));
+    echo(&mut irc, b"y");
+    assert_eq!(stream_ids(&fake).last(), Some(&irc_again.id), "not the session built at start");
+    assert_eq!(fake.sessions().len(), sessions_before + 1 + names.len(), "a session built on first use");
+    assert_eq!(p.count_lines("a user name without a key file yet"), 0);
+    // SIGHUP: only the transient default goes.
+    let default_now = session_with(&fake, "TRANSIENT").pop().unwrap();
+    assert_ne!(default_now.id, default.id);
+    p.signal("HUP");
+    assert!(p.wait_for_line("new identity: 1 transient", WAIT).is_some());
+    assert!(fake.wait_closed(default_now.conn, WAIT));
+    assert!(!fake.conn_closed(irc_again.conn), "a persistent identity was retired");
+    finish(irc);
+    finish(s5(&p, "k4", Some(("irc", "x"))));
+    assert_eq!(stream_ids(&fake).last(), Some(&irc_again.id));
+    p.signal("USR1");
+    let line = p.wait_for_line("status: identities:", WAIT).unwrap();
+    assert!(line.contains(&format!("1 default, {} persistent, 0 by credentials", names.len())), "{line}");
+}
+
+/// Two listeners with key files of their own: each gets its own address,
+/// kept across a restart; clients of each use their listener's;
+/// `--print-address` names the listener of each address.
+#[test]
+fn listener_keys_keep_two_addresses() {
+    let tmp = TempDir::new("identity-listenkeys");
+    let (ka, kb) = (tmp.0.join("a.key"), tmp.0.join("b.key"));
+    let la = format!("127.0.0.1:0,key={}", ka.display());
+    let lb = format!("127.0.0.1:0,key={}", kb.display());
+    let fake = FakeSam::start(Script::default().keep_given_keys());
+    let args = ["-l", la.as_str(), "-l", lb.as_str(), "--spare-sessions", "0"];
+    let p = start_on(&fake, &[], &args);
+    assert!(p.wait_for_nth_line("created key file", 2, WAIT).is_some());
+    let first = assert_sessions(&fake, 2);
+    let key_of = |k: &Path| common::i2p::b64_encode(&fs::read(k).unwrap());
+    let (a, b) = (key_of(&ka), key_of(&kb));
+    assert_ne!(a, b);
+    drop(p);
+    let p = start_on(&fake, &[], &args);
+    let again = assert_sessions(&fake, 4);
+    let (sa, sb) = (session_with(&fake, &a), session_with(&fake, &b));
+    assert_eq!((sa.len(), sb.len()), (1, 1), "{again:?}");
+    let b32s: Vec<&str> = first.iter().map(|r| r.b32.as_str()).collect();
+    assert!(b32s.contains(&sa[0].b32.as_str()) && b32s.contains(&sb[0].b32.as_str()));
+    let addrs = p.listening(2);
+    for (addr, session) in addrs.iter().zip([&sa[0], &sb[0]]) {
+        let (s, reply) = socks5_connect(addr.parse().unwrap(), &b32_name("lk"), 80, None);
+        assert_eq!(reply, S5_OK);
+        finish(s);
+        assert_eq!(stream_ids(&fake).last(), Some(&session.id), "{addr}");
+    }
+    drop(p);
+    let f = run_to_exit(&["-s", &fake.addr_arg(), "-l", &la, "-l", &lb, "--print-address"], EXIT_WAIT);
+    assert_eq!(f.status.code(), Some(0), "{f:?}");
+    let lines: Vec<&str> = f.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", f.stdout);
+    assert!(lines[0].starts_with("listener 127.0.0.1:0 ") && lines[0].ends_with(&sa[0].b32), "{}", f.stdout);
+    assert!(lines[1].ends_with(&sb[0].b32), "{}", f.stdout);
+}
+
+/// Every refusal of a key directory or listener key file: exit 78 and one
+/// line naming the cause, before the bridge is contacted, by the proxy,
+/// --check and --print-address alike; nothing is created or changed.
+#[test]
+fn persistent_keys_refused() {
+    let tmp = TempDir::new("identity-keydir-bad");
+    let fake = FakeSam::start(Script::default());
+    let sam = fake.addr_arg();
+    let dir = tmp.0.join("keys");
+    let d = dir.to_str().unwrap().to_string();
+    let good = b64_decode(&make_key(5).0).unwrap();
+    let setup_dir = |mode: u32| {
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).unwrap();
+    };
+    type Prepare<'a> = Box<dyn Fn() + 'a>;
+    let cases: Vec<(&str, Prepare, &str)> = vec![
+        ("missing", Box::new(|| drop(fs::remove_dir_all(&dir))), "No such file"),
+        (
+            "a file",
+            Box::new(|| {
+                let _ = fs::remove_dir_all(&dir);
+                write_mode(&dir, b"x", 0o600);
+            }),
+            "not a directory",
+        ),
+        ("group-writable", Box::new(|| setup_dir(0o770)), "chmod 700"),
+        ("world-writable", Box::new(|| setup_dir(0o777)), "chmod 700"),
+        ("sticky and world-writable", Box::new(|| setup_dir(0o1777)), "chmod 700"),
+        (
+            "a readable key",
+            Box::new(|| {
+                setup_dir(0o700);
+                write_mode(&dir.join("irc.dat"), &good, 0o644);
+            }),
+            "chmod 600",
+        ),
+        (
+            "not a key",
+            Box::new(|| {
+                setup_dir(0o700);
+                write_mode(&dir.join("irc.dat"), b"hello", 0o600);
+            }),
+            "not an I2P private key",
+        ),
+        (
+            "a directory named as a key",
+            Box::new(|| {
+                setup_dir(0o700);
+                fs::create_dir(dir.join("irc.dat")).unwrap();
+                fs::set_permissions(dir.join("irc.dat"), fs::Permissions::from_mode(0o700)).unwrap();
+            }),
+            "not a regular file",
+        ),
+    ];
+    for (what, prepare, needle) in cases {
+        for extra in [&[][..], &["--check"], &["--print-address"]] {
+            let _ = fs::remove_file(&dir);
+            prepare();
+            let before = tree(&tmp.0);
+            let mut args = vec!["-s", sam.as_str(), "--key-dir", d.as_str()];
+            args.extend_from_slice(extra);
+            let f = run(&args);
+            assert_fails(&f, EXIT_CONFIG, needle);
+            assert!(f.stderr.contains("--key-dir"), "{what}: {:?}", f.stderr);
+            assert!(f.stdout.is_empty(), "{what}: {:?}", f.stdout);
+            assert_eq!(tree(&tmp.0), before, "{what} {extra:?}: files changed");
+        }
+    }
+    // A listener's key file, as -k's.
+    let key = tmp.0.join("l.key");
+    write_mode(&key, &good, 0o640);
+    let l = format!("127.0.0.1:0,key={}", key.display());
+    for extra in [&[][..], &["--check"], &["--print-address"]] {
+        let mut args = vec!["-s", sam.as_str(), "-l", l.as_str()];
+        args.extend_from_slice(extra);
+        assert_fails(&run_to_exit(&args, EXIT_WAIT), EXIT_CONFIG, "chmod 600");
+    }
+    assert_eq!(mode_of(&key), 0o640);
+    // Flags that cannot go together: usage errors (64).
+    for args in [
+        &["--key-dir", d.as_str(), "--isolate", "none"][..],
+        &["-l", l.as_str(), "-l", l.as_str()],
+        &["-l", l.as_str(), "-k", key.to_str().unwrap()],
+    ] {
+        assert_fails(&run_to_exit(args, EXIT_WAIT), 64, "");
+    }
+    assert_eq!(fake.connections(), 0, "the bridge was contacted");
+}

@@ -64,7 +64,7 @@ fn child(spec: &str) {
         Command::new("sleep").arg("60").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let _unix = UnixListener::bind(&socket).unwrap();
 
-    let plan = sandbox::plan(&config, Some(&key));
+    let plan = sandbox::plan(&config, &[key.as_path()]);
     let applied = sandbox::apply(&plan, Sandbox::Require).unwrap();
     println!("{}", sandbox::summary(&plan, &applied));
 

@@ -44,7 +44,13 @@ pub struct Shared {
 impl Shared {
     /// The identity a client of `listener` with this request's credentials gets.
     pub fn key_for(&self, listener: Listener, req: &Request) -> Key {
-        Key::for_client(listener, self.config.isolate, &req.credentials, self.auth.is_some())
+        Key::for_client(
+            listener,
+            self.config.isolate,
+            &req.credentials,
+            self.auth.is_some(),
+            self.config.key_dir.is_some(),
+        )
     }
 
     /// How logs name a listener (`unix:/path` for a Unix socket, whose

@@ -68,7 +68,8 @@ impl SamResult {
             "OK" => SamResult::Ok,
             "CANT_REACH_PEER" => SamResult::CantReachPeer,
             "CONNECTION_REFUSED" => SamResult::ConnectionRefused,
-            "DUPLICATED_DEST" => SamResult::DuplicatedDest,
+            // emissary 0.4 spells it DUPLICATE_DEST.
+            "DUPLICATED_DEST" | "DUPLICATE_DEST" => SamResult::DuplicatedDest,
             "DUPLICATED_ID" => SamResult::DuplicatedId,
             "I2P_ERROR" => SamResult::I2pError,
             "INVALID_ID" => SamResult::InvalidId,
@@ -790,12 +791,13 @@ mod tests {
         let r = reply(br#"STREAM STATUS RESULT=OK MESSAGE="back\\slash C:\dir""#);
         assert_eq!(r.get("MESSAGE"), Some("back\\slash C:\\dir"));
         // Java's ConnectException spelling, TIMEOUT, and unknown codes.
-        let cases: [(&[u8], SamResult); 8] = [
+        let cases: [(&[u8], SamResult); 9] = [
             (b"STREAM STATUS RESULT=CONNECTION_REFUSED ID=x", SamResult::ConnectionRefused),
             (b"STREAM STATUS RESULT=TIMEOUT", SamResult::Timeout),
             (b"STREAM STATUS RESULT=INVALID_ID", SamResult::InvalidId),
             (b"STREAM STATUS RESULT=PEER_NOT_FOUND", SamResult::PeerNotFound),
             (b"SESSION STATUS RESULT=DUPLICATED_DEST", SamResult::DuplicatedDest),
+            (b"SESSION STATUS RESULT=DUPLICATE_DEST", SamResult::DuplicatedDest),
             (b"NAMING REPLY RESULT=KEY_NOT_FOUND NAME=x.i2p", SamResult::KeyNotFound),
             (b"STREAM STATUS RESULT=ok", SamResult::Other("ok".into())),
             (b"STREAM STATUS RESULT=", SamResult::Other(String::new())),

@@ -43,6 +43,15 @@ use std::time::{Duration, Instant};
 /// First and last wait between rebuild attempts.
 pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// A key's session refused as already held (`DUPLICATED_DEST`) is tried
+/// again this often, its clients waiting as for a build: after a quick
+/// restart the router may still hold the old process's session of the key
+/// (emissary 0.4 answers so for a moment after the old control socket
+/// closed).
+pub const KEY_RELEASE_RETRY: Duration = Duration::from_millis(250);
+/// How long a key may stay held before the session counts as failed (and
+/// backs off as any other): longer, another process holds it.
+pub const KEY_RELEASE_WAIT: Duration = Duration::from_secs(30);
 /// NAMING LOOKUPs waiting for one session's supervisor; more are refused
 /// (`Busy`) rather than queued behind a slow one without bound.
 pub const LOOKUP_QUEUE: usize = 64;
@@ -303,6 +312,8 @@ impl Session {
         let mut spec = self.spec.clone();
         // Whether a session was up before: the next one is a rebuild.
         let mut lost = false;
+        // Since when the router has refused this key as held.
+        let mut held_since: Option<Instant> = None;
         loop {
             if !self.state.set(State::Starting) {
                 return;
@@ -310,6 +321,17 @@ impl Session {
             let result = create(&spec, &self.label(), &|s| self.register_control(s));
             if result.is_err() {
                 self.lock_control().take();
+            }
+            let held = spec.destination != "TRANSIENT"
+                && matches!(result, Err(CreateError::Refused(SamResult::DuplicatedDest)));
+            if !held {
+                held_since = None;
+            } else if held_since.get_or_insert_with(Instant::now).elapsed() < KEY_RELEASE_WAIT {
+                debug!("{}: the router still holds this key; trying again", self.label());
+                if !self.state.sleep_unless_closed(KEY_RELEASE_RETRY) {
+                    return;
+                }
+                continue;
             }
             match result {
                 Ok((conn, info)) => {
@@ -369,6 +391,9 @@ impl Session {
                     bump(&COUNTERS.session_failures);
                     let hint = match e {
                         CreateError::NoPostQuantum { .. } => "",
+                        CreateError::Refused(SamResult::DuplicatedDest) => {
+                            " (does another process use this key?)"
+                        }
                         _ => " (is the I2P router running with SAM enabled?)",
                     };
                     warn!(
