@@ -10,7 +10,7 @@ use std::time::Duration;
 pub const FIRST: &str = "status: up ";
 pub const LAST: &str = "status: sandbox: ";
 /// Its number of lines.
-pub const LINES: usize = 7;
+pub const LINES: usize = 8;
 
 /// One report: its lines without the log prefix, each starting `status: `.
 #[derive(Debug, Clone)]
