@@ -1,6 +1,6 @@
 //! Why a client's request failed, and the one table that turns each cause
-//! into the SOCKS reply the client sees (the table is in README, "What the
-//! client sees", and in the man page).
+//! into the SOCKS reply the client sees (the table is in doc/clients.md, "What
+//! the client sees", and in the man page).
 //!
 //! Every refusal in the proxy goes through [`Error::rep`]; nothing else picks
 //! a reply code. SOCKS4 collapses every failure to 0x5B in `socks::reply`.

@@ -23,7 +23,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The default range, as text (help, man page, README say the same).
+/// The default range, as text (help, man page, doc/clients.md say the same).
 pub const DEFAULT_NET: &str = "10.192.0.0/10";
 /// The range Tor's manual suggests for virtual addresses that leave the
 /// loopback interface: private, and too large to be guessed by scanning.

@@ -44,7 +44,7 @@ fn emissary_network() {
     cases::datagrams(&net, &proxy, &peer);
     peer.stop();
     // Not `cases::persistent`: after a restart, streams of a persistent identity fail here
-    // (curl 97) though its session is up again; README, Limitations.
+    // (curl 97) though its session is up again; doc/identities.md, "Persistent addresses".
     // Last: both routers restart under the proxy.
     cases::router_restarted(&mut net, &mut proxy);
     drop(proxy);

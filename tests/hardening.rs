@@ -11,7 +11,7 @@
 //! (src/socks/mod.rs) and fuzzing (fuzz/). One file, one test binary: every test holds
 //! [`serial`] because most of them measure time, memory or CPU of the proxy, which the
 //! other tests of this file on the same two cores would distort; a lock only holds within
-//! one binary. Each test is bounded by its own deadlines. Numbers the README quotes are
+//! one binary. Each test is bounded by its own deadlines. Numbers doc/security.md quotes are
 //! printed with `eprintln!` (`cargo test -- --nocapture` shows them).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
