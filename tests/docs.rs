@@ -1,0 +1,432 @@
+//! The documents a reader follows: README, ARCHITECTURE.md and doc/*.md.
+//!
+//! Every relative Markdown link resolves to a file (and to a heading, where it names one),
+//! and every path of this repository the text names exists. README keeps the shape a
+//! newcomer reads in five minutes: at most [`README_MAX_LINES`] lines, its sections in
+//! order, the quick start's commands near the top. Each doc opens with a title and one
+//! paragraph saying what it covers.
+//!
+//! README's command blocks (lines indented four spaces) are run as shown wherever no
+//! router is needed: the real binary on the fake SAM bridge (tests/common/fake_sam.rs)
+//! stands in for the router, and only the proxy's and the bridge's addresses are put in
+//! place of the defaults. Each fetch must reach the fake's echo peer as the HTTP request
+//! for its URL, on the identity the line promises. Every line of every block is in
+//! [`RULES`], either run here or with the reason it is not (a new block fails the test
+//! until someone decides); blocks of program output and the index of docs are named in
+//! [`NOT_COMMANDS`].
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod common;
+
+use common::fake_sam::{FakeSam, Script};
+use common::i2p::param;
+use common::proxy::{run_to_exit, Proxy};
+use common::setup::{setup, start_on};
+use common::TempDir;
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+/// The issue's bound on README: a newcomer's five minutes.
+const README_MAX_LINES: usize = 250;
+/// The quick start's `make demo` must be on screen without much scrolling.
+const QUICK_START_WITHIN: usize = 60;
+/// README's sections, in the order a newcomer needs them.
+const README_SECTIONS: [&str; 6] = [
+    "Quick start",
+    "With a real I2P router",
+    "Everyday use",
+    "Read this before using any SOCKS proxy with I2P",
+    "Where to read more",
+    "License",
+];
+/// The top-level directories whose paths the documents name and must exist.
+const TREES: [&str; 10] = ["src", "tests", "doc", "man", "dist", "bench", "benches", "fuzz", "demo", ".ci"];
+/// How long one README command may run (coreutils timeout; curl and git fail fast on
+/// the echo peer's answer, which is not HTTP).
+const COMMAND_TIMEOUT: &str = "30";
+/// The address README's commands use for the proxy, replaced by the test's.
+const README_PROXY: &str = "127.0.0.1:4447";
+/// The second listener's address in README's two-port example.
+const README_PROXY_2: &str = "127.0.0.1:4448";
+
+/// What the test does with a README command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum How {
+    /// `i2psocks --check` on the fake bridge; the comment says what it prints.
+    Check,
+    /// A client through the proxy; the URL's request must reach the bridge's peer.
+    Fetch,
+    /// Starts i2psocks with the line's listeners; the block's later lines use it.
+    Listeners,
+    /// Not run here, for the reason given.
+    ByHand(&'static str),
+}
+
+/// Command lines by prefix, the first match wins.
+const RULES: [(&str, How); 11] = [
+    (
+        "make demo",
+        How::ByHand("starts a router of its own and runs until Ctrl-C: run by hand from a fresh clone"),
+    ),
+    ("make test", How::ByHand("the whole suite, this test included: run by hand (.ci/run runs it)")),
+    ("make    ", How::ByHand("the release build (fat LTO, minutes on a small machine): run by hand")),
+    ("./target/release/i2psocks --check", How::Check),
+    (
+        "./target/release/i2psocks",
+        How::ByHand(
+            "runs until stopped against a real router's bridge: run by hand; every test runs this binary",
+        ),
+    ),
+    ("curl ", How::Fetch),
+    ("git -c ", How::Fetch),
+    ("TORSOCKS_TOR_PORT=", How::Fetch),
+    ("i2psocks -l ", How::Listeners),
+    (
+        "ssh -o ProxyCommand=",
+        How::ByHand(
+            "needs an sshd behind I2P: tests/e2e/compat.rs logs in with this ProxyCommand on a real router",
+        ),
+    ),
+    (
+        "chromium ",
+        How::ByHand(
+            "`...` is the rest of a browser's command line: tests/e2e/compat.rs runs Chromium with this flag",
+        ),
+    ),
+];
+
+/// Blocks that are not commands, by their first line: program output shown as an
+/// example, and README's index of documents (its paths are checked as paths).
+const NOT_COMMANDS: [&str; 2] = ["demo: building i2psocks", "man/i2psocks.8 "];
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+}
+
+fn readme() -> String {
+    read(&Path::new(ROOT).join("README"))
+}
+
+/// README, ARCHITECTURE.md and every doc/*.md.
+fn documents() -> Vec<PathBuf> {
+    let mut v = vec![Path::new(ROOT).join("README"), Path::new(ROOT).join("ARCHITECTURE.md")];
+    let mut docs: Vec<PathBuf> = std::fs::read_dir(Path::new(ROOT).join("doc"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "md"))
+        .collect();
+    docs.sort();
+    assert!(!docs.is_empty(), "no doc/*.md");
+    v.extend(docs);
+    v
+}
+
+/// The anchor GitHub gives a Markdown heading: lower case, spaces to `-`, other
+/// punctuation dropped.
+fn slug(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The anchors of a Markdown file's ATX headings (`#` at the start of a line).
+fn anchors(text: &str) -> HashSet<String> {
+    text.lines().filter(|l| l.starts_with('#')).map(|l| slug(l.trim_start_matches('#'))).collect()
+}
+
+/// The targets of `[text](target)` links.
+fn link_targets(text: &str) -> Vec<String> {
+    text.match_indices("](")
+        .filter_map(|(i, _)| {
+            let rest = &text[i + 2..];
+            rest.find(')').map(|end| rest[..end].to_string())
+        })
+        .collect()
+}
+
+/// Words that name a path in this repository: they start with one of [`TREES`] and a
+/// `/`, and are not the tail of a longer path (`/usr/src/...`).
+fn repo_paths(text: &str) -> BTreeSet<String> {
+    let is_path_char = |c: char| c.is_ascii_alphanumeric() || "._/-".contains(c);
+    let mut found = BTreeSet::new();
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let (start, c) = chars[i];
+        let before = text[..start].chars().next_back();
+        if is_path_char(c) && !before.is_some_and(is_path_char) {
+            let word: String = text[start..].chars().take_while(|&c| is_path_char(c)).collect();
+            let word = word.trim_end_matches(['.', ',']).to_string();
+            if TREES.iter().any(|t| word.starts_with(&format!("{t}/"))) {
+                found.insert(word.clone());
+            }
+            i += word.chars().count().max(1);
+        } else {
+            i += 1;
+        }
+    }
+    found
+}
+
+#[test]
+fn relative_links_and_named_paths_resolve() {
+    let mut broken = Vec::new();
+    let mut links = 0;
+    for doc in documents() {
+        let text = read(&doc);
+        let dir = doc.parent().unwrap();
+        let name = doc.strip_prefix(ROOT).unwrap().display().to_string();
+        for target in link_targets(&text) {
+            if target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            links += 1;
+            let (path, anchor) = target.split_once('#').unwrap_or((&target, ""));
+            let file = if path.is_empty() { doc.clone() } else { dir.join(path) };
+            if !file.exists() {
+                broken.push(format!("{name}: link {target}: no such file"));
+            } else if !anchor.is_empty() && !anchors(&read(&file)).contains(anchor) {
+                broken.push(format!("{name}: link {target}: no heading with that anchor"));
+            }
+        }
+        for path in repo_paths(&text) {
+            if !Path::new(ROOT).join(&path).exists() {
+                broken.push(format!("{name}: names {path}, which does not exist"));
+            }
+        }
+    }
+    assert!(links > 20, "only {links} relative links found: is the parser broken?");
+    assert!(broken.is_empty(), "broken references:\n{}", broken.join("\n"));
+}
+
+#[test]
+fn the_parsers_find_what_they_should() {
+    let text = "see [a](doc/a.md#x-y) and [b](https://e.org/) in src/relay.rs, not /usr/src/x; tests/.";
+    assert_eq!(link_targets(text), ["doc/a.md#x-y", "https://e.org/"]);
+    assert_eq!(repo_paths(text).into_iter().collect::<Vec<_>>(), ["doc/a.md", "src/relay.rs", "tests/"]);
+    assert_eq!(slug("What the client sees"), "what-the-client-sees");
+    assert_eq!(
+        slug("Half-close: why i2psocks holds a client's FIN"),
+        "half-close-why-i2psocks-holds-a-clients-fin"
+    );
+}
+
+#[test]
+fn readme_is_the_short_overview() {
+    let text = readme();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines.len() <= README_MAX_LINES,
+        "README has {} lines, more than {README_MAX_LINES}",
+        lines.len()
+    );
+    let demo =
+        lines.iter().position(|l| l.trim_start().starts_with("make demo")).expect("`make demo` in README");
+    assert!(demo < QUICK_START_WITHIN, "`make demo` on line {}, not within {QUICK_START_WITHIN}", demo + 1);
+    // A section title is underlined with dashes (README stays plain text).
+    let titles: Vec<&str> = lines
+        .windows(2)
+        .filter(|w| !w[1].is_empty() && w[1].chars().all(|c| c == '-') && w[1].len() == w[0].len())
+        .map(|w| w[0])
+        .collect();
+    assert_eq!(titles, README_SECTIONS, "README's sections and their order");
+    assert!(text.contains("I2P only by construction"), "the I2P-only promise");
+}
+
+#[test]
+fn every_doc_opens_with_a_title_and_what_it_covers() {
+    for doc in documents().into_iter().skip(1) {
+        let text = read(&doc);
+        let mut lines = text.lines();
+        let title = lines.next().unwrap_or_default();
+        assert!(title.starts_with("# "), "{}: first line is not a title: {title:?}", doc.display());
+        assert_eq!(lines.next(), Some(""), "{}: a blank line after the title", doc.display());
+        let first = lines.next().unwrap_or_default();
+        assert!(
+            !first.is_empty() && !first.starts_with(['#', ' ', '|', '-']),
+            "{}: no opening paragraph: {first:?}",
+            doc.display()
+        );
+    }
+}
+
+/// README's indented blocks, each as its lines without the indent.
+fn blocks(text: &str) -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = Vec::new();
+    let mut cur: Vec<String> = Vec::new();
+    for line in text.lines() {
+        if let Some(body) = line.strip_prefix("    ") {
+            cur.push(body.to_string());
+        } else if line.is_empty() && !cur.is_empty() {
+            cur.push(String::new());
+        } else if !cur.is_empty() {
+            while cur.last().is_some_and(String::is_empty) {
+                cur.pop();
+            }
+            out.push(std::mem::take(&mut cur));
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+fn rule(line: &str) -> Option<(usize, How)> {
+    RULES.iter().enumerate().find(|(_, (p, _))| line.starts_with(p)).map(|(i, (_, h))| (i, *h))
+}
+
+/// `timeout -k 5 COMMAND_TIMEOUT sh -c LINE` in `dir`, no prompts, stdin closed.
+fn shell(line: &str, dir: &Path) -> Output {
+    Command::new("timeout")
+        .args(["-k", "5", COMMAND_TIMEOUT, "sh", "-c", line])
+        .current_dir(dir)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {line}: {e} (tests/deps.sh installs the clients)"))
+}
+
+/// The URL a client line fetches: host and path.
+fn url_of(line: &str) -> (String, String) {
+    let url = line.split_whitespace().find_map(|w| w.strip_prefix("http://")).expect("an http:// URL");
+    let (host, path) = url.split_once('/').unwrap_or((url, ""));
+    (host.to_string(), format!("/{path}"))
+}
+
+/// The SOCKS credentials a client line sends, if any (`--proxy-user U:P`, `//U:P@`).
+fn credentials(line: &str) -> Option<String> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    if let Some(i) = words.iter().position(|w| *w == "--proxy-user") {
+        return words.get(i + 1).map(|s| s.to_string());
+    }
+    let at = line.find('@')?;
+    let start = line[..at].rfind("//")? + 2;
+    Some(line[start..at].to_string())
+}
+
+/// Run one client line through the proxy at `addr` and return the SAM session its
+/// stream was opened on, once the request for its URL reached the bridge's peer.
+fn fetch(fake: &FakeSam, line: &str, addr: &str, dir: &Path) -> String {
+    let port = addr.rsplit(':').next().unwrap();
+    let run = line
+        .replace(
+            &format!("TORSOCKS_TOR_PORT={}", README_PROXY.rsplit(':').next().unwrap()),
+            &format!("TORSOCKS_TOR_PORT={port}"),
+        )
+        .replace(README_PROXY, addr);
+    let before = fake.streams().len();
+    let out = shell(&run, dir);
+    let (host, path) = url_of(line);
+    let streams = fake.streams();
+    let stream = streams[before..]
+        .iter()
+        .find(|s| param(&s.line, "DESTINATION") == Some(host.as_str()))
+        .unwrap_or_else(|| {
+            panic!(
+                "{run}: no STREAM CONNECT to {host} (exit {:?}):\n{}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let got = String::from_utf8_lossy(&fake.received(stream.conn)).into_owned();
+    assert!(got.contains(&format!("GET {path}")), "{run}: the peer got no GET {path}:\n{got}");
+    assert!(got.contains(&format!("Host: {host}")), "{run}: the peer got no Host: {host}:\n{got}");
+    // 97: the proxy handshake failed; 7: no connection to the proxy; 124: timed out.
+    assert!(!matches!(out.status.code(), Some(7 | 97 | 124)), "{run}: exit {:?}", out.status.code());
+    param(&stream.line, "ID").unwrap().to_string()
+}
+
+#[test]
+fn readme_commands_run_as_shown() {
+    let text = readme();
+    let (fake, proxy) = setup(Script::default(), &[]);
+    let main_addr = proxy.addr().to_string();
+    let dir = TempDir::new("docs");
+    let mut used = BTreeSet::new();
+    let mut plain_session: Option<String> = None;
+    let mut by_credentials: Vec<(String, String)> = Vec::new();
+    let mut ran = 0;
+    for block in blocks(&text) {
+        let first = block.first().cloned().unwrap_or_default();
+        if NOT_COMMANDS.iter().any(|p| first.starts_with(p)) {
+            continue;
+        }
+        // A block that starts its own proxy: its later lines use its listeners.
+        let mut own: Option<(Proxy, Vec<String>)> = None;
+        for line in block.iter().filter(|l| !l.is_empty()) {
+            let (i, how) = rule(line).unwrap_or_else(|| panic!("README command not in RULES: {line:?}"));
+            used.insert(i);
+            match how {
+                How::ByHand(why) => eprintln!("not run here: {line}\n  ({why})"),
+                How::Check => {
+                    let (cmd, comment) = line.split_once('#').unwrap();
+                    let mut args: Vec<&str> = cmd.split_whitespace().skip(1).collect();
+                    let sam = fake.addr_arg();
+                    args.extend(["-s", &sam]);
+                    let done = run_to_exit(&args, Duration::from_secs(10));
+                    let said = comment.split('"').nth(1).unwrap().replace("127.0.0.1:7656", &sam);
+                    let said = said.trim_end_matches('x');
+                    assert!(done.stdout.contains(said), "{line}: stdout {:?} lacks {said:?}", done.stdout);
+                    assert!(comment.contains("exit 0") && done.status.success(), "{line}: {:?}", done.status);
+                    ran += 1;
+                }
+                How::Listeners => {
+                    let args: Vec<&str> = line
+                        .split_whitespace()
+                        .skip(1)
+                        .map(|w| if w == README_PROXY || w == README_PROXY_2 { "127.0.0.1:0" } else { w })
+                        .collect();
+                    let n = args.iter().filter(|w| **w == "-l").count();
+                    let p = start_on(&fake, &[], &args);
+                    let addrs = p.listening(n);
+                    assert_eq!(addrs.len(), 2, "{line}: two listeners");
+                    own = Some((p, addrs));
+                    ran += 1;
+                }
+                How::Fetch => {
+                    let (addr, line) = match &own {
+                        Some((_, addrs)) => (addrs[0].clone(), line.replace(README_PROXY_2, &addrs[1])),
+                        None => (main_addr.clone(), line.clone()),
+                    };
+                    let session = fetch(&fake, &line, &addr, &dir.0);
+                    match (credentials(&line), own.is_some()) {
+                        (Some(c), _) => by_credentials.push((c, session)),
+                        (None, false) => assert_eq!(
+                            plain_session.get_or_insert_with(|| session.clone()),
+                            &session,
+                            "{line}: clients without credentials share the default identity"
+                        ),
+                        (None, true) => {}
+                    }
+                    ran += 1;
+                }
+            }
+        }
+    }
+    let unused: Vec<&str> =
+        RULES.iter().enumerate().filter(|(i, _)| !used.contains(i)).map(|(_, r)| r.0).collect();
+    assert!(unused.is_empty(), "RULES no README line uses any more: {unused:?}");
+    // Each set of credentials is an identity of its own, not the default one.
+    assert!(!by_credentials.is_empty(), "README shows no credentials");
+    let plain = plain_session.expect("a fetch without credentials");
+    let sessions: HashSet<&String> = by_credentials.iter().map(|(_, s)| s).collect();
+    assert_eq!(
+        sessions.len(),
+        by_credentials.len(),
+        "one identity per set of credentials: {by_credentials:?}"
+    );
+    assert!(!sessions.contains(&plain), "credentials got the default identity: {by_credentials:?}");
+    eprintln!("{ran} README command lines run");
+}
