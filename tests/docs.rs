@@ -8,8 +8,8 @@
 //!
 //! README's command blocks (lines indented four spaces) are run as shown wherever no
 //! router is needed: the real binary on the fake SAM bridge (tests/common/fake_sam.rs)
-//! stands in for the router, and only the proxy's and the bridge's addresses are put in
-//! place of the defaults. Each fetch must reach the fake's echo peer as the HTTP request
+//! stands in for the router, and only the binary (this test's build), the proxy's and the
+//! bridge's addresses are put in place of README's. Each fetch must reach the fake's echo peer as the HTTP request
 //! for its URL, on the identity the line promises. Every line of every block is in
 //! [`RULES`], either run here or with the reason it is not (a new block fails the test
 //! until someone decides); blocks of program output and the index of docs are named in
