@@ -6,14 +6,15 @@
 //! order, the quick start's commands near the top. Each doc opens with a title and one
 //! paragraph saying what it covers.
 //!
-//! README's command blocks (lines indented four spaces) are run as shown wherever no
-//! router is needed: the real binary on the fake SAM bridge (tests/common/fake_sam.rs)
+//! The documents' command blocks (indented four spaces, or fenced) are run as shown where
+//! no router is needed: the real binary on the fake SAM bridge (tests/common/fake_sam.rs)
 //! stands in for the router, and only the binary (this test's build), the proxy's and the
-//! bridge's addresses are put in place of README's. Each fetch must reach the fake's echo peer as the HTTP request
-//! for its URL, on the identity the line promises. Every line of every block is in
-//! [`RULES`], either run here or with the reason it is not (a new block fails the test
-//! until someone decides); blocks of program output and the index of docs are named in
-//! [`NOT_COMMANDS`].
+//! bridge's addresses and the Unix socket's path are put in place of the documents'. Each
+//! fetch must reach the fake's echo peer as the HTTP request for its URL, on the identity
+//! the line promises (the default one, or one per set of credentials). Every command line
+//! is in [`RULES`], run here or with the reason it is not, so a new command fails the test
+//! until someone decides; blocks that are not commands (program output, tables, file
+//! contents, indexes) are named in [`NOT_COMMANDS`].
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
@@ -45,35 +46,43 @@ const README_SECTIONS: [&str; 6] = [
 ];
 /// The top-level directories whose paths the documents name and must exist.
 const TREES: [&str; 10] = ["src", "tests", "doc", "man", "dist", "bench", "benches", "fuzz", "demo", ".ci"];
-/// How long one README command may run (coreutils timeout; curl and git fail fast on
-/// the echo peer's answer, which is not HTTP).
+/// How long one command may run (coreutils timeout; curl and git fail fast on the echo
+/// peer's answer, which is not HTTP).
 const COMMAND_TIMEOUT: &str = "30";
-/// The address README's commands use for the proxy, replaced by the test's.
-const README_PROXY: &str = "127.0.0.1:4447";
+/// The proxy's port in the documents' commands, replaced by the test proxy's.
+const DOC_PORT: &str = "4447";
+/// The address the documents' commands use for the proxy.
+const DOC_PROXY: &str = "127.0.0.1:4447";
 /// The second listener's address in README's two-port example.
-const README_PROXY_2: &str = "127.0.0.1:4448";
+const DOC_PROXY_2: &str = "127.0.0.1:4448";
+/// The Unix socket of doc/unix-sockets.md, replaced by one in a scratch directory.
+const DOC_SOCKET: &str = "/run/i2psocks/socks";
 
-/// What the test does with a README command line.
+/// What the test does with a command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum How {
     /// `i2psocks --check` on the fake bridge; the comment says what it prints.
     Check,
     /// A client through the proxy; the URL's request must reach the bridge's peer.
     Fetch,
-    /// Starts i2psocks with the line's listeners; the block's later lines use it.
+    /// Starts i2psocks with the line's listeners; the block's later lines use them.
     Listeners,
     /// Not run here, for the reason given.
     ByHand(&'static str),
 }
 
 /// Command lines by prefix, the first match wins.
-const RULES: [(&str, How); 11] = [
+const RULES: [(&str, How); 21] = [
     (
         "make demo",
         How::ByHand("starts a router of its own and runs until Ctrl-C: run by hand from a fresh clone"),
     ),
     ("make test", How::ByHand("the whole suite, this test included: run by hand (.ci/run runs it)")),
-    ("make    ", How::ByHand("the release build (fat LTO, minutes on a small machine): run by hand")),
+    ("make install", How::ByHand("tests/install.rs runs make install and uninstall into a DESTDIR")),
+    ("make uninstall", How::ByHand("tests/install.rs runs make install and uninstall into a DESTDIR")),
+    ("make reproducible", How::ByHand("two release builds compared (minutes): run by hand")),
+    ("make && sha256sum", How::ByHand("a release build, then its sum: run by hand")),
+    ("make", How::ByHand("the release build (fat LTO, minutes on a small machine): run by hand")),
     ("./target/release/i2psocks --check", How::Check),
     (
         "./target/release/i2psocks",
@@ -81,9 +90,20 @@ const RULES: [(&str, How); 11] = [
             "runs until stopped against a real router's bridge: run by hand; every test runs this binary",
         ),
     ),
+    (
+        "i2psocks --check -q -k",
+        How::ByHand(
+            "makes the service's key in /var/lib through a router: tests/identity.rs covers -k with --check",
+        ),
+    ),
     ("curl ", How::Fetch),
     ("git -c ", How::Fetch),
     ("TORSOCKS_TOR_PORT=", How::Fetch),
+    (
+        "torsocks -P 4447 ssh",
+        How::ByHand("needs an sshd behind I2P: tests/e2e/compat.rs runs ssh under torsocks on a real router"),
+    ),
+    ("torsocks -P ", How::Fetch),
     ("i2psocks -l ", How::Listeners),
     (
         "ssh -o ProxyCommand=",
@@ -97,11 +117,31 @@ const RULES: [(&str, How); 11] = [
             "`...` is the rest of a browser's command line: tests/e2e/compat.rs runs Chromium with this flag",
         ),
     ),
+    ("start-stop-daemon ", How::ByHand("an init script's start action: starts a daemon as another user")),
+    (
+        "i2pd --datadir=",
+        How::ByHand("the measured router's command line: tests/common/i2pd.rs starts i2pd so"),
+    ),
+    ("cargo test --locked --test stream_end", How::ByHand("three i2pd releases for minutes: run by hand")),
 ];
 
 /// Blocks that are not commands, by their first line: program output shown as an
-/// example, and README's index of documents (its paths are checked as paths).
-const NOT_COMMANDS: [&str; 2] = ["demo: building i2psocks", "man/i2psocks.8 "];
+/// example, tables, a header layout, file contents and indexes (their paths are checked
+/// as paths).
+const NOT_COMMANDS: [(&str, &str); 12] = [
+    ("demo: building i2psocks", "make demo's output"),
+    ("man/i2psocks.8 ", "README's index of documents"),
+    ("src/main.rs ", "ARCHITECTURE.md's source layout"),
+    ("i2psocks: warn: ", "a log line"),
+    ("i2psocks: info: status:", "the status report"),
+    ("case ", "a table of measurements"),
+    ("RSV (2)", "the UDP header's layout"),
+    ("import socks, socket", "a Python program (tests/udp.rs sends the same header)"),
+    ("#!/bin/sh", "an init script's text"),
+    ("log = file", "a router's configuration file"),
+    ("[site]", "a router's tunnels file"),
+    ("HELLO VERSION", "a SAM exchange"),
+];
 
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
@@ -261,25 +301,57 @@ fn every_doc_opens_with_a_title_and_what_it_covers() {
     }
 }
 
-/// README's indented blocks, each as its lines without the indent.
+/// A document's code blocks (indented four spaces, or fenced with three backticks), each
+/// as its lines without the indent, a line ending in `\` joined with the next (one shell
+/// command).
 fn blocks(text: &str) -> Vec<Vec<String>> {
-    let mut out: Vec<Vec<String>> = Vec::new();
-    let mut cur: Vec<String> = Vec::new();
-    for line in text.lines() {
-        if let Some(body) = line.strip_prefix("    ") {
-            cur.push(body.to_string());
-        } else if line.is_empty() && !cur.is_empty() {
-            cur.push(String::new());
-        } else if !cur.is_empty() {
-            while cur.last().is_some_and(String::is_empty) {
-                cur.pop();
-            }
-            out.push(std::mem::take(&mut cur));
+    fn end(out: &mut Vec<Vec<String>>, cur: &mut Vec<String>) {
+        while cur.last().is_some_and(String::is_empty) {
+            cur.pop();
+        }
+        if !cur.is_empty() {
+            out.push(std::mem::take(cur));
         }
     }
-    if !cur.is_empty() {
-        out.push(cur);
+    fn push(cur: &mut Vec<String>, body: &str, continued: &mut bool) {
+        match cur.last_mut() {
+            Some(last) if *continued => {
+                last.push(' ');
+                last.push_str(body.trim());
+            }
+            _ => cur.push(body.to_string()),
+        }
+        *continued = body.ends_with('\\');
+        if *continued {
+            let last = cur.last_mut().unwrap();
+            last.pop();
+            *last = last.trim_end().to_string();
+        }
     }
+    let mut out: Vec<Vec<String>> = Vec::new();
+    let mut cur: Vec<String> = Vec::new();
+    let (mut fenced, mut continued) = (false, false);
+    // An indented line opens a block only after a blank line: within a paragraph or
+    // a list item it is a continuation line (Markdown's rule).
+    let mut after_blank = true;
+    for line in text.lines() {
+        let opens = after_blank || !cur.is_empty();
+        after_blank = line.trim().is_empty();
+        if line.starts_with("```") {
+            end(&mut out, &mut cur);
+            fenced = !fenced;
+            continued = false;
+        } else if fenced {
+            push(&mut cur, line, &mut continued);
+        } else if let Some(body) = line.strip_prefix("    ").filter(|_| opens) {
+            push(&mut cur, body, &mut continued);
+        } else if line.is_empty() && !cur.is_empty() {
+            cur.push(String::new());
+        } else {
+            end(&mut out, &mut cur);
+        }
+    }
+    end(&mut out, &mut cur);
     out
 }
 
@@ -305,30 +377,33 @@ fn url_of(line: &str) -> (String, String) {
     (host.to_string(), format!("/{path}"))
 }
 
-/// The SOCKS credentials a client line sends, if any (`--proxy-user U:P`, `//U:P@`).
+/// The SOCKS credentials a client line sends, if any: `--proxy-user U:P`, torsocks'
+/// `-u U -p P`, or `scheme://U:P@` in a proxy URL.
 fn credentials(line: &str) -> Option<String> {
     let words: Vec<&str> = line.split_whitespace().collect();
-    if let Some(i) = words.iter().position(|w| *w == "--proxy-user") {
-        return words.get(i + 1).map(|s| s.to_string());
+    let after = |flag: &str| words.iter().position(|w| *w == flag).and_then(|i| words.get(i + 1));
+    if let Some(up) = after("--proxy-user") {
+        return Some(up.to_string());
+    }
+    if let (Some(u), Some(p)) = (after("-u"), after("-p")) {
+        return Some(format!("{u}:{p}"));
     }
     let at = line.find('@')?;
     let start = line[..at].rfind("//")? + 2;
     Some(line[start..at].to_string())
 }
 
-/// Run one client line through the proxy at `addr` and return the SAM session its
-/// stream was opened on, once the request for its URL reached the bridge's peer.
-fn fetch(fake: &FakeSam, line: &str, addr: &str, dir: &Path) -> String {
-    let port = addr.rsplit(':').next().unwrap();
-    let run = line
-        .replace(
-            &format!("TORSOCKS_TOR_PORT={}", README_PROXY.rsplit(':').next().unwrap()),
-            &format!("TORSOCKS_TOR_PORT={port}"),
-        )
-        .replace(README_PROXY, addr);
+/// Apply `(from, to)` replacements to a command line.
+fn substitute(line: &str, subs: &[(String, String)]) -> String {
+    subs.iter().fold(line.to_string(), |l, (from, to)| l.replace(from.as_str(), to))
+}
+
+/// Run one client line (already substituted) and return the SAM session its stream was
+/// opened on, once the request for its URL reached the bridge's echo peer.
+fn fetch(fake: &FakeSam, run: &str, dir: &Path) -> String {
     let before = fake.streams().len();
-    let out = shell(&run, dir);
-    let (host, path) = url_of(line);
+    let out = shell(run, dir);
+    let (host, path) = url_of(run);
     let streams = fake.streams();
     let stream = streams[before..]
         .iter()
@@ -348,78 +423,119 @@ fn fetch(fake: &FakeSam, line: &str, addr: &str, dir: &Path) -> String {
     param(&stream.line, "ID").unwrap().to_string()
 }
 
+/// The replacements that point a document's commands at the test proxy at `addr`.
+fn main_subs(addr: &str) -> Vec<(String, String)> {
+    let port = addr.rsplit(':').next().unwrap();
+    vec![
+        (format!("TORSOCKS_TOR_PORT={DOC_PORT}"), format!("TORSOCKS_TOR_PORT={port}")),
+        (format!("torsocks -P {DOC_PORT} "), format!("torsocks -P {port} ")),
+        (DOC_PROXY.to_string(), addr.to_string()),
+    ]
+}
+
+/// Start the proxy a `i2psocks -l ...` line describes, on `fake`, with its addresses in
+/// place of the documents' ones; returns it and the replacements for the block's later
+/// lines.
+fn start_listeners(fake: &FakeSam, line: &str, dir: &Path) -> (Proxy, Vec<(String, String)>) {
+    let socket = dir.join("socks").display().to_string();
+    let unix = format!("unix:{DOC_SOCKET}");
+    let args: Vec<String> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|w| match w {
+            w if w == DOC_PROXY || w == DOC_PROXY_2 => "127.0.0.1:0".to_string(),
+            w if w == unix => format!("unix:{socket}"),
+            w => w.to_string(),
+        })
+        .collect();
+    let n = args.iter().filter(|w| *w == "-l").count();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let p = start_on(fake, &[], &args);
+    let addrs = p.listening(n);
+    let mut subs = Vec::new();
+    for (doc, got) in
+        [DOC_PROXY_2, DOC_PROXY].iter().zip(addrs.iter().filter(|a| !a.starts_with("unix:")).rev())
+    {
+        subs.push((doc.to_string(), got.clone()));
+    }
+    if addrs.iter().any(|a| a.starts_with("unix:")) {
+        subs.push((DOC_SOCKET.to_string(), socket));
+    }
+    assert_eq!(addrs.len(), n, "{line}: {n} listeners");
+    (p, subs)
+}
+
 #[test]
-fn readme_commands_run_as_shown() {
-    let text = readme();
+fn commands_run_as_shown() {
     let (fake, proxy) = setup(Script::default(), &[]);
-    let main_addr = proxy.addr().to_string();
-    let dir = TempDir::new("docs");
+    let main = main_subs(&proxy.addr().to_string());
     let mut used = BTreeSet::new();
     let mut plain_session: Option<String> = None;
     let mut by_credentials: Vec<(String, String)> = Vec::new();
     let mut ran = 0;
-    for block in blocks(&text) {
-        let first = block.first().cloned().unwrap_or_default();
-        if NOT_COMMANDS.iter().any(|p| first.starts_with(p)) {
-            continue;
-        }
-        // A block that starts its own proxy: its later lines use its listeners.
-        let mut own: Option<(Proxy, Vec<String>)> = None;
-        for line in block.iter().filter(|l| !l.is_empty()) {
-            let (i, how) = rule(line).unwrap_or_else(|| panic!("README command not in RULES: {line:?}"));
-            used.insert(i);
-            match how {
-                How::ByHand(why) => eprintln!("not run here: {line}\n  ({why})"),
-                How::Check => {
-                    let (cmd, comment) = line.split_once('#').unwrap();
-                    let mut args: Vec<&str> = cmd.split_whitespace().skip(1).collect();
-                    let sam = fake.addr_arg();
-                    args.extend(["-s", &sam]);
-                    let done = run_to_exit(&args, Duration::from_secs(10));
-                    let said = comment.split('"').nth(1).unwrap().replace("127.0.0.1:7656", &sam);
-                    let said = said.trim_end_matches('x');
-                    assert!(done.stdout.contains(said), "{line}: stdout {:?} lacks {said:?}", done.stdout);
-                    assert!(comment.contains("exit 0") && done.status.success(), "{line}: {:?}", done.status);
-                    ran += 1;
-                }
-                How::Listeners => {
-                    let args: Vec<&str> = line
-                        .split_whitespace()
-                        .skip(1)
-                        .map(|w| if w == README_PROXY || w == README_PROXY_2 { "127.0.0.1:0" } else { w })
-                        .collect();
-                    let n = args.iter().filter(|w| **w == "-l").count();
-                    let p = start_on(&fake, &[], &args);
-                    let addrs = p.listening(n);
-                    assert_eq!(addrs.len(), 2, "{line}: two listeners");
-                    own = Some((p, addrs));
-                    ran += 1;
-                }
-                How::Fetch => {
-                    let (addr, line) = match &own {
-                        Some((_, addrs)) => (addrs[0].clone(), line.replace(README_PROXY_2, &addrs[1])),
-                        None => (main_addr.clone(), line.clone()),
-                    };
-                    let session = fetch(&fake, &line, &addr, &dir.0);
-                    match (credentials(&line), own.is_some()) {
-                        (Some(c), _) => by_credentials.push((c, session)),
-                        (None, false) => assert_eq!(
-                            plain_session.get_or_insert_with(|| session.clone()),
-                            &session,
-                            "{line}: clients without credentials share the default identity"
-                        ),
-                        (None, true) => {}
+    for doc in documents() {
+        let name = doc.strip_prefix(ROOT).unwrap().display().to_string();
+        for block in blocks(&read(&doc)) {
+            let first = block.first().cloned().unwrap_or_default();
+            if NOT_COMMANDS.iter().any(|(p, _)| first.starts_with(p)) {
+                continue;
+            }
+            let dir = TempDir::new("docs");
+            // A block that starts its own proxy: its later lines use its listeners.
+            let mut own: Option<(Proxy, Vec<(String, String)>)> = None;
+            // A line that is only a comment belongs to the command above it.
+            for line in block.iter().filter(|l| !l.is_empty() && !l.trim_start().starts_with('#')) {
+                let (i, how) = rule(line).unwrap_or_else(|| panic!("{name}: command not in RULES: {line:?}"));
+                used.insert(i);
+                match how {
+                    How::ByHand(why) => eprintln!("not run here ({name}): {line}\n  ({why})"),
+                    How::Check => {
+                        let (cmd, comment) = line.split_once('#').unwrap();
+                        let mut args: Vec<&str> = cmd.split_whitespace().skip(1).collect();
+                        let sam = fake.addr_arg();
+                        args.extend(["-s", &sam]);
+                        let done = run_to_exit(&args, Duration::from_secs(10));
+                        let said = comment.split('"').nth(1).unwrap().replace("127.0.0.1:7656", &sam);
+                        let said = said.trim_end_matches('x');
+                        assert!(
+                            done.stdout.contains(said),
+                            "{line}: stdout {:?} lacks {said:?}",
+                            done.stdout
+                        );
+                        assert!(
+                            comment.contains("exit 0") && done.status.success(),
+                            "{line}: {:?}",
+                            done.status
+                        );
+                        ran += 1;
                     }
-                    ran += 1;
+                    How::Listeners => {
+                        own = Some(start_listeners(&fake, line, &dir.0));
+                        ran += 1;
+                    }
+                    How::Fetch => {
+                        let subs = own.as_ref().map_or(&main, |(_, s)| s);
+                        let session = fetch(&fake, &substitute(line, subs), &dir.0);
+                        match (credentials(line), own.is_some()) {
+                            (Some(c), _) => by_credentials.push((c, session)),
+                            (None, false) => assert_eq!(
+                                plain_session.get_or_insert_with(|| session.clone()),
+                                &session,
+                                "{line}: clients without credentials share the default identity"
+                            ),
+                            (None, true) => {}
+                        }
+                        ran += 1;
+                    }
                 }
             }
         }
     }
     let unused: Vec<&str> =
         RULES.iter().enumerate().filter(|(i, _)| !used.contains(i)).map(|(_, r)| r.0).collect();
-    assert!(unused.is_empty(), "RULES no README line uses any more: {unused:?}");
+    assert!(unused.is_empty(), "RULES no document's line uses any more: {unused:?}");
     // Each set of credentials is an identity of its own, not the default one.
-    assert!(!by_credentials.is_empty(), "README shows no credentials");
+    assert!(by_credentials.len() >= 2, "the documents show credentials: {by_credentials:?}");
     let plain = plain_session.expect("a fetch without credentials");
     let sessions: HashSet<&String> = by_credentials.iter().map(|(_, s)| s).collect();
     assert_eq!(
@@ -428,5 +544,5 @@ fn readme_commands_run_as_shown() {
         "one identity per set of credentials: {by_credentials:?}"
     );
     assert!(!sessions.contains(&plain), "credentials got the default identity: {by_credentials:?}");
-    eprintln!("{ran} README command lines run");
+    eprintln!("{ran} command lines run");
 }
