@@ -11,7 +11,8 @@
 //! stands in for the router, and only the binary (this test's build), the proxy's and the
 //! bridge's addresses and the Unix socket's path are put in place of the documents'. Each
 //! fetch must reach the fake's echo peer as the HTTP request for its URL, on the identity
-//! the line promises (the default one, or one per set of credentials). Every command line
+//! the line promises (the default one, or one per set of credentials); doc/udp.md's Python
+//! program must get its datagram echoed from a `.b32.i2p`. Every command line
 //! is in [`RULES`], run here or with the reason it is not, so a new command fails the test
 //! until someone decides; blocks that are not commands (program output, tables, file
 //! contents, indexes) are named in [`NOT_COMMANDS`].
@@ -21,9 +22,9 @@
 mod common;
 
 use common::fake_sam::{FakeSam, Script};
-use common::i2p::param;
+use common::i2p::{make_dest, param};
 use common::proxy::{run_to_exit, Proxy};
-use common::setup::{setup, start_on};
+use common::setup::start_on;
 use common::TempDir;
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -55,6 +56,13 @@ const DOC_PORT: &str = "4447";
 const DOC_PROXY: &str = "127.0.0.1:4447";
 /// The second listener's address in README's two-port example.
 const DOC_PROXY_2: &str = "127.0.0.1:4448";
+/// The first line of doc/udp.md's Python program, which the test runs with python3.
+const UDP_PROGRAM: &str = "import socks, socket";
+/// The name that program sends its datagram to; the fake bridge resolves it and echoes.
+const UDP_PEER: &str = "echo.example.i2p";
+/// What the test adds to that program: the echo and its sender are what the comment says.
+const UDP_CHECK: &str =
+    "assert data == b\"hello\" and sender.endswith(b\".b32.i2p\") and len(sender) == 60, (data, sender)";
 /// The Unix socket of doc/unix-sockets.md, replaced by one in a scratch directory.
 const DOC_SOCKET: &str = "/run/i2psocks/socks";
 
@@ -128,7 +136,7 @@ const RULES: [(&str, How); 21] = [
 /// Blocks that are not commands, by their first line: program output shown as an
 /// example, tables, a header layout, file contents and indexes (their paths are checked
 /// as paths).
-const NOT_COMMANDS: [(&str, &str); 12] = [
+const NOT_COMMANDS: [(&str, &str); 11] = [
     ("demo: building i2psocks", "make demo's output"),
     ("man/i2psocks.8 ", "README's index of documents"),
     ("src/main.rs ", "ARCHITECTURE.md's source layout"),
@@ -136,7 +144,6 @@ const NOT_COMMANDS: [(&str, &str); 12] = [
     ("i2psocks: info: status:", "the status report"),
     ("case ", "a table of measurements"),
     ("RSV (2)", "the UDP header's layout"),
-    ("import socks, socket", "a Python program (tests/udp.rs sends the same header)"),
     ("#!/bin/sh", "an init script's text"),
     ("log = file", "a router's configuration file"),
     ("[site]", "a router's tunnels file"),
@@ -465,9 +472,33 @@ fn start_listeners(fake: &FakeSam, line: &str, dir: &Path) -> (Proxy, Vec<(Strin
     (p, subs)
 }
 
+/// doc/udp.md's Python program, pointed at `proxy`, with [`UDP_CHECK`] after it: its
+/// datagram must come back from the peer's `.b32.i2p`. Debian's interpreter, where
+/// python3-socks (PySocks) lives, as in tests/e2e/compat.rs.
+fn run_udp_program(block: &[String], proxy: &Proxy, dir: &Path) {
+    let port = proxy.addr().port().to_string();
+    let program = format!("{}\n{UDP_CHECK}\n", block.join("\n"))
+        .replace(&format!(", {DOC_PORT})"), &format!(", {port})"));
+    assert!(program.contains(&format!("({UDP_PEER:?}, ")), "the program sends to {UDP_PEER}");
+    let out = Command::new("timeout")
+        .args(["-k", "5", COMMAND_TIMEOUT, "/usr/bin/python3", "-c", &program])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run /usr/bin/python3 (tests/deps.sh installs python3-socks for it)");
+    assert!(
+        out.status.success(),
+        "doc/udp.md's program failed ({:?}):\n{program}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn commands_run_as_shown() {
-    let (fake, proxy) = setup(Script::default(), &[]);
+    let fake = FakeSam::start(Script::default().datagram_echo(true).name(UDP_PEER, &make_dest(1).0));
+    let udp = fake.udp_arg();
+    let proxy = start_on(&fake, &[], &["--sam-udp", &udp]);
     let main = main_subs(&proxy.addr().to_string());
     let mut used = BTreeSet::new();
     let mut plain_session: Option<String> = None;
@@ -481,6 +512,11 @@ fn commands_run_as_shown() {
                 continue;
             }
             let dir = TempDir::new("docs");
+            if first == UDP_PROGRAM {
+                run_udp_program(&block, &proxy, &dir.0);
+                ran += 1;
+                continue;
+            }
             // A block that starts its own proxy: its later lines use its listeners.
             let mut own: Option<(Proxy, Vec<(String, String)>)> = None;
             // A line that is only a comment belongs to the command above it.
