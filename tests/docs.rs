@@ -368,13 +368,21 @@ fn rule(line: &str) -> Option<(usize, How)> {
 
 /// `timeout -k 5 COMMAND_TIMEOUT sh -c LINE` in `dir`, no prompts, stdin closed.
 fn shell(line: &str, dir: &Path) -> Output {
+    timed(&["sh", "-c", line], dir)
+}
+
+/// `timeout -k 5 COMMAND_TIMEOUT ARGV...` in `dir`, no prompts, stdin closed.
+fn timed(argv: &[&str], dir: &Path) -> Output {
     Command::new("timeout")
-        .args(["-k", "5", COMMAND_TIMEOUT, "sh", "-c", line])
+        .args(["-k", "5", COMMAND_TIMEOUT])
+        .args(argv)
         .current_dir(dir)
         .env("GIT_TERMINAL_PROMPT", "0")
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("run {line}: {e} (tests/deps.sh installs the clients)"))
+        .unwrap_or_else(|e| {
+            panic!("run {argv:?}: {e} (tests/deps.sh installs the programs the documents show)")
+        })
 }
 
 /// The URL a client line fetches: host and path.
@@ -480,12 +488,7 @@ fn run_udp_program(block: &[String], proxy: &Proxy, dir: &Path) {
     let program = format!("{}\n{UDP_CHECK}\n", block.join("\n"))
         .replace(&format!(", {DOC_PORT})"), &format!(", {port})"));
     assert!(program.contains(&format!("({UDP_PEER:?}, ")), "the program sends to {UDP_PEER}");
-    let out = Command::new("timeout")
-        .args(["-k", "5", COMMAND_TIMEOUT, "/usr/bin/python3", "-c", &program])
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run /usr/bin/python3 (tests/deps.sh installs python3-socks for it)");
+    let out = timed(&["/usr/bin/python3", "-c", &program], dir);
     assert!(
         out.status.success(),
         "doc/udp.md's program failed ({:?}):\n{program}\n{}",
