@@ -4,6 +4,7 @@
 #   make                    release binary in target/release/i2psocks
 #   make demo               a throwaway offline I2P router, a demo site, i2psocks, curl
 #   make test               test dependencies (tests/deps.sh), then every test
+#                           (tests/run.sh: the real-router ones side by side)
 #   make check              rustfmt, clippy and the man page lint
 #   make install            binary, man page, systemd unit and OpenRC script
 #   make reproducible       two release builds in two directories, compared
@@ -60,7 +61,7 @@ demo:
 # descriptor limit toward the hard one where it is lower (a no-op here).
 test:
 	CARGO="$(CARGO)" bash tests/deps.sh
-	ulimit -n 8192 2>/dev/null || ulimit -n "$$(ulimit -Hn)"; $(CARGO) test --locked
+	ulimit -n 8192 2>/dev/null || ulimit -n "$$(ulimit -Hn)"; CARGO="$(CARGO)" bash tests/run.sh
 
 check:
 	$(CARGO) fmt --check

@@ -136,7 +136,7 @@ const RULES: [(&str, How); 21] = [
 /// Blocks that are not commands, by their first line: program output shown as an
 /// example, tables, a header layout, file contents and indexes (their paths are checked
 /// as paths).
-const NOT_COMMANDS: [(&str, &str); 11] = [
+const NOT_COMMANDS: [(&str, &str); 12] = [
     ("demo: building i2psocks", "make demo's output"),
     ("man/i2psocks.8 ", "README's index of documents"),
     ("src/main.rs ", "ARCHITECTURE.md's source layout"),
@@ -148,6 +148,7 @@ const NOT_COMMANDS: [(&str, &str); 11] = [
     ("log = file", "a router's configuration file"),
     ("[site]", "a router's tunnels file"),
     ("HELLO VERSION", "a SAM exchange"),
+    ("Garlic: ", "a router's log lines"),
 ];
 
 fn read(p: &Path) -> String {

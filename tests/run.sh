@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Runs every test binary, the ones that wait on real routers side by side.
+#
+# `cargo test` runs its test binaries one after the other. Most of the suite's wall
+# time is binaries that wait on offline routers (a SAM session takes 12-20 s to build)
+# while the CPU idles, so those run in lanes of their own beside one lane for all the
+# rest, and the suite takes about as long as its longest lane. A binary not named in
+# LANES below runs in the last lane: a new test file is never left out.
+#
+#   bash tests/run.sh            build the tests (cargo test --no-run), run every binary
+#   CARGO=... bash tests/run.sh  another cargo
+#
+# Each binary's output goes to $TARGET/test-logs/<name>.log; a line per binary says how
+# it ended and how long it took, and the log of every failed one is printed at the end.
+# Exit status: 0 when every binary passed, 1 when one failed, 2 when the build failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+cargo=${CARGO:-cargo}
+target=${CARGO_TARGET_DIR:-target}
+logs=$target/test-logs
+
+# The lanes that run beside the last one, by test binary (tests/<name>.rs). Keep each
+# lane's sum of run times below the last lane's, or the suite waits on it.
+LANES=(
+	"e2e_i2pd"                  # i2pd 2.45: shared cases, smoke matrix, half-close
+	"e2e_i2pd_newer"            # i2pd 2.56 and the newest, in parallel inside
+	"stream_end e2e_emissary"   # three routers' stream ends, then emissary
+)
+
+# The test binaries cargo builds: "name kind path" per line (kind tells the library's
+# unit tests from the binary's, both named after the crate).
+list=$(mktemp)
+trap 'rm -f "$list"' EXIT
+if ! "$cargo" test --locked --no-run --message-format=json-render-diagnostics >"$list.json"; then
+	rm -f "$list.json"
+	echo "run.sh: the tests did not build" >&2
+	exit 2
+fi
+grep '"reason":"compiler-artifact"' "$list.json" | grep '"profile":{[^}]*"test":true}' | grep '"executable":"/' |
+	sed -n 's/.*"target":{"kind":\["\([^"]*\)"\].*"name":"\([^"]*\)".*"executable":"\([^"]*\)".*/\2 \1 \3/p' >"$list"
+rm -f "$list.json"
+if ! [ -s "$list" ]; then
+	echo "run.sh: cargo named no test binary" >&2
+	exit 2
+fi
+
+mkdir -p "$logs"
+rm -f "$logs"/*.log "$logs"/*.status
+
+# run NAME KIND EXE: one binary, its output to its log, "rc seconds" to its status file.
+run() {
+	local log=$logs/$1-$2.log start=$SECONDS rc
+	"$3" >"$log" 2>&1
+	rc=$?
+	echo "$rc $((SECONDS - start))" >"$logs/$1-$2.status"
+	if [ "$rc" = 0 ]; then
+		echo "run.sh: $1 ($2) ok in $((SECONDS - start)) s"
+	else
+		echo "run.sh: $1 ($2) FAILED (exit $rc) after $((SECONDS - start)) s"
+	fi
+}
+
+# lane NAME...: those binaries, one after the other.
+lane() {
+	local want kind name exe
+	for want in "$@"; do
+		while read -r name kind exe; do
+			[ "$name" = "$want" ] && run "$name" "$kind" "$exe"
+		done <"$list"
+	done
+}
+
+laned=" "
+for l in "${LANES[@]}"; do
+	laned+="$l "
+	# shellcheck disable=SC2086 # a lane is a list of names
+	lane $l &
+done
+# The last lane: every binary no lane above names.
+while read -r name kind exe; do
+	case "$laned" in *" $name "*) continue ;; esac
+	run "$name" "$kind" "$exe"
+done <"$list"
+# Doc tests are not binaries of their own; rustdoc builds and runs them here.
+if "$cargo" test --locked --doc >"$logs/doc.log" 2>&1; then
+	echo "run.sh: doc tests ok"
+else
+	echo "run.sh: doc tests FAILED"
+	doc_failed=1
+fi
+wait
+
+failed=0
+ran=0
+while read -r name kind _; do
+	ran=$((ran + 1))
+	read -r rc _ <"$logs/$name-$kind.status" 2>/dev/null || rc=missing
+	if [ "$rc" != 0 ]; then
+		failed=$((failed + 1))
+		echo
+		echo "======== $name ($kind): exit $rc; its output ($logs/$name-$kind.log):"
+		cat "$logs/$name-$kind.log" 2>/dev/null
+	fi
+done <"$list"
+if [ "${doc_failed:-0}" = 1 ]; then
+	failed=$((failed + 1))
+	echo
+	echo "======== doc tests: their output ($logs/doc.log):"
+	cat "$logs/doc.log"
+fi
+echo "run.sh: $ran test binaries and the doc tests, $failed failed, in $SECONDS s"
+[ "$failed" = 0 ]
