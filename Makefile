@@ -4,7 +4,7 @@
 #   make                    release binary in target/release/i2psocks
 #   make demo               a throwaway offline I2P router, a demo site, i2psocks, curl
 #   make test               test dependencies (tests/deps.sh), then every test
-#                           (tests/run.sh: the real-router ones side by side)
+#                           (tests/run.sh: a line per test binary)
 #   make check              rustfmt, clippy and the man page lint
 #   make install            binary, man page, systemd unit and OpenRC script
 #   make reproducible       two release builds in two directories, compared
