@@ -2,11 +2,11 @@
 # Runs every test binary, one line each, in lanes: the ones that wait on real routers
 # in lanes of their own.
 #
-# `cargo test` runs its test binaries one after the other. Most of the suite's wall
-# time is binaries that wait on offline routers (a SAM session takes 12-20 s to build)
-# while the CPU idles, so those run in lanes of their own beside one lane for all the
-# rest, and the suite takes about as long as its longest lane. A binary not named in
-# LANES below runs in the last lane: a new test file is never left out.
+# Most of the suite's wall time is binaries that wait on offline routers (a SAM session
+# takes 12-20 s to build) while the CPU idles, so those have lanes of their own beside one
+# lane for all the rest; run side by side, the suite takes about as long as its longest
+# lane. A binary not named in LANES below runs in the last lane: a new test file is never
+# left out.
 #
 #   bash tests/run.sh            build the tests (cargo test --no-run), run every binary
 #   CARGO=... bash tests/run.sh  another cargo
@@ -28,8 +28,8 @@ parallel=${TEST_PARALLEL:-0}
 target=${CARGO_TARGET_DIR:-target}
 logs=$target/test-logs
 
-# The lanes that run beside the last one, by test binary (tests/<name>.rs). Keep each
-# lane's sum of run times below the last lane's, or the suite waits on it.
+# The lanes before the last one, by test binary (tests/<name>.rs). Run side by side, a lane
+# whose run times add up to more than the last lane's is what the suite waits on.
 LANES=(
 	"e2e_i2pd"                  # i2pd 2.45: shared cases, smoke matrix, half-close
 	"e2e_i2pd_newer"            # i2pd 2.56 and the newest, in parallel inside

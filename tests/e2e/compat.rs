@@ -261,9 +261,9 @@ pub fn run(router: &Router, proxy: &Proxy, clients: Clients) {
     // row uses `-t 30`, as the clients doc tells users to. i2pd 2.45 answers in
     // milliseconds: there it runs as socat's defaults have it.
     let wait: &[&str] = if all { &["-t", "30"] } else { &[] };
+    let socat = [&["socat"], wait].concat().join(" ");
     let inv = format!(
-        "printf 'GET / HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n' | socat {}- SOCKS4A:{host}:<site>:80,socksport={port}",
-        if all { "-t 30 " } else { "" }
+        "printf 'GET / HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n' | {socat} - SOCKS4A:{host}:<site>:80,socksport={port}"
     );
     m.case("socat", "socat", &inv, || {
         let target = format!("SOCKS4A:{host}:{site}:80,socksport={port}");

@@ -71,6 +71,12 @@ fn logged_types(router: &Router, b32: &str) -> Vec<u32> {
     }
 }
 
+/// How often the router logged the type-6 reply fault, for a failure message to point at it.
+fn nsr_faults(router: &Router) -> String {
+    let log = std::fs::read_to_string(router.log_path()).unwrap_or_default();
+    format!("the router logged {PQ_NSR_FAULT:?} {} times", log.matches(PQ_NSR_FAULT).count())
+}
+
 pub fn run(router: &Router) {
     let log = std::fs::read_to_string(router.log_path()).unwrap_or_default();
     assert!(!log.contains("Crypto key type 6"), "i2pd was asked for type 6:\n{log}");
@@ -154,25 +160,17 @@ pub fn post_quantum(router: &Router, proxy: &Proxy) {
     let warm = Echo { count: 1, timeout: WARM_WAIT, ..e };
     let mut warmed = Err(String::new());
     for _ in 0..WARM_TRIES {
-        warmed = udp_echo_roundtrip(proxy.addr(), None, &warm).map_err(|err| format!("{err:?}"));
+        warmed = udp_echo_roundtrip(proxy.addr(), None, &warm);
         if warmed.is_ok() {
             break;
         }
     }
     if let Err(err) = warmed {
-        let log = std::fs::read_to_string(router.log_path()).unwrap_or_default();
-        let seen = log.matches(PQ_NSR_FAULT).count();
-        panic!("no datagram came back from the type-6 peer: {err}; the router logged {PQ_NSR_FAULT:?} {seen} times");
+        panic!("no datagram came back from the type-6 peer: {err}; {}", nsr_faults(router));
     }
     eprintln!("encryption: the type-6 peer's first echo came back after {:?}", t.elapsed());
-    let report = udp_echo_roundtrip(proxy.addr(), None, &e).unwrap_or_else(|err| {
-        // Name the router's own fault when it logged it, so a failure here points at it.
-        let log = std::fs::read_to_string(router.log_path()).unwrap_or_default();
-        let seen = log.matches(PQ_NSR_FAULT).count();
-        panic!(
-            "datagrams between type-6 destinations: {err:?}; the router logged {PQ_NSR_FAULT:?} {seen} times"
-        )
-    });
+    let report = udp_echo_roundtrip(proxy.addr(), None, &e)
+        .unwrap_or_else(|err| panic!("datagrams between type-6 destinations: {err:?}; {}", nsr_faults(router)));
     assert_eq!(report.sent, 10);
     let line = proxy.wait_for_line("I2P datagram destination ready", LOG_WAIT).expect("the datagram session");
     let dgram = line.split_whitespace().find(|w| w.ends_with(".b32.i2p")).expect("its address").to_string();
