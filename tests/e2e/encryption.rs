@@ -169,8 +169,9 @@ pub fn post_quantum(router: &Router, proxy: &Proxy) {
         panic!("no datagram came back from the type-6 peer: {err}; {}", nsr_faults(router));
     }
     eprintln!("encryption: the type-6 peer's first echo came back after {:?}", t.elapsed());
-    let report = udp_echo_roundtrip(proxy.addr(), None, &e)
-        .unwrap_or_else(|err| panic!("datagrams between type-6 destinations: {err:?}; {}", nsr_faults(router)));
+    let report = udp_echo_roundtrip(proxy.addr(), None, &e).unwrap_or_else(|err| {
+        panic!("datagrams between type-6 destinations: {err:?}; {}", nsr_faults(router))
+    });
     assert_eq!(report.sent, 10);
     let line = proxy.wait_for_line("I2P datagram destination ready", LOG_WAIT).expect("the datagram session");
     let dgram = line.split_whitespace().find(|w| w.ends_with(".b32.i2p")).expect("its address").to_string();
