@@ -396,6 +396,11 @@ impl RealRouter for Network {
         true
     }
 
+    /// Never seen: its streams are slow, but they end.
+    fn loses_stream_ends(&self) -> bool {
+        false
+    }
+
     fn stop_all(&mut self) {
         self.far.clear();
         let (a, b) = (self.a.stop(), self.b.stop());

@@ -443,6 +443,11 @@ impl RealRouter for Router {
         false
     }
 
+    /// The newest i2pd (2.59) does now and then; 2.45 and 2.56 never did here.
+    fn loses_stream_ends(&self) -> bool {
+        self.build == Build::Sid
+    }
+
     fn stop_all(&mut self) {
         let stopped = self.stop();
         eprintln!("i2pd stopped: {stopped:?}");

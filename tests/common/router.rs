@@ -50,6 +50,11 @@ pub trait RealRouter {
     /// Whether datagrams get lost even here on loopback, so a test must send them again.
     fn loses_datagrams(&self) -> bool;
 
+    /// Whether the router sometimes keeps the last bytes or the close of a stream from a SAM
+    /// client (doc/i2pd-stream-end.md), so a transfer that stops short after a correct prefix
+    /// is that named fault rather than a proxy failure.
+    fn loses_stream_ends(&self) -> bool;
+
     /// Stops the router (both routers of a network) at once, as a crash or an admin would.
     fn stop_all(&mut self);
 
