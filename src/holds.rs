@@ -11,19 +11,27 @@
 //! when the I2P side answers the FIN, or at its next timed wake-up, and then
 //! ends as any relay whose client closed first.
 //!
+//! Holds may fill only part of the places ([`Holds::set_limit`]): a relay
+//! that begins a hold beyond it passes on the oldest one itself, so that
+//! under a stream of short connections the places newcomers need are freed
+//! by the relays that hold, in parallel, and not by the accept loop, which
+//! every client waits on.
+//!
 //! Not here: when a hold begins and ends (relay.rs), and waiting for the
 //! place a released relay frees (pool.rs).
 
 use crate::counters::{bump, COUNTERS};
 use std::collections::BTreeMap;
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 /// The holds of the process. Each relay holds at most one FIN, so there are
 /// never more entries than relays, which `--max-clients` bounds.
 pub struct Holds {
     held: Mutex<Held>,
+    /// Holds at most; a new one beyond it releases the oldest.
+    limit: AtomicUsize,
 }
 
 struct Held {
@@ -45,22 +53,37 @@ struct Entry {
 pub static HOLDS: Holds = Holds::new();
 
 impl Holds {
+    /// No limit until [`Holds::set_limit`].
     pub const fn new() -> Holds {
-        Holds { held: Mutex::new(Held { next: 0, by_age: BTreeMap::new() }) }
+        Holds {
+            held: Mutex::new(Held { next: 0, by_age: BTreeMap::new() }),
+            limit: AtomicUsize::new(usize::MAX),
+        }
+    }
+
+    /// At most `limit` holds at once from now on.
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Ordering::Relaxed);
     }
 
     /// A relay begins to hold the FIN meant for `server`; the hold lasts
-    /// until the ticket is dropped or it is released.
+    /// until the ticket is dropped or it is released. Beyond the limit the
+    /// oldest hold is released first (this one, if the limit is zero).
     pub fn hold(&self, server: &Arc<TcpStream>) -> Ticket<'_> {
         let entry = Arc::new(Entry { server: Arc::downgrade(server), released: AtomicBool::new(false) });
-        let id = {
+        let (id, over) = {
             let mut h = self.lock();
             let id = h.next;
             h.next = h.next.wrapping_add(1);
             h.by_age.insert(id, Arc::clone(&entry));
-            id
+            let over =
+                if h.by_age.len() > self.limit.load(Ordering::Relaxed) { h.by_age.pop_first() } else { None };
+            (id, over)
         };
         bump(&COUNTERS.holds);
+        if let Some((_, oldest)) = over {
+            release(&oldest);
+        }
         Ticket { holds: self, id, entry }
     }
 
@@ -69,12 +92,7 @@ impl Holds {
         let Some((_, entry)) = self.lock().by_age.pop_first() else {
             return false;
         };
-        entry.released.store(true, Ordering::SeqCst);
-        if let Some(server) = entry.server.upgrade() {
-            // The I2P side may be gone already; its relay finds out itself.
-            let _ = server.shutdown(Shutdown::Write);
-        }
-        bump(&COUNTERS.holds_released_early);
+        release(&entry);
         true
     }
 
@@ -110,6 +128,16 @@ impl Default for Holds {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Pass on `entry`'s FIN, taken off the list by the caller.
+fn release(entry: &Entry) {
+    entry.released.store(true, Ordering::SeqCst);
+    if let Some(server) = entry.server.upgrade() {
+        // The I2P side may be gone already; its relay finds out itself.
+        let _ = server.shutdown(Shutdown::Write);
+    }
+    bump(&COUNTERS.holds_released_early);
 }
 
 /// A relay's hold; dropping it ends the hold.
@@ -170,6 +198,32 @@ mod tests {
         assert!(tb.released());
         assert!(sees_eof(&far_b));
         assert!(!holds.release_oldest(), "nothing is held");
+    }
+
+    #[test]
+    fn a_hold_beyond_the_limit_releases_the_oldest() {
+        let holds = Holds::new();
+        holds.set_limit(2);
+        let (a, far_a) = pair();
+        let (b, _far_b) = pair();
+        let (c, _far_c) = pair();
+        let ta = holds.hold(&a);
+        let tb = holds.hold(&b);
+        assert!(!ta.released() && !tb.released(), "within the limit nothing is released");
+        let tc = holds.hold(&c);
+        assert!(ta.released() && !tb.released() && !tc.released());
+        assert!(sees_eof(&far_a), "the oldest hold's FIN did not arrive");
+        assert_eq!(holds.len(), 2);
+    }
+
+    #[test]
+    fn with_no_room_for_holds_a_hold_ends_at_once() {
+        let holds = Holds::new();
+        holds.set_limit(0);
+        let (a, far_a) = pair();
+        let ta = holds.hold(&a);
+        assert!(ta.released() && holds.is_empty());
+        assert!(sees_eof(&far_a));
     }
 
     #[test]
