@@ -1,21 +1,20 @@
 #!/usr/bin/env bash
-# Runs every test binary, one line each, in lanes: the ones that wait on real routers
-# in lanes of their own.
+# Runs every test binary, one line each: the ones that wait on real routers one after the
+# other, beside the rest.
 #
 # Most of the suite's wall time is binaries that wait on offline routers (a SAM session
-# takes 12-20 s to build) while the CPU idles, so those have lanes of their own beside one
-# lane for all the rest; run side by side, the suite takes about as long as its longest
-# lane. A binary not named in LANES below runs in the last lane: a new test file is never
-# left out.
+# takes 12-20 s to build) while the CPU idles, so the rest of the suite runs beside them
+# and the whole takes about as long as the router binaries alone. A binary not named in
+# ROUTER_LANES below is in the rest: a new test file is never left out.
 #
-#   bash tests/run.sh            build the tests (cargo test --no-run), run every binary
-#   CARGO=... bash tests/run.sh  another cargo
-#   TEST_PARALLEL=1 bash tests/run.sh  the lanes side by side
+#   bash tests/run.sh                  the router lanes in turn, beside the rest (default)
+#   TEST_PARALLEL=0 bash tests/run.sh  everything one after the other
+#   TEST_PARALLEL=2 bash tests/run.sh  the router lanes side by side too
+#   CARGO=... bash tests/run.sh        another cargo
 #
-# The lanes run one after the other unless TEST_PARALLEL=1: side by side on two cores,
-# i2pd 2.45's SAM thread segfaulted in the first such run (a freed destination used by
-# a stream timer, the fault session churn triggers on i2pd 2.59 too), so running them
-# at once stays a choice until the proxy no longer triggers it.
+# Router lanes side by side are not the default: on two cores, i2pd 2.45's SAM thread
+# segfaulted in the first such run (a freed destination used by a stream timer, the fault
+# session churn triggers on i2pd 2.59 too; doc/i2pd-sam-churn-crash.md).
 #
 # Each binary's output goes to $TARGET/test-logs/<name>.log; a line per binary says how
 # it ended and how long it took, and the log of every failed one is printed at the end.
@@ -24,14 +23,13 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 cargo=${CARGO:-cargo}
-parallel=${TEST_PARALLEL:-0}
+parallel=${TEST_PARALLEL:-1}
 target=${CARGO_TARGET_DIR:-target}
 logs=$target/test-logs
 
-# The lanes before the last one, by test binary (tests/<name>.rs). Run side by side, a lane
-# whose run times add up to more than the last lane's is what the suite waits on.
-LANES=(
-	"e2e_i2pd"                  # i2pd 2.45: shared cases, smoke matrix, half-close
+# The binaries that start real routers, by lane (tests/<name>.rs).
+ROUTER_LANES=(
+	"e2e_i2pd e2e_udp"          # i2pd 2.45: shared cases, smoke matrix, half-close; UDP
 	"e2e_i2pd_newer"            # i2pd 2.56 and the newest, in parallel inside
 	"stream_end e2e_emissary"   # three routers' stream ends, then emissary
 )
@@ -79,23 +77,39 @@ lane() {
 	done
 }
 
-laned=" "
-for l in "${LANES[@]}"; do
-	laned+="$l "
-	# shellcheck disable=SC2086 # a lane is a list of names
-	if [ "$parallel" = 1 ]; then lane $l & else lane $l; fi
-done
-# The last lane: every binary no lane above names.
-while read -r name kind exe; do
-	case "$laned" in *" $name "*) continue ;; esac
-	run "$name" "$kind" "$exe"
-done <"$list"
-# Doc tests are not binaries of their own; rustdoc builds and runs them here.
-if "$cargo" test --locked --doc >"$logs/doc.log" 2>&1; then
-	echo "run.sh: doc tests ok"
+# routers: the router lanes, side by side when TEST_PARALLEL=2, else one after the other.
+routers() {
+	local l
+	for l in "${ROUTER_LANES[@]}"; do
+		# shellcheck disable=SC2086 # a lane is a list of names
+		if [ "$parallel" = 2 ]; then lane $l & else lane $l; fi
+	done
+	wait
+}
+
+# rest: every binary no router lane names, then the doc tests (not binaries of their own;
+# rustdoc builds and runs them).
+rest() {
+	local laned=" ${ROUTER_LANES[*]} " name kind exe
+	while read -r name kind exe; do
+		case "$laned" in *" $name "*) continue ;; esac
+		run "$name" "$kind" "$exe"
+	done <"$list"
+	if "$cargo" test --locked --doc >"$logs/doc.log" 2>&1; then
+		echo "run.sh: doc tests ok"
+		echo 0 >"$logs/doc.status"
+	else
+		echo "run.sh: doc tests FAILED"
+		echo 1 >"$logs/doc.status"
+	fi
+}
+
+if [ "$parallel" = 0 ]; then
+	routers
+	rest
 else
-	echo "run.sh: doc tests FAILED"
-	doc_failed=1
+	routers &
+	rest
 fi
 wait
 
@@ -111,7 +125,7 @@ while read -r name kind _; do
 		cat "$logs/$name-$kind.log" 2>/dev/null
 	fi
 done <"$list"
-if [ "${doc_failed:-0}" = 1 ]; then
+if [ "$(cat "$logs/doc.status" 2>/dev/null)" != 0 ]; then
 	failed=$((failed + 1))
 	echo
 	echo "======== doc tests: their output ($logs/doc.log):"
