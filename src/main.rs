@@ -58,8 +58,8 @@ const LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// the accept loop waits meanwhile.
 const ROOM_WAIT: Duration = Duration::from_millis(500);
 /// Places kept free of holds: `--max-clients` / this (16 of the default
-/// 1024; none below 64), twice over for [`hold_limit`]. Under a stream of short connections every place
-/// fills with holds within seconds; a client that then had to wait for a
+/// 1024; none below 64), twice over for [`hold_limit`]. Under a stream of
+/// short connections every place fills with holds within seconds; a client that then had to wait for a
 /// released hold to end (the I2P side closing, its worker finishing)
 /// before its handshake could begin made sequential cycles a quarter
 /// slower than with `--half-close-wait 0` (`make bench`).
