@@ -59,10 +59,11 @@ const LOG_INTERVAL: Duration = Duration::from_secs(10);
 const ROOM_WAIT: Duration = Duration::from_millis(500);
 /// Places kept free of holds: `--max-clients` / this (16 of the default
 /// 1024; none below 64), twice over for [`hold_limit`]. Under a stream of
-/// short connections every place fills with holds within seconds; a client that then had to wait for a
-/// released hold to end (the I2P side closing, its worker finishing)
-/// before its handshake could begin made sequential cycles a quarter
-/// slower than with `--half-close-wait 0` (`make bench`).
+/// short connections every place fills with holds within seconds; a
+/// client that then had to wait for a released hold to end (the I2P side
+/// closing, its worker finishing) before its handshake could begin made
+/// sequential cycles a quarter slower than with `--half-close-wait 0`
+/// (`make bench`).
 const RESERVE_DIVISOR: usize = 64;
 /// After the grace period, how long stopped relays get to unwind.
 const STOP_WAIT: Duration = Duration::from_secs(1);
