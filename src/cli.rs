@@ -7,6 +7,7 @@
 use crate::identity::Isolate;
 use crate::listen::{unix, Endpoint};
 use crate::sam::encryption::{self, Mode};
+use crate::sam::linger::UNENDED_STREAM_HOLD;
 use crate::sam::proto::{is_safe_key, is_safe_value};
 use crate::spares::MAX_SPARES;
 use crate::virtual_net::{self, Cidr};
@@ -20,7 +21,7 @@ pub const USAGE: &str = "usage: i2psocks [-hqVv] [--allow-remote] [--check] [--p
 [--print-address] [-l addr:port|unix:path[,key=file]] [--unix-mode mode] [-s addr:port] [--sam-udp addr:port] \
 [-k keyfile] [--key-dir dir] [--auth-file file] [--isolate none|auth|client] [--max-clients n] [--max-sessions n] [--spare-sessions n] \
 [--handshake-timeout secs] [--connect-timeout secs] [--idle-timeout secs] [--half-close-wait secs] \
-[--session-idle-timeout secs] [--shutdown-grace secs] [--hops n] [--tunnels n] \
+[--session-idle-timeout secs] [--session-linger secs] [--shutdown-grace secs] [--hops n] [--tunnels n] \
 [--encryption auto|pq|classic] [--sam-option key=value] [--virtual-net cidr] [--sandbox auto|require|off]";
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4447";
@@ -102,6 +103,9 @@ pub struct Config {
     pub max_sessions: usize,
     /// Zero means never.
     pub session_idle_timeout: Duration,
+    /// How long a closed identity's session stays open on the router after
+    /// a stream the router did not end (src/sam/linger.rs); zero: not at all.
+    pub session_linger: Duration,
     /// Where RESOLVE's addresses for I2P names come from.
     pub virtual_net: Cidr,
     /// Sessions built ahead of need for new identities.
@@ -161,6 +165,7 @@ impl Default for Config {
             prefer_no_auth: false,
             max_sessions: 32,
             session_idle_timeout: Duration::from_secs(600),
+            session_linger: UNENDED_STREAM_HOLD,
             virtual_net: virtual_net::DEFAULT,
             spare_sessions: 1,
             encryption: Mode::Auto,
@@ -222,6 +227,13 @@ fn options() -> Options {
         "",
         "session-idle-timeout",
         "close identities unused this long, 0-604800, 0 = never (default 600)",
+        "SECS",
+    );
+    o.optopt(
+        "",
+        "session-linger",
+        "keep a closed identity's SAM session open this long after a stream its router did not end, \
+         0-7200 (default 3660)",
         "SECS",
     );
     o.optmulti(
@@ -357,6 +369,9 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
     }
     if let Some(n) = num(&m, "session-idle-timeout", 0, 604_800)? {
         c.session_idle_timeout = Duration::from_secs(n);
+    }
+    if let Some(n) = num(&m, "session-linger", 0, 7200)? {
+        c.session_linger = Duration::from_secs(n);
     }
     if let Some(s) = m.opt_str("virtual-net") {
         c.virtual_net = Cidr::parse(&s).map_err(|e| UsageError(format!("--virtual-net '{s}': {e}")))?;

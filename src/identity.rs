@@ -36,6 +36,14 @@
 //! identity finds no spare and is served as without spares (an idle
 //! identity evicted, or the client refused).
 //!
+//! A stream session whose identity closes is not always closed on the
+//! router at once: one that had a stream the router never ended stays open
+//! for an hour (the rule and the router bug behind it are in `sam::linger`).
+//! Such a held session still counts against `--max-sessions`, so an idle
+//! identity is evicted for room only when its session can close now (or
+//! after the few seconds' grace every session gets); held sessions close in
+//! the reaper, and at once when the proxy stops.
+//!
 //! A datagram session is built in a thread of its own, so that UDP
 //! ASSOCIATE can be answered at once; the association watches its
 //! [`DatagramCell`].
@@ -47,8 +55,10 @@ use crate::counters::{bump, COUNTERS};
 use crate::error::Error;
 use crate::keydir;
 use crate::keyfile;
+use crate::sam::build_warn::{warn_limited, Kind};
 use crate::sam::conn::SESSION_CREATE_TIMEOUT;
 use crate::sam::datagram::{DatagramSession, DgSpec};
+use crate::sam::linger::{Lingering, STREAM_END_GRACE};
 use crate::sam::ready::{Readiness, State};
 use crate::sam::stream::{OnNewKey, Session, SessionInfo, SessionSpec};
 use crate::socks::Credentials;
@@ -74,6 +84,8 @@ pub struct Census {
     pub per_connection: usize,
     /// Sessions built ahead for new identities.
     pub spare: usize,
+    /// Stream sessions kept open after their identity closed (`sam::linger`).
+    pub held: usize,
 }
 
 /// How often idle identities and datagram sessions are looked for.
@@ -203,6 +215,9 @@ pub struct Recipe {
     pub idle_timeout: Duration,
     /// Spare sessions kept ready for new identities (`--spare-sessions`).
     pub spare_sessions: usize,
+    /// How long a closed identity's session stays open after a stream its
+    /// router did not end (`--session-linger`, `sam::linger`).
+    pub linger: Duration,
 }
 
 /// A datagram session being built, ready or dead.
@@ -234,16 +249,41 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Identity {
-    /// Close both sessions; a closed identity makes no new ones.
-    fn close(&self) {
-        lock(&self.use_).closed = true;
-        if let Some(s) = lock(&self.stream).take() {
+    /// Close both sessions; a closed identity makes no new ones. The stream
+    /// session is handed to `registry`, which closes it on the router when
+    /// its streams allow (`Identities::end_session`).
+    fn close(&self, registry: &Identities) {
+        if let Some(s) = self.close_but_stream() {
+            registry.end_session(s);
+        }
+    }
+
+    /// Close both sessions now, whatever their streams (the proxy stops).
+    fn close_now(&self) {
+        if let Some(s) = self.close_but_stream() {
             s.close();
         }
+    }
+
+    /// Mark it closed and close its datagram session; its stream session is
+    /// returned to be closed.
+    fn close_but_stream(&self) -> Option<Arc<Session>> {
+        lock(&self.use_).closed = true;
+        let stream = lock(&self.stream).take();
         if let Some(cell) = lock(&self.datagram).take() {
             if let Some(s) = cell.close() {
                 s.close();
             }
+        }
+        stream
+    }
+
+    /// Whether closing it now frees its place under `--max-sessions` within
+    /// the grace every session gets (its stream session is not held).
+    fn frees_room(&self, now: Instant, hold: Duration) -> bool {
+        match lock(&self.stream).as_ref().and_then(|s| s.close_at(now, hold)) {
+            None => true,
+            Some(t) => t <= now + STREAM_END_GRACE,
         }
     }
 
@@ -284,6 +324,9 @@ pub struct Identities {
     slots: Mutex<HashMap<Key, Arc<Identity>>>,
     /// Only touched with `slots` locked (lock order: slots, then spares).
     spares: Spares,
+    /// Stream sessions of closed identities, kept open on the router until
+    /// their streams allow closing (a leaf lock: nothing is taken under it).
+    lingering: Mutex<Lingering<Arc<Session>>>,
     seq: AtomicU64,
     datagram_seq: AtomicU64,
 }
@@ -391,7 +434,7 @@ impl Drop for Lease {
                     map.remove(&id.key);
                 }
             }
-            id.close();
+            id.close(&self.registry);
         }
     }
 }
@@ -406,6 +449,7 @@ impl Identities {
             recipe,
             slots: Mutex::new(HashMap::new()),
             spares,
+            lingering: Mutex::new(Lingering::new()),
             seq: AtomicU64::new(1),
             datagram_seq: AtomicU64::new(1),
         });
@@ -459,9 +503,50 @@ impl Identities {
         Ok(())
     }
 
-    /// Sessions that may still be started under `--max-sessions`.
+    /// Sessions that may still be started under `--max-sessions`. A held
+    /// session in its last seconds (the grace every session gets) is not
+    /// counted: it is about to go, and counting it would refuse clients
+    /// only for that moment.
     fn room(&self, slots: &HashMap<Key, Arc<Identity>>) -> usize {
-        self.recipe.max_sessions.saturating_sub(slots.len() + self.spares.len())
+        let held = self.held_beyond(Instant::now() + STREAM_END_GRACE);
+        self.recipe.max_sessions.saturating_sub(slots.len() + self.spares.len() + held)
+    }
+
+    /// Held sessions that stay past `t`.
+    fn held_beyond(&self, t: Instant) -> usize {
+        lock(&self.lingering).count_after(t)
+    }
+
+    /// Close a closed identity's stream session on the router now, or keep
+    /// it open until its streams allow (`sam::linger`).
+    fn end_session(&self, s: Arc<Session>) {
+        let now = Instant::now();
+        match s.close_at(now, self.recipe.linger) {
+            None => s.close(),
+            Some(until) => {
+                s.retire();
+                let long = until > now + STREAM_END_GRACE;
+                if long {
+                    debug!(
+                        "keeping a closed identity's SAM session open for {} s: the router did not end \
+                         one of its streams",
+                        until.saturating_duration_since(now).as_secs()
+                    );
+                }
+                lock(&self.lingering).keep(until, s);
+            }
+        }
+    }
+
+    /// Close the held sessions whose time has come.
+    fn close_held(&self, now: Instant) {
+        let due = lock(&self.lingering).due(now);
+        for s in &due {
+            s.close();
+        }
+        if !due.is_empty() {
+            debug!("closed {} held SAM sessions", due.len());
+        }
     }
 
     /// Replace taken spares, as far as there is room.
@@ -548,6 +633,7 @@ impl Identities {
     fn spawn_stream(&self, id: &Identity) -> std::io::Result<Arc<Session>> {
         let mut spec = self.recipe.default.clone();
         spec.label = id.label.clone();
+        spec.limit_warnings = !id.key.is_default();
         let keep = match &id.keyfile {
             Some(KeyFile { key: Some(k), .. }) => {
                 spec.destination = k.clone();
@@ -584,9 +670,10 @@ impl Identities {
         if self.room(&slots) == 0 && self.spares.close_one_down() {
             debug!("--max-sessions reached: closed a spare session that is down");
         } else if self.room(&slots) == 0 {
+            let now = Instant::now();
             let victim = slots
                 .values()
-                .filter(|s| !s.key.is_default())
+                .filter(|s| !s.key.is_default() && s.frees_room(now, self.recipe.linger))
                 .filter_map(|s| {
                     let u = lock(&s.use_);
                     (u.leases == 0).then_some((u.last_used, s.key.clone()))
@@ -596,12 +683,14 @@ impl Identities {
             match victim.and_then(|k| slots.remove(&k)) {
                 Some(old) => {
                     debug!("--max-sessions reached: closing the least recently used idle identity");
-                    old.close();
+                    old.close(self);
                 }
                 None => {
                     warn!(
-                        "too many identities (--max-sessions {}): refusing a client",
-                        self.recipe.max_sessions
+                        "too many identities (--max-sessions {}, {} of them sessions held open after \
+                         their identity closed): refusing a client",
+                        self.recipe.max_sessions,
+                        lock(&self.lingering).len()
                     );
                     return Err(Error::Overloaded);
                 }
@@ -633,9 +722,10 @@ impl Identities {
         };
         for k in &idle {
             if let Some(s) = slots.remove(k) {
-                s.close();
+                s.close(self);
             }
         }
+        self.close_held(now);
         if !idle.is_empty() {
             debug!("closed {} idle identities", idle.len());
         }
@@ -662,7 +752,7 @@ impl Identities {
                     u.leases == 0
                 };
                 if idle {
-                    s.close();
+                    s.close(self);
                 }
             }
         }
@@ -695,6 +785,7 @@ impl Identities {
             }
         }
         c.spare = self.spares.len();
+        c.held = lock(&self.lingering).len();
         c
     }
 
@@ -706,13 +797,17 @@ impl Identities {
         Some(stream.state())
     }
 
-    /// Close every session (shutdown).
+    /// Close every session (shutdown), the held ones too: once the proxy
+    /// is gone nobody could close them later.
     pub fn close_all(&self) {
         let mut slots = self.lock();
         for (_, s) in slots.drain() {
-            s.close();
+            s.close_now();
         }
         self.spares.close_all();
+        for s in lock(&self.lingering).take_all() {
+            s.close();
+        }
     }
 
     /// Build `id`'s datagram session into `cell` (in its own thread).
@@ -731,7 +826,14 @@ impl Identities {
             }
             Err(e) => {
                 bump(&COUNTERS.session_failures);
-                warn!("{label}: cannot create a SAM datagram session at {}: {e}", self.recipe.datagram.sam);
+                warn_limited(
+                    Kind::DatagramCreate,
+                    true,
+                    format_args!(
+                        "{label}: cannot create a SAM datagram session at {}: {e}",
+                        self.recipe.datagram.sam
+                    ),
+                );
                 fail_datagram(id, cell);
             }
         }
@@ -823,6 +925,7 @@ mod tests {
             options: Vec::new(),
             encryption: Arc::clone(&encryption),
             label: "test".into(),
+            limit_warnings: false,
         };
         Recipe {
             default: spec,
@@ -833,6 +936,7 @@ mod tests {
             max_sessions,
             idle_timeout: Duration::from_secs(idle),
             spare_sessions,
+            linger: crate::sam::linger::UNENDED_STREAM_HOLD,
         }
     }
 

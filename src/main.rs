@@ -301,6 +301,7 @@ fn run(config: Config, files: Files) -> Result<(), Failure> {
             options: options.clone(),
             encryption: Arc::clone(&encryption),
             label: "default identity".into(),
+            limit_warnings: false,
         },
         // A missing key file is created from its identity's first session's key.
         listener_keys: files.listener_keys,
@@ -309,6 +310,7 @@ fn run(config: Config, files: Files) -> Result<(), Failure> {
         datagram: DgSpec { sam: config.sam, sam_udp: config.sam_udp_addr(), options, encryption },
         max_sessions: config.max_sessions,
         idle_timeout: config.session_idle_timeout,
+        linger: config.session_linger,
         spare_sessions: config.spare_sessions,
     };
     let identities =

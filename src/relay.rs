@@ -182,6 +182,11 @@ impl Polled for ServerSocket {
 pub struct Stats {
     pub to_server: u64,
     pub to_client: u64,
+    /// The server's end (EOF or a failure of its socket) came while the
+    /// client's side was still open towards it: the server ended the
+    /// stream, not the relay (a SAM session's closing waits longer after a
+    /// stream the relay ended, see src/sam/linger.rs).
+    pub server_first: bool,
 }
 
 /// The waits of one relay.
@@ -280,6 +285,8 @@ fn relay_with<C: ClientSocket>(
     let mut ticket: Option<Ticket<'_>> = None;
     // The quiet I2P side was reported for the current quiet spell.
     let mut quiet_noted = false;
+    // Who ended first, once one side has: true for the server.
+    let mut server_first: Option<bool> = None;
 
     loop {
         let mut moved = false;
@@ -300,6 +307,11 @@ fn relay_with<C: ClientSocket>(
             if !again {
                 break;
             }
+        }
+        if server_first.is_none() {
+            // A hold released by another thread has passed the FIN on already.
+            let released = ticket.as_ref().is_some_and(|t| t.released());
+            server_first = ended_first(&up, &down, released);
         }
         let now = Instant::now();
         let mut hold_left = None;
@@ -326,7 +338,7 @@ fn relay_with<C: ClientSocket>(
             break;
         }
         if stop.load(Ordering::Relaxed) {
-            return Ok((End::Stopped, stats(&up, &down)));
+            return Ok((End::Stopped, stats(&up, &down, server_first)));
         }
         if moved {
             last_move = now;
@@ -356,7 +368,7 @@ fn relay_with<C: ClientSocket>(
         }
         if !opts.idle.is_zero() {
             if quiet >= opts.idle {
-                return Ok((End::Idle, stats(&up, &down)));
+                return Ok((End::Idle, stats(&up, &down, server_first)));
             }
             timeout = timeout.min(opts.idle.saturating_sub(quiet));
         }
@@ -390,7 +402,7 @@ fn relay_with<C: ClientSocket>(
         }
     }
 
-    let totals = stats(&up, &down);
+    let totals = stats(&up, &down, server_first);
     match error {
         None => Ok((End::Done, totals)),
         Some(e) => {
@@ -441,8 +453,26 @@ fn socket_failed(writer: &mut Dir<'_>, ready: &mut Ready, e: io::Error, error: &
     error.get_or_insert(e);
 }
 
-fn stats(up: &Dir<'_>, down: &Dir<'_>) -> Stats {
-    Stats { to_server: up.moved, to_client: down.moved }
+fn stats(up: &Dir<'_>, down: &Dir<'_>, server_first: Option<bool>) -> Stats {
+    Stats { to_server: up.moved, to_client: down.moved, server_first: server_first == Some(true) }
+}
+
+/// Which side ended first, once one has: Some(true) when the server's end
+/// reached the relay (its EOF or read error, or writing to it broke) before
+/// the relay ended the client's side towards it (passed the client's FIN on,
+/// itself or by a `released` hold, or found the client gone); Some(false)
+/// when the relay's end went first; None while both are open (a held FIN is
+/// not passed on yet).
+fn ended_first(up: &Dir<'_>, down: &Dir<'_>, released: bool) -> Option<bool> {
+    let server_ended = matches!(down.flow, Flow::Flushing | Flow::Closed) || up.flow == Flow::Broken;
+    let relay_ended = up.flow == Flow::Closed || down.flow == Flow::Broken || released;
+    if server_ended {
+        Some(!relay_ended)
+    } else if relay_ended {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 /// The ways a TCP peer goes away without a FIN; they end a relay normally.
@@ -1038,6 +1068,7 @@ mod tests {
         assert_eq!(end, End::Done);
         assert_eq!(stats.to_server, 100_000);
         assert_eq!(stats.to_client, 3 * 1024 * 1024);
+        assert!(!stats.server_first, "the client's FIN went first");
     }
 
     #[test]
@@ -1048,6 +1079,7 @@ mod tests {
         assert_eq!(end, End::Done);
         assert_eq!(stats.to_client, 100_000);
         assert_eq!(stats.to_server, 3 * 1024 * 1024);
+        assert!(stats.server_first, "the server's FIN went first");
     }
 
     /// The hold of the half-close tests: long enough to measure on a busy
@@ -1097,7 +1129,7 @@ mod tests {
         assert_eq!(got, want);
         let (end, stats) = run.wait().unwrap();
         assert_eq!(end, End::Done);
-        assert_eq!(stats, Stats { to_server: 7, to_client: 8000 });
+        assert_eq!(stats, Stats { to_server: 7, to_client: 8000, server_first: false });
     }
 
     #[test]
@@ -1118,7 +1150,7 @@ mod tests {
         assert_eq!(read_chunked(&client_ep, 43, 100), b"late answer");
         let (end, stats) = run.wait().unwrap();
         assert_eq!(end, End::Done);
-        assert_eq!(stats, Stats { to_server: 3, to_client: 11 });
+        assert_eq!(stats, Stats { to_server: 3, to_client: 11, server_first: false });
     }
 
     #[test]
@@ -1137,7 +1169,10 @@ mod tests {
         let took = t.elapsed();
         assert!(took < Duration::from_secs(1), "FIN held {took:?} after the server closed");
         assert_eq!(read_chunked(&client_ep, 45, 100), b"answer");
-        assert_eq!(run.wait().unwrap().0, End::Done);
+        // A held FIN is not passed on yet: the server's close came first.
+        let (end, stats) = run.wait().unwrap();
+        assert_eq!(end, End::Done);
+        assert!(stats.server_first);
 
         // ...and before it.
         let (run, client_ep, server_ep) = start_holding(TEST_IDLE, LONG);
@@ -1148,7 +1183,9 @@ mod tests {
         assert_eq!(read_chunked(&server_ep, 47, 100), b"");
         let took = t.elapsed();
         assert!(took < Duration::from_secs(1), "FIN held {took:?} though the server had closed");
-        assert_eq!(run.wait().unwrap().0, End::Done);
+        let (end, stats) = run.wait().unwrap();
+        assert_eq!(end, End::Done);
+        assert!(stats.server_first);
     }
 
     #[test]
@@ -1276,7 +1313,7 @@ mod tests {
         assert_eq!(read_until_gone(&client_ep), b"a");
         let (end, stats) = run.wait().unwrap();
         assert_eq!(end, End::Done);
-        assert_eq!(stats, Stats { to_server: 1, to_client: 1 });
+        assert_eq!(stats, Stats { to_server: 1, to_client: 1, server_first: false });
         assert!(t.elapsed() < Duration::from_secs(2), "relay ended after {:?}", t.elapsed());
         assert!(MINE.is_empty());
         assert!(!MINE.release_oldest(), "an ended relay still listed its hold");
@@ -1416,6 +1453,7 @@ mod tests {
         let (end, stats) = run.wait().unwrap();
         assert_eq!(end, End::Done);
         assert_eq!(stats.to_client, 10);
+        assert!(stats.server_first, "a reset from the server is its end");
     }
 
     #[test]
@@ -1425,8 +1463,9 @@ mod tests {
         reset(client_ep, &server_ep);
         let got = read_until_gone(&server_ep);
         assert_eq!(got, b"hello");
-        let (end, _) = run.wait().unwrap();
+        let (end, stats) = run.wait().unwrap();
         assert_eq!(end, End::Done);
+        assert!(!stats.server_first, "the client's reset ended the stream");
     }
 
     #[test]
@@ -1546,7 +1585,7 @@ mod tests {
         drop(server_ep);
         let (end, stats) = run.wait().unwrap();
         assert_eq!(end, End::Done);
-        assert_eq!(stats, Stats { to_server: 1, to_client: 1 + answer.len() as u64 });
+        assert_eq!((stats.to_server, stats.to_client), (1, 1 + answer.len() as u64));
         assert_eq!(lender.lent(), 0);
     }
 

@@ -118,6 +118,7 @@ impl Spares {
         for _ in 0..want {
             let mut spec = self.spec.clone();
             spec.label = format!("spare #{}", self.seq.fetch_add(1, Ordering::Relaxed));
+            spec.limit_warnings = true;
             debug!("{}: building a spare session", spec.label);
             pool.push_back(Session::spawn(spec, None)?);
         }
@@ -164,6 +165,7 @@ mod tests {
             options: Vec::new(),
             encryption: Arc::new(Encryption::new(Mode::Classic)),
             label: "x".into(),
+            limit_warnings: false,
         }
     }
 

@@ -113,12 +113,13 @@ pub fn lines(r: &Report, c: &Counters) -> Vec<String> {
         ),
         format!(
             "status: identities: {} default, {} persistent, {} by credentials, {} per connection, \
-             {} spare; SAM sessions: {} built, {} rebuilt ({} of them stuck), {} failed",
+             {} spare, {} held after close; SAM sessions: {} built, {} rebuilt ({} of them stuck), {} failed",
             i.default,
             i.persistent,
             i.by_credentials,
             i.per_connection,
             i.spare,
+            i.held,
             get(&c.session_builds),
             get(&c.session_rebuilds),
             get(&c.session_stuck),
@@ -176,7 +177,14 @@ mod tests {
             sam: "127.0.0.1:7656".parse().unwrap(),
             bridge: Bridge::Ready { minor: 1, b32: "x.b32.i2p".into() },
             clients_max: 256,
-            identities: Census { default: 1, persistent: 3, by_credentials: 2, per_connection: 0, spare: 1 },
+            identities: Census {
+                default: 1,
+                persistent: 3,
+                by_credentials: 2,
+                per_connection: 0,
+                spare: 1,
+                held: 4,
+            },
             sandbox: "sandbox: Landlock ABI 7: connect only to port 7656".into(),
         };
         assert_eq!(
@@ -189,8 +197,8 @@ mod tests {
                 "status: streams: 2 now, 9 since start, 1 failed to open; 1000 bytes out, 2000 bytes in \
                  (streams that ended)",
                 "status: half-closes held: 3 now, 30 since start, 11 passed on early for a new client",
-                "status: identities: 1 default, 3 persistent, 2 by credentials, 0 per connection, 1 spare; \
-                 SAM sessions: 4 built, 1 rebuilt (1 of them stuck), 2 failed",
+                "status: identities: 1 default, 3 persistent, 2 by credentials, 0 per connection, 1 spare, \
+                 4 held after close; SAM sessions: 4 built, 1 rebuilt (1 of them stuck), 2 failed",
                 "status: UDP: 0 associations now, 3 since start; datagrams 10 to I2P, 8 from I2P, 2 dropped",
                 "status: sandbox: Landlock ABI 7: connect only to port 7656",
             ]

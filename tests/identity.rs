@@ -13,12 +13,13 @@
 
 mod common;
 
-use common::fake_sam::{FakeSam, Fault, Script, SessionRecord, WAIT};
+use common::fake_sam::{FakeSam, Fault, Outcome, Peer, Script, SessionRecord, WAIT};
 use common::i2p::{b32_name, b64_decode, make_key, param};
 use common::process;
 use common::proxy::{self, *};
 use common::rng::random_bytes;
 use common::setup::start_on;
+use common::status;
 use common::TempDir;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -54,6 +55,12 @@ fn start_proxy(fake: &FakeSam, args: &[&str]) -> Proxy {
     // (`finish`); holding that FIN would add its wait to every stream's end.
     // The hold has its own tests in tests/fake_bridge.rs.
     all.extend(["--half-close-wait", "0"]);
+    // Those ends are the proxy's, which would keep every closed identity's
+    // session open for an hour (src/sam/linger.rs): unless a test sets it,
+    // closed identities close at once, as on a router without that bug.
+    if !args.contains(&"--session-linger") {
+        all.extend(["--session-linger", "0"]);
+    }
     start_on(fake, &[], &all)
 }
 
@@ -995,4 +1002,53 @@ fn persistent_keys_refused() {
         assert_fails(&run_to_exit(args, EXIT_WAIT), 64, "");
     }
     assert_eq!(fake.connections(), 0, "the bridge was contacted");
+}
+
+/// The default `--session-linger`: an identity closed for idleness after a
+/// stream the proxy ended first (its client's FIN went to the bridge before
+/// the peer's end) keeps its session open on the bridge, shown in the
+/// status report and counted against `--max-sessions`; an identity whose
+/// streams all ended from the I2P side is closed a few seconds after its
+/// last one (src/sam/linger.rs has the router bug behind the difference).
+#[test]
+fn a_closed_identity_keeps_its_session_after_a_stream_the_router_did_not_end() {
+    let ends_itself = b32_name("ends-itself");
+    let script = Script::default().outcome(&ends_itself, Outcome::Ok(Peer::Source(1000)));
+    let args = ["--session-idle-timeout", "1", "--session-linger", "3660", "--max-sessions", "3"];
+    let (fake, p) =
+        setup(script, &["--spare-sessions", "0"].iter().chain(&args).copied().collect::<Vec<_>>());
+
+    // app1's stream: the client closes first (an echo peer waits for it).
+    finish(s5(&p, "echo", Some(("app1", "x"))));
+    // app2's stream: the peer sends and closes first.
+    let mut s = s5(&p, "ends-itself", Some(("app2", "x")));
+    assert_eq!(read_to_eof(&mut s, IO_TIMEOUT).len(), 1000);
+    drop(s);
+    let sessions = assert_sessions(&fake, 3);
+    let (app1, app2) = (&sessions[1], &sessions[2]);
+    let ended = Instant::now();
+
+    // Both identities go idle after 1 s; app2's session closes after the
+    // grace, app1's stays.
+    assert!(fake.wait_closed(app2.conn, Duration::from_secs(6)), "the session of app2 was kept");
+    let after = fake.closed_at(app2.conn).unwrap().saturating_duration_since(ended);
+    assert!(after >= Duration::from_millis(2500), "closed {after:?} after its stream: within the grace");
+    thread::sleep(Duration::from_secs(2));
+    assert!(!fake.conn_closed(app1.conn), "the session of app1 was closed under an unended stream");
+    let r = status::ask(&p, WAIT);
+    assert_eq!(r.count("identities", "held after close"), 1, "{:?}", r.0);
+    assert_eq!(r.count("identities", "by credentials"), 0, "{:?}", r.0);
+
+    // The held session takes a place: default + held + one new identity is
+    // the cap, so a fourth identity while the third streams is refused.
+    let mut c = s5(&p, "third", Some(("app3", "x")));
+    echo(&mut c, b"3");
+    let (mut d, reply) = socks5_connect(p.addr(), &b32_name("fourth"), 80, Some(("app4", "x")));
+    assert_eq!(reply, s5_reply(1), "a held session's place was given away");
+    assert!(closed_within(&mut d, IO_TIMEOUT, 0));
+    finish(c);
+
+    // The proxy stops: the held session ends with it.
+    drop(p);
+    assert!(fake.wait_closed(app1.conn, Duration::from_secs(10)), "the held session outlived the proxy");
 }

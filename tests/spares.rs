@@ -36,7 +36,9 @@ fn setup(args: &[&str], spares: usize) -> (FakeSam, Proxy) {
     let sam = fake.addr_arg();
     // Streams end with a half-close (`finish`): holding that FIN would add
     // its wait to every stream's end and let spares finish building meanwhile.
-    let mut all = vec!["--connect-timeout", "10", "--half-close-wait", "0"];
+    // They are the proxy's ends, which would keep closed identities' sessions
+    // open for an hour (src/sam/linger.rs): here they close at once.
+    let mut all = vec!["--connect-timeout", "10", "--half-close-wait", "0", "--session-linger", "0"];
     all.extend_from_slice(args);
     let p = Proxy::start(&bridge_args(&sam, &all));
     assert!(p.wait_for_nth_line(READY, 1 + spares, WAIT).is_some(), "not all sessions became ready");
@@ -221,7 +223,8 @@ fn spares_within_max_sessions() {
 fn bridge_down_spares_back_off() {
     let fake = FakeSam::start(Script::default().fault(Fault::CloseOnAccept));
     let sam = fake.addr_arg();
-    let p = Proxy::start(&bridge_args(&sam, &["--spare-sessions", "4"]));
+    // -v: a spare's warnings share a rate limit; those held back are logged at debug.
+    let p = Proxy::start(&bridge_args(&sam, &["-v", "--spare-sessions", "4"]));
     let pid = p.pid();
     let t0 = Instant::now();
     // Attempts at about 0, 1, 3 and 7 s: between 3.3 s and 6.5 s none.

@@ -14,18 +14,20 @@ use crate::i2p_addr;
 use crate::identity::{Key, Lease};
 use crate::proxy::context::{self, Shared};
 use crate::relay;
+use crate::sam::stream::Session;
 use crate::socks::{self, Addr, Rep, Request};
 use crate::virtual_net::dotted_ipv4;
 use log::debug;
 use std::borrow::Cow;
 use std::net::{Ipv4Addr, TcpStream};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Serve a CONNECT whose request `req` was just read from `client`, on the
 /// identity `key`; `payload` is what the client sent after it.
 pub fn serve(mut client: Client, req: &Request, payload: &[u8], peer: &str, key: Key, shared: &Shared) {
     match open(req, key, shared) {
-        Ok((sam, surplus, _lease)) => {
+        Ok((sam, surplus, session, _lease)) => {
             if context::write_reply(&mut client, &socks::reply(req.version, Rep::Succeeded)).is_err() {
                 return;
             }
@@ -42,6 +44,9 @@ pub fn serve(mut client: Client, req: &Request, payload: &[u8], peer: &str, key:
                 Client::Unix(c) => relay::relay(c, sam, payload, &surplus, opts, &shared.stop),
             };
             bump(&COUNTERS.streams_ended);
+            // Whether the router ended the stream decides how long its
+            // session must stay open (src/sam/linger.rs).
+            session.stream_ended(ended.as_ref().is_ok_and(|(_, stats)| stats.server_first));
             match ended {
                 Ok((end, stats)) => {
                     add(&COUNTERS.bytes_out, stats.to_server);
@@ -64,8 +69,11 @@ pub fn serve(mut client: Client, req: &Request, payload: &[u8], peer: &str, key:
 }
 
 /// Validate the request and open its I2P stream on the client's identity.
-/// The lease keeps that identity alive while the stream lasts.
-fn open(req: &Request, key: Key, shared: &Shared) -> Result<(TcpStream, Vec<u8>, Lease), Error> {
+/// The lease keeps that identity alive while the stream lasts; the session
+/// is told how the stream ended.
+type Opened = (TcpStream, Vec<u8>, Arc<Session>, Lease);
+
+fn open(req: &Request, key: Key, shared: &Shared) -> Result<Opened, Error> {
     let host = host_of(&req.addr, shared)?;
     let target = i2p_addr::parse_target(&host).map_err(|e| {
         debug!("target refused: {e:?}");
@@ -80,7 +88,7 @@ fn open(req: &Request, key: Key, shared: &Shared) -> Result<(TcpStream, Vec<u8>,
     let info = session.wait_ready(deadline)?;
     debug!("connecting to {}:{}", target.as_str(), req.port);
     let (sam, surplus) = session.connect(&info, target.as_str(), req.port, deadline)?;
-    Ok((sam, surplus, lease))
+    Ok((sam, surplus, session, lease))
 }
 
 /// The name a CONNECT is for: the client's own, or the one a virtual address

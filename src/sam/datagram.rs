@@ -20,12 +20,13 @@
 //! end of the line, so we never add FROM_PORT/TO_PORT there.
 
 use crate::i2p_addr;
+use crate::sam::build_warn::{warn_limited, Kind};
 use crate::sam::conn::{self, Conn, CreateError, CreateSpec, SESSION_CREATE_TIMEOUT};
 use crate::sam::control::{Control, Dead, Lookup, LOOKUP_TIMEOUT};
 use crate::sam::encryption::Encryption;
 use crate::sam::proto::{self, BadValue, Resolved, Style};
 use crossbeam_channel::{bounded, select, Receiver, Sender, TrySendError};
-use log::{debug, info, warn};
+use log::{debug, info};
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, UdpSocket};
@@ -354,7 +355,7 @@ impl DatagramSession {
             let lost = ctl.run(out_rx);
             // Not when `close` ended it: then `alive` is false already.
             if let (true, Some(why)) = (a.swap(false, Ordering::SeqCst), lost) {
-                warn!("{l}: datagram session lost ({why})");
+                warn_limited(Kind::DatagramLost, true, format_args!("{l}: datagram session lost ({why})"));
             }
         })?;
         let a = Arc::clone(&alive);

@@ -21,18 +21,24 @@
 //! any more, not even to targets it reached before (`reach` has the rule),
 //! is ended and rebuilt like a lost one.
 //!
+//! A session also keeps how its streams ended (`linger`): closing it right
+//! after some ends would crash i2pd, so its identity asks
+//! [`Session::close_at`] before it closes it.
+//!
 //! Not here: which identity a client gets and what becomes of a new key
 //! (`identity`), and the command/reply syntax (`proto`).
 
-use crate::counters::{bump, COUNTERS};
+use crate::counters::{bump, live, COUNTERS};
+use crate::sam::build_warn::{warn_limited, Kind};
 use crate::sam::conn::{self, Conn, CreateError, CreateSpec, SESSION_CREATE_TIMEOUT};
 use crate::sam::control::{Control, Lookup};
 use crate::sam::encryption::Encryption;
+use crate::sam::linger::Ends;
 use crate::sam::proto::{self, SamResult, Style};
 use crate::sam::reach::{Reach, STUCK_SPAN};
 use crate::sam::ready::{NotReady, Readiness, State};
 use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender, TrySendError};
-use log::{debug, info, trace, warn};
+use log::{debug, info, trace};
 use std::io::{self, ErrorKind};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,6 +75,9 @@ pub struct SessionSpec {
     pub encryption: Arc<Encryption>,
     /// A label for log lines (never a credential).
     pub label: String,
+    /// Its warnings share the rate limit of `build_warn` (every session
+    /// but the listeners' default identities').
+    pub limit_warnings: bool,
 }
 
 /// What clients need of a ready session.
@@ -150,6 +159,8 @@ pub struct Session {
     /// Set when `reach` calls the live session stuck; its supervisor then
     /// rebuilds it and says why.
     stuck: AtomicBool,
+    /// How its streams ended: when it may be closed.
+    ends: Mutex<Ends>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -169,6 +180,7 @@ impl Session {
             label,
             reach: Mutex::new(Reach::new()),
             stuck: AtomicBool::new(false),
+            ends: Mutex::new(Ends::default()),
         });
         let me = Arc::clone(&s);
         thread::Builder::new().name("sam-session".into()).spawn(move || me.supervise(on_new_key))?;
@@ -191,6 +203,29 @@ impl Session {
 
     pub fn is_closed(&self) -> bool {
         self.state.is_closed()
+    }
+
+    /// A stream on it ended; `router_ended` when the router's end of it
+    /// came before the proxy ended its side (see `linger`).
+    pub fn stream_ended(&self, router_ended: bool) {
+        lock(&self.ends).record(Instant::now(), router_ended);
+    }
+
+    /// When the router may be told to end it (`linger`), a stream the proxy
+    /// ended first holding it for `hold`; None: now. Only a ready session's
+    /// router holds its streams: one down or being built has none (its
+    /// control socket ended, which ended its destination).
+    pub fn close_at(&self, now: Instant, hold: Duration) -> Option<Instant> {
+        match self.state.get() {
+            State::Ready(_) => lock(&self.ends).close_at(now, hold),
+            _ => None,
+        }
+    }
+
+    /// Take no more streams, but keep the session on the router until
+    /// [`Session::close`]: its control socket stays open and answered.
+    pub fn retire(&self) {
+        self.state.close();
     }
 
     /// Where it stands now (without waiting).
@@ -382,7 +417,15 @@ impl Session {
                         return;
                     }
                     lost = true;
-                    warn!("{}: SAM session lost ({why}); rebuilding", self.label());
+                    warn_limited(
+                        Kind::StreamLost,
+                        spec.limit_warnings,
+                        format_args!(
+                            "{}: SAM session lost ({why}) while the proxy had {} streams open; rebuilding",
+                            self.label(),
+                            live(&COUNTERS.streams_opened, &COUNTERS.streams_ended)
+                        ),
+                    );
                 }
                 Err(e) => {
                     if !self.state.set(State::Down) {
@@ -396,11 +439,15 @@ impl Session {
                         }
                         _ => " (is the I2P router running with SAM enabled?)",
                     };
-                    warn!(
-                        "{}: cannot create a SAM session at {}: {e}; retrying in {} s{hint}",
-                        self.label(),
-                        spec.sam,
-                        backoff.as_secs()
+                    warn_limited(
+                        Kind::StreamCreate,
+                        spec.limit_warnings,
+                        format_args!(
+                            "{}: cannot create a SAM session at {}: {e}; retrying in {} s{hint}",
+                            self.label(),
+                            spec.sam,
+                            backoff.as_secs()
+                        ),
                     );
                 }
             }
