@@ -137,6 +137,8 @@ struct Tally {
     slowest_ms: AtomicU64,
     /// The first [`FAILURES_SHOWN`] failures, as said.
     failures: Mutex<Vec<String>>,
+    /// When each failed request ended, since the load began.
+    failure_ends: Mutex<Vec<Duration>>,
 }
 
 /// The request loops, running until [`Load::stop`].
@@ -194,13 +196,15 @@ fn request(proxy: &str, url: &str, user: Option<&str>, tally: &Tally, t0: Instan
         return;
     }
     tally.failed.fetch_add(1, Ordering::SeqCst);
+    let end = t0.elapsed();
+    tally.failure_ends.lock().unwrap().push(end);
     let mut failures = tally.failures.lock().unwrap();
     if failures.len() < FAILURES_SHOWN {
         let why = String::from_utf8_lossy(&out.stderr).trim().to_owned();
         let why = if why.is_empty() { "no page, no error".to_owned() } else { why };
         failures.push(format!(
-            "at {:.0} s, {}, after {took:.1?}: {} {why}",
-            (t.duration_since(t0)).as_secs_f64(),
+            "ended at {:.1} s, {}, after {took:.1?}: {} {why}",
+            end.as_secs_f64(),
             user.unwrap_or("no credentials"),
             out.status
         ));
@@ -214,6 +218,9 @@ struct Outcome {
     ok: u64,
     /// Requests that failed, the refused ones not counted.
     failed: u64,
+    /// Of those, the ones that ended after the router died (or within a [`TICK`] before
+    /// its death was seen).
+    failed_after_death: u64,
     failures: Vec<String>,
     slowest: Duration,
     /// Requests refused for a limit, by the flag the proxy named (`--max-sessions`).
@@ -227,6 +234,8 @@ struct Outcome {
     after: Option<Sample>,
     /// How the router ended, with its log's tail and the kernel's lines; `None`: it runs.
     death: Option<String>,
+    /// When its death was seen, since the load began.
+    death_at: Option<Duration>,
     /// The SAM port answered HELLO at the end.
     hello: bool,
     /// The proxy exited by itself.
@@ -254,7 +263,7 @@ fn soak(build: Build, length: Duration) -> Outcome {
     while t0.elapsed() < length {
         let now = t0.elapsed();
         if let Some(st) = router.exited() {
-            death = Some(died(&router, st, now));
+            death = Some((died(&router, st, now), now));
             break;
         }
         if let Some(st) = proxy.wait_exit(Duration::ZERO) {
@@ -287,6 +296,9 @@ fn soak(build: Build, length: Duration) -> Outcome {
         thread::sleep(TICK);
     }
     let ran = t0.elapsed();
+    if proxy_exit.is_none() {
+        samples.push(Sample::take(pid, ran));
+    }
     let tally = load.stop();
     eprintln!("{label}: load stopped after {ran:?}, its last requests {:?} later", t0.elapsed() - ran);
 
@@ -298,7 +310,7 @@ fn soak(build: Build, length: Duration) -> Outcome {
         let settled = Instant::now();
         while settled.elapsed() < SETTLE {
             if let Some(st) = router.exited() {
-                death = Some(died(&router, st, t0.elapsed()));
+                death = Some((died(&router, st, t0.elapsed()), t0.elapsed()));
                 break;
             }
             thread::sleep(TICK);
@@ -309,7 +321,7 @@ fn soak(build: Build, length: Duration) -> Outcome {
     }
     if death.is_none() {
         if let Some(st) = router.exited() {
-            death = Some(died(&router, st, t0.elapsed()));
+            death = Some((died(&router, st, t0.elapsed()), t0.elapsed()));
         }
     }
     let hello = death.is_none() && Sam::connect(router.sam_addr()).is_ok();
@@ -318,11 +330,16 @@ fn soak(build: Build, length: Duration) -> Outcome {
     let overload = report.as_ref().map_or(0, |r| r.count("refused", "overload"));
     let refused = refusals(&proxy.lines(), overload);
     let failed_all = tally.failed.load(Ordering::SeqCst);
+    let death_at = death.as_ref().map(|(_, at)| *at);
+    let failed_after_death = death_at.map_or(0, |at| {
+        tally.failure_ends.lock().unwrap().iter().filter(|&&end| end + TICK >= at).count() as u64
+    });
     let outcome = Outcome {
         label,
         ran,
         ok: tally.ok.load(Ordering::SeqCst),
         failed: failed_all.saturating_sub(refused.values().sum()),
+        failed_after_death,
         failures: tally.failures.lock().unwrap().clone(),
         slowest: Duration::from_millis(tally.slowest_ms.load(Ordering::SeqCst)),
         refused,
@@ -331,7 +348,8 @@ fn soak(build: Build, length: Duration) -> Outcome {
         idle,
         samples,
         after,
-        death,
+        death: death.map(|(text, _)| text),
+        death_at,
         hello,
         proxy_exit,
     };
@@ -412,9 +430,17 @@ impl Outcome {
         let refused: u64 = self.refused.values().sum();
         let _ = writeln!(
             s,
-            "| requests | {} ok, {} failed, {refused} refused{}; slowest {:.1?} |",
+            "| requests | {} ok, {} failed{}, {refused} refused{}; slowest {:.1?} |",
             self.ok,
             self.failed,
+            match self.death_at {
+                Some(at) => format!(
+                    " ({} of them ended after the router died, seen at {:.1} s)",
+                    self.failed_after_death,
+                    at.as_secs_f64()
+                ),
+                None => String::new(),
+            },
             if self.refused.is_empty() { String::new() } else { format!(" ({:?})", self.refused) },
             self.slowest
         );
@@ -457,7 +483,12 @@ impl Outcome {
             p.push(format!("{l}: the proxy exited during the load: {st}"));
         }
         if self.failed > 0 {
-            p.push(format!("{l}: {} requests failed; first: {:?}", self.failed, self.failures.first()));
+            p.push(format!(
+                "{l}: {} requests failed ({} after the router died); first: {:?}",
+                self.failed,
+                self.failed_after_death,
+                self.failures.first()
+            ));
         }
         if !self.refused.is_empty() {
             p.push(format!("{l}: requests refused for a limit, with default flags: {:?}", self.refused));
