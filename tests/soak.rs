@@ -17,7 +17,8 @@
 //! [`SETTLE`] after the load the proxy's descriptors and threads are back to their level
 //! before it, plus one of each per session the status report says is held after close (0
 //! when the report has no such figure). A summary table is printed for each router; a
-//! router that died is named with its exit, its log's tail and the kernel's segfault lines.
+//! router that died is named with its exit, its log's tail and the kernel's lines about its
+//! threads (segfaults and traps).
 //!
 //! `SOAK_SECONDS` sets the load's length ([`DEFAULT_SECONDS`]), `SOAK_ROUTERS` the routers,
 //! run one after the other (`sid,trixie,2.45`; [`DEFAULT_ROUTERS`]): `make soak` runs all
@@ -30,7 +31,7 @@ mod common;
 use common::http::MARKER;
 use common::i2pd::{curl, Build, Router};
 use common::ports::random_u64;
-use common::process::{open_fds, rss_kib, threads};
+use common::process::{open_fds, rss_kib, tasks, threads};
 use common::proxy::Proxy;
 use common::rng::Rng;
 use common::router::RealRouter;
@@ -76,8 +77,11 @@ const SESSION_WAIT: Duration = Duration::from_secs(90);
 const REPORT_WAIT: Duration = Duration::from_secs(30);
 /// Failures listed in the summary (all are counted).
 const FAILURES_SHOWN: usize = 10;
-/// Kernel log lines shown when the router died.
-const DMESG: &str = "dmesg | grep -i segfault | tail -3";
+/// The kernel's lines about crashed threads: a use after free shows as a segfault, and
+/// also as a trap (a divide error was seen once).
+const DMESG: &str = "dmesg | grep -iE 'segfault|traps:'";
+/// Kernel lines shown when none names one of the router's threads (they are then anyone's).
+const DMESG_TAIL: usize = 3;
 
 #[test]
 fn identity_churn() {
@@ -246,6 +250,8 @@ struct Outcome {
 fn soak(build: Build, length: Duration) -> Outcome {
     let mut router = Router::start_build(build);
     let label = router.label().to_owned();
+    // Its threads, SAM's among them, all start with it: the kernel names a crash by one.
+    let router_threads = router.pid().map_or_else(Vec::new, tasks);
     let sam = router.sam_addr().to_string();
     let mut proxy = Proxy::start(&["-s", &sam, "--hops", "0"]);
     proxy.ready_b32("default identity", SESSION_WAIT).expect("the proxy's default identity");
@@ -263,7 +269,7 @@ fn soak(build: Build, length: Duration) -> Outcome {
     while t0.elapsed() < length {
         let now = t0.elapsed();
         if let Some(st) = router.exited() {
-            death = Some((died(&router, st, now), now));
+            death = Some((died(&router, &router_threads, st, now), now));
             break;
         }
         if let Some(st) = proxy.wait_exit(Duration::ZERO) {
@@ -310,7 +316,7 @@ fn soak(build: Build, length: Duration) -> Outcome {
         let settled = Instant::now();
         while settled.elapsed() < SETTLE {
             if let Some(st) = router.exited() {
-                death = Some((died(&router, st, t0.elapsed()), t0.elapsed()));
+                death = Some((died(&router, &router_threads, st, t0.elapsed()), t0.elapsed()));
                 break;
             }
             thread::sleep(TICK);
@@ -321,7 +327,7 @@ fn soak(build: Build, length: Duration) -> Outcome {
     }
     if death.is_none() {
         if let Some(st) = router.exited() {
-            death = Some((died(&router, st, t0.elapsed()), t0.elapsed()));
+            death = Some((died(&router, &router_threads, st, t0.elapsed()), t0.elapsed()));
         }
     }
     let hello = death.is_none() && Sam::connect(router.sam_addr()).is_ok();
@@ -360,17 +366,32 @@ fn soak(build: Build, length: Duration) -> Outcome {
 }
 
 /// What is known of a router that exited `at` into the load: its exit, log and the kernel's
-/// segfault lines (printed at once too, before anything else can get in the way).
-fn died(router: &Router, st: ExitStatus, at: Duration) -> String {
+/// lines about its `threads` (printed at once too, before anything else can get in the way).
+fn died(router: &Router, threads: &[u32], st: ExitStatus, at: Duration) -> String {
     let how = match st.signal() {
         Some(11) => "killed by signal 11 (SIGSEGV)".to_owned(),
         Some(6) => "killed by signal 6 (SIGABRT)".to_owned(),
+        Some(8) => "killed by signal 8 (SIGFPE)".to_owned(),
         Some(n) => format!("killed by signal {n}"),
         None => format!("exited with {st}"),
     };
     let dmesg = Command::new("sh").args(["-c", DMESG]).output();
     let kernel = match dmesg {
-        Ok(o) if !o.stdout.is_empty() => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Ok(o) if !o.stdout.is_empty() => {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            let all: Vec<&str> = text.lines().collect();
+            let ours: Vec<&str> = all
+                .iter()
+                .copied()
+                .filter(|l| threads.iter().any(|t| l.contains(&format!("[{t}]"))))
+                .collect();
+            if ours.is_empty() {
+                let tail = &all[all.len().saturating_sub(DMESG_TAIL)..];
+                format!("(none names one of its threads; the last, anyone's:)\n{}\n", tail.join("\n"))
+            } else {
+                format!("{}\n", ours.join("\n"))
+            }
+        }
         Ok(o) => format!("(nothing; {})\n", String::from_utf8_lossy(&o.stderr).trim()),
         Err(e) => format!("(not readable: {e})\n"),
     };
