@@ -5,6 +5,9 @@
 #   make demo               a throwaway offline I2P router, a demo site, i2psocks, curl
 #   make test               test dependencies (tests/deps.sh), then every test
 #                           (tests/run.sh: a line per test binary)
+#   make soak               test dependencies, then tests/soak.rs: identity churn through
+#                           the proxy on i2pd 2.45, 2.56 and the newest, one after the
+#                           other, SOAK_SECONDS (600) each
 #   make check              rustfmt, clippy and the man page lint
 #   make install            binary, man page, systemd unit and OpenRC script
 #   make reproducible       two release builds in two directories, compared
@@ -35,7 +38,7 @@ MAN = man/i2psocks.8
 UNIT = dist/systemd/i2psocks.service
 OPENRC = dist/openrc/i2psocks
 
-.PHONY: all bench demo test check install uninstall clean fuzz reproducible
+.PHONY: all bench demo test soak check install uninstall clean fuzz reproducible
 
 # A reproducible release build: the paths that would otherwise end up in the
 # binary (panic locations of our code and of the crates) are rewritten to fixed
@@ -62,6 +65,16 @@ demo:
 test:
 	CARGO="$(CARGO)" bash tests/deps.sh
 	ulimit -n 8192 2>/dev/null || ulimit -n "$$(ulimit -Hn)"; CARGO="$(CARGO)" bash tests/run.sh
+
+# The soak of make test (tests/soak.rs: 120 s on the newest i2pd) made longer and run on
+# every i2pd the tests have; --nocapture shows its progress and the summary tables.
+SOAK_SECONDS ?= 600
+SOAK_ROUTERS ?= 2.45,trixie,sid
+
+soak:
+	CARGO="$(CARGO)" bash tests/deps.sh
+	SOAK_SECONDS="$(SOAK_SECONDS)" SOAK_ROUTERS="$(SOAK_ROUTERS)" \
+		$(CARGO) test --locked --test soak -- --nocapture
 
 check:
 	$(CARGO) fmt --check

@@ -30,7 +30,8 @@ logs=$target/test-logs
 # The binaries that start real routers, by lane (tests/<name>.rs).
 ROUTER_LANES=(
 	"e2e_i2pd e2e_udp"          # i2pd 2.45: shared cases, smoke matrix, half-close; UDP
-	"e2e_i2pd_newer"            # i2pd 2.56 and the newest, in parallel inside
+	"e2e_i2pd_newer soak"       # i2pd 2.56 and the newest, in parallel inside; identity
+	                            # churn on the newest (tests/soak.rs, SOAK_SECONDS)
 	"stream_end e2e_emissary"   # three routers' stream ends, then emissary
 )
 

@@ -30,7 +30,7 @@ use super::TempDir;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -299,6 +299,16 @@ impl Router {
     /// The i2pd process id (for its CPU time), while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.process.child.as_ref().map(Child::id)
+    }
+
+    /// How i2pd ended, once it has (a crash shows as a signal); `None` while it runs.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.process.child.as_mut()?.try_wait().ok().flatten()
+    }
+
+    /// The last lines of i2pd's log and of its stdout/stderr, runs of one message folded.
+    pub fn log_tail(&self) -> String {
+        self.process.log_tail()
     }
 
     /// i2pd's own SOCKS proxy: the baseline peer.

@@ -57,6 +57,14 @@ pub fn proc_status(pid: u32, field: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The thread ids of `pid` now (/proc/PID/task): the `[TID]` the kernel names a crashed
+/// thread by.
+pub fn tasks(pid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
 /// Resident memory now, in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     proc_status(pid, "VmRSS").unwrap_or_else(|| panic!("no VmRSS for pid {pid}"))

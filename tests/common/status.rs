@@ -26,10 +26,16 @@ impl Report {
     /// The number just before `label` in the `topic` line (`"3 not I2P"` → 3).
     pub fn count(&self, topic: &str, label: &str) -> u64 {
         let line = self.line(topic);
-        let at = line.find(label).unwrap_or_else(|| panic!("no {label:?} in {line:?}"));
-        let before = line[..at].trim_end();
+        self.find_count(topic, label).unwrap_or_else(|| panic!("no number before {label:?} in {line:?}"))
+    }
+
+    /// Like [`Report::count`], but `None` when the line has no `label`: for a figure that
+    /// not every version of the report shows.
+    pub fn find_count(&self, topic: &str, label: &str) -> Option<u64> {
+        let line = self.line(topic);
+        let before = line[..line.find(label)?].trim_end();
         let digits = &before[before.rfind(|c: char| !c.is_ascii_digit()).map_or(0, |i| i + 1)..];
-        digits.parse().unwrap_or_else(|_| panic!("no number before {label:?} in {line:?}"))
+        digits.parse().ok()
     }
 }
 
