@@ -15,8 +15,8 @@
 //! Asserted per router: it is still running and its SAM port answers HELLO; no request
 //! failed, and none was refused for a limit (counted apart, by the flag the proxy names);
 //! [`SETTLE`] after the load the proxy's descriptors and threads are back to their level
-//! before it, plus one of each per session the status report says is held after close (0
-//! when the report has no such figure). A summary table is printed for each router; a
+//! before it, plus what each session the status report says is held after close keeps
+//! ([`HELD_FDS`], [`HELD_THREADS`]; 0 when the report has no such figure). A summary table is printed for each router; a
 //! router that died is named with its exit, its log's tail and the kernel's lines about its
 //! threads (segfaults and traps).
 //!
@@ -63,6 +63,11 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(15);
 /// From the end of the load to the check that the proxy gave back what it took: longer than
 /// the pool's idle workers stay (30 s) and a spare session's build (12-20 s).
 const SETTLE: Duration = Duration::from_secs(60);
+/// What a session held after close keeps in the proxy (src/sam/stream.rs, control.rs): its
+/// control socket, the clone that lets it be closed and its reader's clone; the supervisor
+/// thread and the reader thread.
+const HELD_FDS: u64 = 3;
+const HELD_THREADS: u64 = 2;
 /// How often the router and the proxy are looked at; a router's death is seen within it.
 const TICK: Duration = Duration::from_millis(500);
 /// One request's `--max-time`, seconds: above the proxy's `--connect-timeout` (120 s), so
@@ -515,18 +520,20 @@ impl Outcome {
             p.push(format!("{l}: requests refused for a limit, with default flags: {:?}", self.refused));
         }
         if let Some(a) = &self.after {
-            let allowance = self.held;
-            if a.fds as u64 > self.idle.fds as u64 + allowance {
+            let held = self.held;
+            if a.fds as u64 > self.idle.fds as u64 + held * HELD_FDS {
                 p.push(format!(
-                    "{l}: {} descriptors {}s after the load, {} before it (+{allowance} held after close)",
+                    "{l}: {} descriptors {}s after the load, {} before it (+{HELD_FDS} for each of {held} \
+                     held after close)",
                     a.fds,
                     SETTLE.as_secs(),
                     self.idle.fds
                 ));
             }
-            if a.threads > self.idle.threads + allowance {
+            if a.threads > self.idle.threads + held * HELD_THREADS {
                 p.push(format!(
-                    "{l}: {} threads {}s after the load, {} before it (+{allowance} held after close)",
+                    "{l}: {} threads {}s after the load, {} before it (+{HELD_THREADS} for each of {held} \
+                     held after close)",
                     a.threads,
                     SETTLE.as_secs(),
                     self.idle.threads
