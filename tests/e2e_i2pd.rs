@@ -33,7 +33,7 @@ mod spares;
 use cases::{curl_ok, IdentityProxies, Scale};
 use common::http::{expected_sha256, sha256_hex, MARKER};
 use common::i2p::{b64_decode, b64_encode, public_len};
-use common::i2pd::{socks5_stream, Router};
+use common::i2pd::{socks5_stream, Build, Router};
 use common::proxy::Proxy;
 use common::rng::random_bytes;
 use common::router::RealRouter;
@@ -52,7 +52,7 @@ const SCALE: Scale = Scale { credentials: 2, clients: 0 };
 #[test]
 fn real_router() {
     let t0 = Instant::now();
-    let mut router = Router::start();
+    let mut router = Router::start_shared(Build::System, "error");
     eprintln!("router up in {:?}", t0.elapsed());
 
     baseline_site(&router);

@@ -43,7 +43,7 @@ const HELLO_WAIT: Duration = Duration::from_secs(10);
 #[test]
 fn i2pd_2_56() {
     let t0 = Instant::now();
-    let mut router = Router::start_build(Build::Trixie);
+    let mut router = Router::start_shared(Build::Trixie, "error");
     eprintln!("{} up in {:?}", router.label(), t0.elapsed());
     // Its version matching takes the lowest version both sides know.
     assert_eq!(hello(&router, "3.0", "3.3"), "3.0");
@@ -64,7 +64,7 @@ fn i2pd_newest() {
         release >= NEWEST_AT_LEAST,
         "Debian unstable's i2pd is {release:?}, older than {NEWEST_AT_LEAST:?}"
     );
-    let mut router = Router::start_logging(Build::Sid, "info");
+    let mut router = Router::start_shared(Build::Sid, "info");
     eprintln!("{} up in {:?}", router.label(), t0.elapsed());
     assert_eq!(hello(&router, "3.0", "3.3"), "3.3");
     assert_eq!(hello(&router, "3.1", "3.3"), "3.3");

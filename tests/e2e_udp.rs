@@ -16,13 +16,13 @@ mod cases;
 mod common;
 
 use cases::EchoPeer;
-use common::i2pd::Router;
+use common::i2pd::{Build, Router};
 use std::time::Instant;
 
 #[test]
 fn real_router_udp() {
     let t0 = Instant::now();
-    let mut router = Router::start();
+    let mut router = Router::start_shared(Build::System, "error");
     eprintln!("router up in {:?}", t0.elapsed());
 
     // The proxy's default session and the echo's session are built at the same time.

@@ -245,6 +245,16 @@ impl Router {
     /// Starts `build` logging at `loglevel` (`info` shows which encryption keys each local
     /// destination gets) and waits until the fixture site answers.
     pub fn start_logging(build: Build, loglevel: &str) -> Router {
+        Router::start_with(build, loglevel, SamThreads::Single)
+    }
+
+    /// [`Router::start_logging`] for a router that many proxies start and stop on, one
+    /// after the other: its SAM sessions get a thread each ([`SamThreads::PerSession`]).
+    pub fn start_shared(build: Build, loglevel: &str) -> Router {
+        Router::start_with(build, loglevel, SamThreads::PerSession)
+    }
+
+    fn start_with(build: Build, loglevel: &str, sam_threads: SamThreads) -> Router {
         // Leaked once per router: RealRouter::label is a plain &str for messages.
         let label: &'static str = Box::leak(format!("i2pd {}", build.version()).into_boxed_str());
         let site_key = fixture_key("site.dat", SITE_B32);
@@ -256,7 +266,8 @@ impl Router {
             attempt += 1;
             let ports = pick_ports();
             let datadir = make_datadir();
-            write_config(&datadir.0, &ports, loglevel, &http, &echo, &site_key, &echo_key);
+            let conf = Conf { loglevel, sam_threads };
+            write_config(&datadir.0, &ports, conf, &http, &echo, &site_key, &echo_key);
             let t0 = Instant::now();
             let mut process = spawn(datadir, build);
             match wait_sam(&mut process, ports.sam) {
@@ -515,10 +526,32 @@ fn make_datadir() -> TempDir {
 /// The offline router's configuration, shared with `make demo`.
 const I2PD_CONF: &str = include_str!("../fixtures/i2pd-offline.conf");
 
+/// How i2pd's SAM bridge runs its sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SamThreads {
+    /// All in the bridge's thread: i2pd's default, what users run.
+    Single,
+    /// A thread each (`[sam] singlethread = false`). A proxy that stops must close its
+    /// sessions, whether or not one of them carried a stream whose end the router lost; in
+    /// the default mode that crashes the router's SAM thread (doc/i2pd-sam-churn-crash.md),
+    /// which a user meets once per proxy restart at most, but a test run that starts and
+    /// stops dozens of proxies on one router met on i2pd 2.45 in one of its first two runs
+    /// with the proxy's own closes made safe. With a thread per session the lost stream's
+    /// timer stops with its session.
+    PerSession,
+}
+
+/// What the configuration says beyond the ports.
+#[derive(Debug, Clone, Copy)]
+struct Conf<'a> {
+    loglevel: &'a str,
+    sam_threads: SamThreads,
+}
+
 fn write_config(
     dir: &Path,
     ports: &Ports,
-    loglevel: &str,
+    conf: Conf<'_>,
     http: &HttpServer,
     echo: &EchoServer,
     site_key: &[u8],
@@ -526,17 +559,22 @@ fn write_config(
 ) {
     let d = dir.display();
     let Ports { ntcp2, sam, socks } = ports;
-    let conf = I2PD_CONF
+    let mut text = I2PD_CONF
         .replace("@DATADIR@", &d.to_string())
-        .replace("loglevel = error", &format!("loglevel = {loglevel}"))
+        .replace("loglevel = error", &format!("loglevel = {}", conf.loglevel))
         .replace("@NTCP2_PORT@", &ntcp2.to_string())
         .replace("@SAM_PORT@", &sam.to_string())
         .replace("@SOCKS_PORT@", &socks.to_string());
+    if conf.sam_threads == SamThreads::PerSession {
+        let sam = format!("port = {sam}\n");
+        assert!(text.contains(&sam), "no SAM port line in tests/fixtures/i2pd-offline.conf");
+        text = text.replace(&sam, &format!("{sam}singlethread = false\n"));
+    }
     let tunnels = tunnel_section("site", "http", http.addr().port())
         + &tunnel_section("echo", "server", echo.addr().port());
     let hosts = format!("{SITE_NAME}={}\n{ECHO_NAME}={}\n", public_b64(site_key), public_b64(echo_key));
     for (name, data) in [
-        ("i2pd.conf", conf.as_bytes()),
+        ("i2pd.conf", text.as_bytes()),
         ("tunnels.conf", tunnels.as_bytes()),
         ("hosts.txt", hosts.as_bytes()),
         ("site.dat", site_key),
