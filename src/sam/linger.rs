@@ -1,7 +1,7 @@
 //! When a stream session may be closed on the router, and the sessions that
 //! are kept open until then after their identity has gone.
 //!
-//! i2pd's SAM bridge (seen on 2.45 and 2.59) sometimes loses a stream whose
+//! i2pd's SAM bridge (seen on 2.45, 2.56 and 2.59) sometimes loses a stream whose
 //! far end closed at the wrong moment: the stream is gone from its
 //! destination, yet a receive timer stays armed for it, and the router never
 //! ends the SAM socket. The timer fires every 20 s for up to SAM's idle limit

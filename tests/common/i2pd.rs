@@ -536,8 +536,9 @@ pub enum SamThreads {
     /// the default mode that crashes the router's SAM thread (doc/i2pd-sam-churn-crash.md),
     /// which a user meets once per proxy restart at most, but a test run that starts and
     /// stops dozens of proxies on one router met on i2pd 2.45 in one of its first two runs
-    /// with the proxy's own closes made safe. With a thread per session the lost stream's
-    /// timer stops with its session.
+    /// with the proxy's own closes made safe. This mode crashes too, but far more rarely:
+    /// under bare SAM churn on i2pd 2.59, once in 3,336 streams of 64 KiB and never in 21,450
+    /// of 4 KiB, against once in about 450 in the default mode.
     PerSession,
 }
 
