@@ -134,7 +134,7 @@ class Stats:
         self.connect_failures = 0
         self.lost_ends = 0          # every byte, then no EOF
         self.lost_tails = 0         # part of the response, then neither data nor EOF
-        self.lost_sessions = []     # (time the session with a lost end closed, its id)
+        self.lost_sessions = []     # per lost end: (its session's close, its last byte)
 
     def add(self, **kw):
         with self.lock:
@@ -211,13 +211,14 @@ def one_stream(args, sid, target, host, stats, lost):
         sock.sendall(b"GET / HTTP/1.0\r\nHost: %s\r\n\r\n" % host.encode())
         sock.settimeout(args.stall)
         data = b""
+        last_data = time.monotonic()
         while True:
             try:
                 chunk = sock.recv(65536)
             except socket.timeout:
                 if response_complete(data):
                     stats.add(lost_ends=1)
-                    lost.append(time.monotonic())
+                    lost.append(last_data)
                 else:
                     stats.add(lost_tails=1)
                 return
@@ -225,6 +226,7 @@ def one_stream(args, sid, target, host, stats, lost):
                 stats.add(streams_ended=1)
                 return
             data += chunk
+            last_data = time.monotonic()
     except (OSError, SamError):
         stats.add(connect_failures=1)
     finally:
@@ -241,6 +243,7 @@ def worker(args, target, host, stats, stop, t0):
             stats.add(session_failures=1)
             time.sleep(1)
             continue
+        created = False
         try:
             started = time.monotonic()
             command(control, "SESSION CREATE STYLE=STREAM ID=%s DESTINATION=TRANSIENT SIGNATURE_TYPE=7 %s %s"
@@ -248,6 +251,7 @@ def worker(args, target, host, stats, stop, t0):
             with stats.lock:
                 stats.sessions_created += 1
                 stats.create_times.append(time.monotonic() - started)
+            created = True
             for first in range(0, args.streams, args.parallel):
                 if stop.is_set():
                     break
@@ -264,11 +268,12 @@ def worker(args, target, host, stats, stop, t0):
         finally:
             # Closing the control socket is what makes i2pd destroy the session.
             close_quietly(control)
-        stats.add(sessions_closed=1)
+        if created:
+            stats.add(sessions_closed=1)
         if lost:
             now = time.monotonic()
             with stats.lock:
-                stats.lost_sessions.append((now, sid))
+                stats.lost_sessions.extend((now, t) for t in lost)
             print("[%7.1f s] session %s closed with %d stream(s) that got every byte but no end"
                   % (now - t0, sid, len(lost)), flush=True)
 
@@ -391,9 +396,14 @@ def main():
           "%d lost tails, %d failed to open or broke"
           % (stats.streams, stats.streams_ended, stats.lost_ends, stats.lost_tails, stats.connect_failures))
     if death:
-        since = ["%.1f s" % (death[0] - closed) for closed, _ in stats.lost_sessions if closed < death[0]]
-        print("ROUTER DIED           %.1f s after the start; that is %s after the close of each session "
-              "that had a lost end" % (death[0] - t0, ", ".join(since) or "(none)"))
+        print("ROUTER DIED           %.1f s after the start" % (death[0] - t0))
+        # i2pd re-arms a lost stream's receive timer every 20 s from its last byte: the crash
+        # comes at such a tick once the stream's session is gone.
+        gone = sorted(stats.lost_sessions, key=lambda e: e[1])
+        gone = [(closed, last) for closed, last in gone if closed < death[0]]
+        for closed, last in gone[:12]:
+            print("  lost end: last byte %6.1f s, session closed %6.1f s, death - last byte %5.1f s"
+                  % (last - t0, closed - t0, death[0] - last))
         return 1
     print("router                alive")
     return 0
