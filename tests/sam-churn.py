@@ -20,6 +20,7 @@ Exit status: 0 the router stayed up, 1 it died, 2 the setup failed (no bridge, n
 
   python3 tests/sam-churn.py --sam 127.0.0.1:7656 --workers 8 --duration 900
   python3 tests/sam-churn.py --streams 0 --workers 8 --duration 120   # session rate only
+  python3 tests/sam-churn.py --hold-lost --duration 300   # no crash until the held sessions close
 """
 
 import argparse
@@ -135,6 +136,7 @@ class Stats:
         self.lost_ends = 0          # every byte, then no EOF
         self.lost_tails = 0         # part of the response, then neither data nor EOF
         self.lost_sessions = []     # per lost end: (its session's close, its last byte)
+        self.held = []              # (control socket, lost ends) kept open by --hold-lost
 
     def add(self, **kw):
         with self.lock:
@@ -266,8 +268,17 @@ def worker(args, target, host, stats, stop, t0):
             if args.verbose:
                 print("session %s: %s" % (sid, e), flush=True)
         finally:
-            # Closing the control socket is what makes i2pd destroy the session.
-            close_quietly(control)
+            if lost and args.hold_lost:
+                # A lost stream's timer is harmless while its session's destination exists.
+                with stats.lock:
+                    stats.held.append((control, lost))
+            else:
+                # Closing the control socket is what makes i2pd destroy the session.
+                close_quietly(control)
+        if lost and args.hold_lost:
+            print("[%7.1f s] session %s held open: %d stream(s) got every byte but no end"
+                  % (time.monotonic() - t0, sid, len(lost)), flush=True)
+            continue
         if created:
             stats.add(sessions_closed=1)
         if lost:
@@ -333,6 +344,8 @@ def main():
     p.add_argument("--linger", type=float, default=60.0,
                    help="seconds to keep watching the router after the churn (default 60)")
     p.add_argument("--progress", type=float, default=30.0, help="seconds between progress lines (0: none)")
+    p.add_argument("--hold-lost", action="store_true",
+                   help="keep sessions with a lost end open until the churn is over, then close them")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args()
     if args.parallel < 1:
@@ -374,6 +387,13 @@ def main():
     for w in workers:
         w.join()
     churn_end = time.monotonic()
+    if stats.held and not stop.is_set():
+        print("[%7.1f s] churn over; closing the %d held session(s)" % (churn_end - t0, len(stats.held)),
+              flush=True)
+        for control, lost in stats.held:
+            close_quietly(control)
+            stats.lost_sessions.extend((time.monotonic(), t) for t in lost)
+            stats.add(sessions_closed=1)
     print("[%7.1f s] churn over; watching the router for %.0f s more" % (churn_end - t0, args.linger),
           flush=True)
     while not stop.is_set() and time.monotonic() - churn_end < args.linger:
@@ -392,6 +412,8 @@ def main():
         print("SESSION CREATE time   median %.1f s, min %.1f s, max %.1f s"
               % (statistics.median(ct), ct[0], ct[-1]))
     print("session rate          %.3f created+closed per second" % (stats.sessions_closed / churn))
+    if args.hold_lost:
+        print("held sessions         %d (closed after the churn)" % len(stats.held))
     print("streams               %d opened, %d ended with EOF, %d lost ends (all bytes, no EOF), "
           "%d lost tails, %d failed to open or broke"
           % (stats.streams, stats.streams_ended, stats.lost_ends, stats.lost_tails, stats.connect_failures))
