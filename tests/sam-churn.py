@@ -333,11 +333,11 @@ def hostport(text):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sam", type=hostport, default=("127.0.0.1", 7656), help="SAM bridge host:port")
-    p.add_argument("--target", help="destination that answers HTTP and closes (base64, b32 or name); "
-                   "default: a site this script publishes itself")
+    p.add_argument("--target", help="destination that answers HTTP with a Content-Length and closes "
+                   "(base64, b32 or name); default: a site this script publishes itself")
     p.add_argument("--workers", type=int, default=8, help="threads churning sessions (default 8)")
-    p.add_argument("--streams", type=int, default=20, help="streams per session (default 20; 0: sessions only)")
-    p.add_argument("--parallel", type=int, default=4, help="streams open at once per session (default 4)")
+    p.add_argument("--streams", type=int, default=30, help="streams per session (default 30; 0: sessions only)")
+    p.add_argument("--parallel", type=int, default=6, help="streams open at once per session (default 6)")
     p.add_argument("--body", type=int, default=4096, help="response body size of the own site (default 4096)")
     p.add_argument("--stall", type=float, default=5.0, help="seconds without data before a stream counts as lost")
     p.add_argument("--duration", type=float, default=600.0, help="seconds of churn (default 600)")
