@@ -80,7 +80,7 @@ enum How {
 }
 
 /// Command lines by prefix, the first match wins.
-const RULES: [(&str, How); 21] = [
+const RULES: [(&str, How); 22] = [
     (
         "make demo",
         How::ByHand("starts a router of its own and runs until Ctrl-C: run by hand from a fresh clone"),
@@ -131,12 +131,16 @@ const RULES: [(&str, How); 21] = [
         How::ByHand("the measured router's command line: tests/common/i2pd.rs starts i2pd so"),
     ),
     ("cargo test --locked --test stream_end", How::ByHand("three i2pd releases for minutes: run by hand")),
+    (
+        "python3 tests/sam-churn.py",
+        How::ByHand("crashes the i2pd it is pointed at, by design: run by hand on a router of your own"),
+    ),
 ];
 
 /// Blocks that are not commands, by their first line: program output shown as an
 /// example, tables, a header layout, file contents and indexes (their paths are checked
 /// as paths).
-const NOT_COMMANDS: [(&str, &str); 12] = [
+const NOT_COMMANDS: [(&str, &str); 13] = [
     ("demo: building i2psocks", "make demo's output"),
     ("man/i2psocks.8 ", "README's index of documents"),
     ("src/main.rs ", "ARCHITECTURE.md's source layout"),
@@ -149,6 +153,7 @@ const NOT_COMMANDS: [(&str, &str); 12] = [
     ("[site]", "a router's tunnels file"),
     ("HELLO VERSION", "a SAM exchange"),
     ("Garlic: ", "a router's log lines"),
+    ("SAM[", "the kernel's log lines about a crashed router"),
 ];
 
 fn read(p: &Path) -> String {
