@@ -455,9 +455,11 @@ fn flood_of_connections_that_close_first() {
     assert_eq!(refused, 0, "clients refused during the flood");
     assert_eq!(r.count("refused", "overload"), 0);
     assert!(r.count("half-closes", "passed on early") > 0);
-    // A worker per place; a client socket, a SAM stream socket and a poller each.
+    // A worker per place; a client socket, a SAM stream socket and a poller each, and the
+    // client the accept loop has taken and holds while a place is made for it (src/main.rs,
+    // `submit_or_make_room`: seen once as 3 * 64 + 1 above idle).
     assert!(most_threads <= idle_threads + MAX as u64, "{most_threads} threads");
-    assert!(most_fds <= idle_fds + 3 * MAX, "{most_fds} descriptors");
+    assert!(most_fds <= idle_fds + 3 * MAX + 1, "{most_fds} descriptors");
     assert!(echoed >= STEADY, "the steady streams did not echo");
 }
 
