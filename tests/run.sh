@@ -7,14 +7,17 @@
 # and the whole takes about as long as the router binaries alone. A binary not named in
 # ROUTER_LANES below is in the rest: a new test file is never left out.
 #
-#   bash tests/run.sh                  the router lanes in turn, beside the rest (default)
+#   bash tests/run.sh                  the router lanes in turn, beside the soak and the
+#                                      rest (default)
 #   TEST_PARALLEL=0 bash tests/run.sh  everything one after the other
 #   TEST_PARALLEL=2 bash tests/run.sh  the router lanes side by side too
 #   CARGO=... bash tests/run.sh        another cargo
 #
 # Router lanes side by side are not the default: on two cores, i2pd 2.45's SAM thread
 # segfaulted in the first such run (a freed destination used by a stream timer, the fault
-# session churn triggers on i2pd 2.59 too; doc/i2pd-sam-churn-crash.md).
+# session churn triggers on i2pd 2.59 too; doc/i2pd-sam-churn-crash.md). The soak has a
+# router of its own and mostly waits (a few requests a second), so it runs beside the lanes
+# rather than adding its minutes to theirs.
 #
 # Each binary's output goes to $TARGET/test-logs/<name>.log; a line per binary says how
 # it ended and how long it took, and the log of every failed one is printed at the end.
@@ -30,10 +33,11 @@ logs=$target/test-logs
 # The binaries that start real routers, by lane (tests/<name>.rs).
 ROUTER_LANES=(
 	"e2e_i2pd e2e_udp"          # i2pd 2.45: shared cases, smoke matrix, half-close; UDP
-	"e2e_i2pd_newer soak"       # i2pd 2.56 and the newest, in parallel inside; identity
-	                            # churn on the newest (tests/soak.rs, SOAK_SECONDS)
+	"e2e_i2pd_newer"            # i2pd 2.56 and the newest, in parallel inside
 	"stream_end e2e_emissary"   # three routers' stream ends, then emissary
 )
+# Identity churn on the newest i2pd for SOAK_SECONDS (tests/soak.rs), beside the lanes.
+BESIDE=(soak)
 
 # The test binaries cargo builds: "name kind path" per line (kind tells the library's
 # unit tests from the binary's, both named after the crate).
@@ -91,7 +95,7 @@ routers() {
 # rest: every binary no router lane names, then the doc tests (not binaries of their own;
 # rustdoc builds and runs them).
 rest() {
-	local laned=" ${ROUTER_LANES[*]} " name kind exe
+	local laned=" ${ROUTER_LANES[*]} ${BESIDE[*]} " name kind exe
 	while read -r name kind exe; do
 		case "$laned" in *" $name "*) continue ;; esac
 		run "$name" "$kind" "$exe"
@@ -107,9 +111,11 @@ rest() {
 
 if [ "$parallel" = 0 ]; then
 	routers
+	lane "${BESIDE[@]}"
 	rest
 else
 	routers &
+	lane "${BESIDE[@]}" &
 	rest
 fi
 wait
