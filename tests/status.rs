@@ -80,6 +80,16 @@ fn leak_warnings_once_per_interval_without_targets() {
 /// again in the one written at shutdown.
 #[test]
 fn status_block_counts_a_scripted_mix() {
+    // A refused or timed-out client's place is free only once its graceful close is over
+    // (up to 200 ms after the client saw it, longer on a busy machine).
+    fn places_free(p: &Proxy) {
+        let t = Instant::now();
+        while status::ask(p, WAIT).count("clients", "now") > 0 {
+            assert!(t.elapsed() < WAIT, "the earlier clients still hold places");
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     let dir = TempDir::new("status-mix");
     let users = dir.0.join("users");
     fs::write(&users, "app:pw\n").unwrap();
@@ -106,16 +116,20 @@ fn status_block_counts_a_scripted_mix() {
         let data = vec![7u8; n];
         assert_eq!(echo_roundtrip(&mut s, &data, IO_TIMEOUT), data);
     }
-    // Refused: 3 names outside I2P, 2 IP addresses, 1 wrong password, 2 malformed.
+    // Refused: 3 names outside I2P, 2 IP addresses, 1 wrong password, 2 malformed. Each
+    // finds every place free (--max-clients 3), or it would count as overload.
     for host in ["example.com", "example.org", "example.net"] {
+        places_free(&p);
         assert_eq!(socks5_connect(addr, host, 80, creds).1, s5_reply(0x02));
     }
     for _ in 0..2 {
+        places_free(&p);
         let mut s = connect(addr);
         socks5_greet(&mut s, creds);
         send(&mut s, &socks5_request_raw(1, 1, &[1, 2, 3, 4], 80));
         assert_eq!(read_exact_by(&mut s, 10, IO_TIMEOUT), s5_reply(0x02));
     }
+    places_free(&p);
     let mut s = connect(addr);
     send(&mut s, &[5, 1, 2]);
     assert_eq!(read_exact_by(&mut s, 2, IO_TIMEOUT), [5, 2]);
@@ -123,6 +137,7 @@ fn status_block_counts_a_scripted_mix() {
     assert_eq!(read_exact_by(&mut s, 2, IO_TIMEOUT), [1, 1]);
     assert!(closed_within(&mut s, IO_TIMEOUT, 0));
     for garbage in [&b"\x07\x00"[..], b"GET / HTTP/1.0\r\n\r\n"] {
+        places_free(&p);
         let mut s = connect(addr);
         send(&mut s, garbage);
         let _ = read_to_eof(&mut s, IO_TIMEOUT);
@@ -132,14 +147,8 @@ fn status_block_counts_a_scripted_mix() {
     let mut slow = connect(addr);
     send(&mut slow, &[5]);
     assert!(closed_within(&mut slow, Duration::from_secs(5), 0));
-    // A refused or timed-out client's place is free only once its graceful close is over
-    // (up to 200 ms after the client saw it, longer on a busy machine): the three must find
-    // every place free, or one of them counts as overload.
-    let t = Instant::now();
-    while status::ask(&p, WAIT).count("clients", "now") > 0 {
-        assert!(t.elapsed() < WAIT, "the earlier clients still hold places");
-        thread::sleep(Duration::from_millis(50));
-    }
+    // The three must find every place free, or one of them counts as overload.
+    places_free(&p);
     let held: Vec<_> = (0..3).map(|_| connect(addr)).collect();
     thread::sleep(Duration::from_millis(300));
     let mut over = connect(addr);
