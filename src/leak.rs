@@ -9,11 +9,11 @@
 //! Tor's SafeSocks warning does.
 
 use crate::error::Denied;
-use crate::log_limit::{held_back_suffix, RateLimit};
+use crate::log_limit::{due_shared, held_back_suffix, RateLimit};
 use crate::socks::{Addr, Request, Version};
 use log::warn;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One line per kind per this long (Tor's SafeSocks warns as often).
 pub const LEAK_LOG_INTERVAL: Duration = Duration::from_secs(5);
@@ -59,8 +59,7 @@ pub fn warn_leak(leak: Leak, socks: &str, port: u16, client: &str) {
         Leak::IpAddress => &LIMITS[0],
         Leak::NotI2p => &LIMITS[1],
     };
-    let due = limit.lock().unwrap_or_else(|p| p.into_inner()).due(Instant::now());
-    if let Some(held_back) = due {
+    if let Some(held_back) = due_shared(limit) {
         warn!("{}", message(leak, socks, port, client, held_back));
     }
 }

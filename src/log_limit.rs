@@ -2,6 +2,7 @@
 //! long as its clients (EMFILE, a misconfigured program retrying) cannot
 //! flood the log; the next line says how many were held back.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// One kind of line and when it was last let through.
@@ -27,6 +28,12 @@ impl RateLimit {
         self.last = Some(now);
         Some(std::mem::take(&mut self.held_back))
     }
+}
+
+/// [`RateLimit::due`] now, on a limit that every thread of the process
+/// shares (a poisoned lock still counts: a line is not worth a panic).
+pub fn due_shared(limit: &Mutex<RateLimit>) -> Option<u64> {
+    limit.lock().unwrap_or_else(|p| p.into_inner()).due(Instant::now())
 }
 
 /// The tail a let-through line carries: empty, or how many were held back.

@@ -8,11 +8,11 @@
 //! limited: there are few of them, their backoff spaces their lines, and
 //! each line says when the next attempt comes.
 
-use crate::log_limit::{held_back_suffix, RateLimit};
+use crate::log_limit::{due_shared, held_back_suffix, RateLimit};
 use log::{debug, warn};
 use std::fmt;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One line per kind per this long: an outage is still told at once, and
 /// its end shows within a backoff period or two (the longest is 60 s).
@@ -52,8 +52,7 @@ pub fn warn_limited(kind: Kind, limited: bool, line: fmt::Arguments<'_>) {
         Kind::DatagramCreate => &LIMITS[2],
         Kind::DatagramLost => &LIMITS[3],
     };
-    let due = slot.lock().unwrap_or_else(|p| p.into_inner()).due(Instant::now());
-    match due {
+    match due_shared(slot) {
         Some(held) => warn!("{line}{}", held_back_suffix(held)),
         None => debug!("{line}"),
     }
