@@ -76,7 +76,7 @@ fn real_router() {
     let t = Instant::now();
     listeners::run(&router, &several, pending);
     eprintln!("several listeners checked in {:?} after the identity cases", t.elapsed());
-    drop(several);
+    router.retire(several.proxy);
     // Its five sessions build while the matrix runs.
     let persistent = cases::PersistentProxy::start(&router);
     compat::run(&router, &proxy, compat::Clients::Smoke);
@@ -84,7 +84,8 @@ fn real_router() {
     spares.sighup(&router);
     let (burst, isolating) = isolating.join().expect("the --isolate client run");
     eprintln!("spares: burst first bytes {burst:?}");
-    drop((isolating, spares)); // their SAM sessions go before the router restarts
+    router.retire(isolating);
+    spares.retire(&router);
     let timing = cases::persistent(&router, persistent);
     eprintln!("persistent identities: {timing:?}");
     encryption::run(&router);

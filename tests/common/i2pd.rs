@@ -23,7 +23,7 @@ use super::http::{EchoServer, HttpServer, MARKER};
 use super::i2p::public_b64;
 use super::ports;
 use super::process::{terminate, Stopped};
-use super::proxy::{socks5_open, Dest};
+use super::proxy::{socks5_open, Dest, Proxy};
 use super::router::{fixture_key, RealRouter, ECHO_B32, ECHO_NAME, SITE_B32, SITE_NAME};
 use super::sam_client::{wait_hello, LS1, ZERO_HOPS};
 use super::TempDir;
@@ -31,6 +31,7 @@ use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -228,6 +229,9 @@ pub struct Router {
     /// The echo server behind `[echo]`.
     pub echo: EchoServer,
     pub timings: Timings,
+    /// Proxies the cases are done with, kept running until i2pd stops (after `process`, so
+    /// they stop after it): see [`RealRouter::retire`] below.
+    retired: Mutex<Vec<Proxy>>,
 }
 
 impl Router {
@@ -296,6 +300,7 @@ impl Router {
             http,
             echo,
             timings: Timings { sam_up, ..Timings::default() },
+            retired: Mutex::new(Vec::new()),
         };
         let t1 = Instant::now();
         router.wait_site();
@@ -353,7 +358,10 @@ impl Router {
     /// Stops i2pd now (SIGTERM, SIGKILL after [`STOP_GRACE`]) and says how it went; the
     /// datadir is removed when the `Router` is dropped.
     pub fn stop(&mut self) -> Stopped {
-        self.process.stop().expect("router already stopped")
+        let stopped = self.process.stop().expect("router already stopped");
+        // Their sessions went with the router: nothing of theirs is left to close.
+        self.retired.get_mut().unwrap_or_else(PoisonError::into_inner).clear();
+        stopped
     }
 
     /// Starts i2pd again after [`Router::stop`] on the same ports, datadir, keys and tunnels
@@ -477,6 +485,14 @@ impl RealRouter for Router {
     fn start_all_again(&mut self) {
         self.start_again();
     }
+
+    /// A proxy that stops closes its SAM sessions, and closing one whose streams included one
+    /// whose end i2pd lost crashes i2pd seconds later (doc/i2pd-sam-churn-crash.md); the
+    /// proxy's `--session-linger` holds such sessions while it runs, but not past its exit.
+    /// So the proxy runs on, idle, until the router stops.
+    fn retire(&self, proxy: Proxy) {
+        self.retired.lock().unwrap_or_else(PoisonError::into_inner).push(proxy);
+    }
 }
 
 /// Runs `curl -sS --max-time 30 <args>` (a later `--max-time` in `args` overrides).
@@ -538,7 +554,10 @@ pub enum SamThreads {
     /// stops dozens of proxies on one router met on i2pd 2.45 in one of its first two runs
     /// with the proxy's own closes made safe. This mode crashes too, but far more rarely:
     /// under bare SAM churn on i2pd 2.59, once in 3,336 streams of 64 KiB and never in 21,450
-    /// of 4 KiB, against once in about 450 in the default mode.
+    /// of 4 KiB, against once in about 450 in the default mode; and once on i2pd 2.56 (a
+    /// double free) seconds after the identity cases' two proxies stopped. So the cases also
+    /// keep the proxies they are done with running until the router stops
+    /// ([`RealRouter::retire`]), all but those that restart on their own keys.
     PerSession,
 }
 

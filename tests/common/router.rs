@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use super::i2p::b32_of_blob;
+use super::proxy::Proxy;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -61,6 +62,12 @@ pub trait RealRouter {
     /// Starts it again on the same ports, keys and address book after [`RealRouter::stop_all`],
     /// and returns once the fixture services answer again.
     fn start_all_again(&mut self);
+
+    /// Takes a proxy a case is done with. Stopping it here closes its SAM sessions, which is
+    /// harmless on emissary; i2pd keeps it running until the router stops instead.
+    fn retire(&self, proxy: Proxy) {
+        drop(proxy);
+    }
 
     /// `<52 chars>.b32.i2p` of the HTTP site.
     fn site_b32(&self) -> &'static str {

@@ -226,6 +226,10 @@ pub fn identities<R: RealRouter + Sync>(
     all.sort();
     all.dedup();
     assert_eq!(all.len(), n, "an address served two identities");
+    if let Some(IdentityProxies { hup, per_client }) = others {
+        router.retire(hup);
+        router.retire(per_client);
+    }
 }
 
 /// At once: `scale.credentials` SOCKS5 users, another password for the first, and a SOCKS4
@@ -578,6 +582,7 @@ pub fn persistent<R: RealRouter + Sync>(router: &R, run: PersistentProxy) -> Res
     let fresh = via(&ls[2], None);
     assert!(![c, new_c].contains(&fresh) && !first.contains(&fresh), "the transient default is not new");
     assert_eq!(proxy.count_lines("a user name without a key file yet"), 0, "a key was made again");
+    router.retire(proxy);
     RestartTiming { persistent_first, session_build, new_name_first }
 }
 

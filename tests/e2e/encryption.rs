@@ -115,7 +115,7 @@ pub fn post_quantum(router: &Router, proxy: &Proxy) {
     let types = logged_types(router, &plain);
     assert!(!types.contains(&6), "{}: --encryption classic made key types {types:?}", router.label());
     eprintln!("encryption: {} made key types {types:?} for a --encryption classic identity", router.label());
-    drop(classic);
+    router.retire(classic);
 
     // A stream to a type-6 service published here (an echo behind STREAM FORWARD).
     let options = format!("{ZERO_HOPS} {PQ_PEER}");
@@ -179,5 +179,5 @@ pub fn post_quantum(router: &Router, proxy: &Proxy) {
     assert!(types.contains(&6), "the proxy's datagram destination got key types {types:?}");
     eprintln!("encryption: 10 datagrams echoed between type-6 destinations in {:?}", t.elapsed());
     peer.stop();
-    drop(proxy);
+    router.retire(proxy);
 }

@@ -62,6 +62,15 @@ impl Spares {
         Spares { default, isolating }
     }
 
+    /// Hands both proxies to `router` to keep until it stops ([`RealRouter::retire`]); the
+    /// isolating one only if it was not lent out.
+    pub fn retire(self, router: &Router) {
+        router.retire(self.default);
+        if let Some(p) = self.isolating {
+            router.retire(p);
+        }
+    }
+
     /// The idle proxy holds the default identity's session and one spare, and nothing more.
     pub fn idle_cost(&self, router: &Router) {
         for p in [Some(&self.default), self.isolating.as_ref()].into_iter().flatten() {
