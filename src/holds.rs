@@ -11,11 +11,12 @@
 //! when the I2P side answers the FIN, or at its next timed wake-up, and then
 //! ends as any relay whose client closed first.
 //!
-//! Holds may fill only part of the places ([`Holds::set_limit`]): a relay
-//! that begins a hold beyond it passes on the oldest one itself, so that
-//! under a stream of short connections the places newcomers need are freed
-//! by the relays that hold, in parallel, and not by the accept loop, which
-//! every client waits on.
+//! Only so many holds at once ([`Holds::set_limit`], `--half-close-max`): a
+//! relay that begins a hold beyond it passes on the oldest one itself. Each
+//! hold keeps a worker asleep, so under a stream of short connections that
+//! close first the limit is what keeps the proxy's threads few and warm; and
+//! the places newcomers need are then freed by the relays that hold, in
+//! parallel, and not by the accept loop, which every client waits on.
 //!
 //! Not here: when a hold begins and ends (relay.rs), and waiting for the
 //! place a released relay frees (pool.rs).

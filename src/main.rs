@@ -58,12 +58,11 @@ const LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// the accept loop waits meanwhile.
 const ROOM_WAIT: Duration = Duration::from_millis(500);
 /// Places kept free of holds: `--max-clients` / this (16 of the default
-/// 1024; none below 64), twice over for [`hold_limit`]. Under a stream of
-/// short connections every place fills with holds within seconds; a
-/// client that then had to wait for a released hold to end (the I2P side
-/// closing, its worker finishing) before its handshake could begin made
-/// sequential cycles a quarter slower than with `--half-close-wait 0`
-/// (`make bench`).
+/// 1024; none below 64). When `--half-close-max` lets holds fill the places,
+/// a stream of short connections fills them within seconds, and a client
+/// that then had to wait for a released hold to end (the I2P side closing,
+/// its worker finishing) before its handshake could begin made sequential
+/// cycles a quarter slower than with `--half-close-wait 0` (`make bench`).
 const RESERVE_DIVISOR: usize = 64;
 /// After the grace period, how long stopped relays get to unwind.
 const STOP_WAIT: Duration = Duration::from_secs(1);
@@ -342,6 +341,7 @@ fn run(config: Config, files: Files) -> Result<(), Failure> {
     };
     watch_signals(signals, watch).map_err(fail)?;
 
+    HOLDS.set_limit(config.half_close_max);
     let worker_shared = Arc::clone(&shared);
     let pool = Pool::new(config.max_clients, move |(c, n): (Client, usize)| {
         proxy::serve(c, n, &worker_shared);

@@ -1009,10 +1009,12 @@ fn held_half_close_gives_its_place_to_a_new_client() {
 /// --max-clients 64 keeps one place (64 / 64) free of holds: the client
 /// that takes the last place has the oldest hold passed on at once, so
 /// the next client finds a place without waiting; the other holds stay.
+/// (--half-close-max 64 lets holds fill the places.)
 #[test]
 fn a_reserve_of_places_is_kept_free_of_holds() {
     const MAX: usize = 64;
-    let (fake, p) = setup(Script::default(), &["--max-clients", "64", "--half-close-wait", "30"]);
+    let args = ["--max-clients", "64", "--half-close-max", "64", "--half-close-wait", "30"];
+    let (fake, p) = setup(Script::default(), &args);
     let mut held: Vec<TcpStream> =
         (0..MAX).map(|i| held_half_close(p.addr(), &b32_name(&format!("held-{i}")))).collect();
     assert!(fake.wait_streams(MAX, WAIT));
@@ -1026,6 +1028,32 @@ fn a_reserve_of_places_is_kept_free_of_holds() {
     echo_open(&mut next, b"next");
     assert!(fake.wait_closed(conns[1], WAIT), "admitting into the reserve passes the next hold on");
     assert!(conns[2..].iter().all(|c| fake.eof_at(*c).is_none()));
+}
+
+/// --half-close-max 2 with places to spare: a third held half-close has
+/// the oldest passed on at once (its FIN reaches the bridge and its client
+/// gets EOF, not after the 30 s wait); the two newer ones stay held, and
+/// the status report counts the one passed on early.
+#[test]
+fn holds_beyond_the_limit_pass_the_oldest_on() {
+    let (fake, p) = setup(Script::default(), &["--half-close-max", "2", "--half-close-wait", "30"]);
+    let mut held: Vec<TcpStream> =
+        ["first", "second"].iter().map(|n| held_half_close(p.addr(), &b32_name(n))).collect();
+    assert!(fake.wait_streams(2, WAIT));
+    assert!(silent_for(&mut held[0], Duration::from_millis(300)), "the first hold within the limit ended");
+    held.push(held_half_close(p.addr(), &b32_name("third")));
+    assert!(fake.wait_streams(3, WAIT));
+    let conns: Vec<usize> = fake.streams().iter().map(|r| r.conn).collect();
+    assert!(fake.wait_closed(conns[0], WAIT), "the oldest hold was not passed on");
+    assert!(fake.eof_at(conns[0]).is_some(), "the oldest hold's FIN did not reach the bridge");
+    assert!(read_to_eof(&mut held[0], IO_TIMEOUT).is_empty());
+    assert!(silent_for(&mut held[1], Duration::from_millis(300)), "the second hold was passed on too");
+    assert!(conns[1..].iter().all(|c| fake.eof_at(*c).is_none()));
+    let r = common::status::ask(&p, WAIT);
+    assert_eq!(
+        r.line("half-closes"),
+        "status: half-closes held: 2 now, 3 since start, 1 passed on early for a new client"
+    );
 }
 
 // ------------------------------------------------------ process
