@@ -13,7 +13,7 @@
 //! RSS, descriptors and threads are sampled every [`SAMPLE_EVERY`].
 //!
 //! Asserted per router: it is still running and its SAM port answers HELLO; no request
-//! failed (but for a rare router fault named and tolerated, see [`UNREACHABLE`]), and none
+//! failed (but for a rare router fault named and tolerated, see [`UNREACHABLE_PER`]), and none
 //! was refused for a limit (counted apart, by the flag the proxy names);
 //! [`SETTLE`] after the load the proxy's descriptors and threads are back to their level
 //! before it, plus what each session the status report says is held after close keeps
@@ -30,7 +30,7 @@
 mod common;
 
 use common::http::MARKER;
-use common::i2pd::{curl, Build, Router};
+use common::i2pd::{answered_unreachable, curl, Build, Router};
 use common::ports::random_u64;
 use common::process::{open_fds, rss_kib, tasks, threads};
 use common::proxy::Proxy;
@@ -88,19 +88,12 @@ const FAILURES_SHOWN: usize = 10;
 const DMESG: &str = "dmesg | grep -iE 'segfault|traps:'";
 /// Kernel lines shown when none names one of the router's threads (they are then anyone's).
 const DMESG_TAIL: usize = 3;
-/// How curl says the proxy answered 0x04 (host unreachable): the router answered
-/// CANT_REACH_PEER. The newest i2pd did so once in 589 requests, from a session built a
-/// moment before, for a site every other session reached: a router fault, tolerated and
-/// named up to one request in [`UNREACHABLE_PER`] (at least one); the proxy's own
-/// failures are never tolerated.
-const UNREACHABLE: &str = "Can't complete SOCKS5 connection to";
-const UNREACHABLE_REPLY: &str = ". (4)";
+/// A request answered 0x04 ([`answered_unreachable`]) is tolerated and named up to one in
+/// this many (at least one): the newest i2pd answered CANT_REACH_PEER once in 589 requests,
+/// from a session built a moment before, for a site every other session reached (a router
+/// fault, [`RealRouter::refuses_a_new_sessions_connect`]); the proxy's own failures are never
+/// tolerated.
 const UNREACHABLE_PER: u64 = 300;
-
-/// Whether curl's error says the proxy answered 0x04.
-fn answered_unreachable(curl_stderr: &str) -> bool {
-    curl_stderr.contains(UNREACHABLE) && curl_stderr.trim_end().ends_with(UNREACHABLE_REPLY)
-}
 
 #[test]
 fn identity_churn() {
@@ -249,7 +242,7 @@ struct Outcome {
     /// Of those, the ones that ended after the router died (or within a [`TICK`] before
     /// its death was seen).
     failed_after_death: u64,
-    /// Of the failed, those answered 0x04 ([`UNREACHABLE`]).
+    /// Of the failed, those answered 0x04 ([`answered_unreachable`]).
     unreachable: u64,
     failures: Vec<String>,
     slowest: Duration,

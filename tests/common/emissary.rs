@@ -401,6 +401,10 @@ impl RealRouter for Network {
         false
     }
 
+    fn refuses_a_new_sessions_connect(&self) -> bool {
+        false
+    }
+
     fn stop_all(&mut self) {
         self.far.clear();
         let (a, b) = (self.a.stop(), self.b.stop());

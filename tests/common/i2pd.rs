@@ -477,6 +477,10 @@ impl RealRouter for Router {
         self.build == Build::Sid
     }
 
+    fn refuses_a_new_sessions_connect(&self) -> bool {
+        self.build == Build::Sid
+    }
+
     fn stop_all(&mut self) {
         let stopped = self.stop();
         eprintln!("i2pd stopped: {stopped:?}");
@@ -493,6 +497,16 @@ impl RealRouter for Router {
     fn retire(&self, proxy: Proxy) {
         self.retired.lock().unwrap_or_else(PoisonError::into_inner).push(proxy);
     }
+}
+
+/// How curl says the proxy answered 0x04 (host unreachable), as the proxy does when the
+/// router answered CANT_REACH_PEER.
+const UNREACHABLE: &str = "Can't complete SOCKS5 connection to";
+const UNREACHABLE_REPLY: &str = ". (4)";
+
+/// Whether curl's error output says the proxy answered 0x04.
+pub fn answered_unreachable(curl_stderr: &str) -> bool {
+    curl_stderr.contains(UNREACHABLE) && curl_stderr.trim_end().ends_with(UNREACHABLE_REPLY)
 }
 
 /// Runs `curl -sS --max-time 30 <args>` (a later `--max-time` in `args` overrides).

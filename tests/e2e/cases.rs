@@ -27,7 +27,7 @@
 
 use crate::common::http::{expected_sha256, MARKER};
 use crate::common::i2p::{b32_of_blob, b64_decode};
-use crate::common::i2pd::{curl, socks5_stream};
+use crate::common::i2pd::{answered_unreachable, curl, socks5_stream};
 use crate::common::proxy::{socks5_connect, socks5_open, Dest, Proxy};
 use crate::common::rng::{pattern, random_bytes};
 use crate::common::router::RealRouter;
@@ -112,7 +112,19 @@ pub fn source_b32<R: RealRouter>(router: &R, proxy_flags: &[&str]) -> String {
     let url = format!("http://{}/echo-headers", router.site_b32());
     let mut args: Vec<&str> = proxy_flags.to_vec();
     args.extend(["--max-time", CURL_LIMIT, &url]);
-    let body = String::from_utf8(curl_ok(&args)).unwrap();
+    let mut out = curl(&args);
+    if !out.status.success()
+        && router.refuses_a_new_sessions_connect()
+        && answered_unreachable(&String::from_utf8_lossy(&out.stderr))
+    {
+        eprintln!(
+            "{}: CANT_REACH_PEER for {proxy_flags:?}, a router fault (doc/routers.md): asking once more",
+            router.label()
+        );
+        out = curl(&args);
+    }
+    assert!(out.status.success(), "curl {args:?}: {:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
+    let body = String::from_utf8(out.stdout).unwrap();
     body.lines()
         .find_map(|l| l.strip_prefix("X-I2P-DestB32:"))
         .map(|v| v.trim().to_string())
