@@ -1001,9 +1001,10 @@ struct HeldRun {
 /// The hold row: i2psocks whose held clients have half-closed after their
 /// echo, so each connection is a held FIN. Its wait is long enough that no
 /// hold ends while the others are opened and measured (under a second),
-/// short enough that all have ended when RSS is read again.
+/// short enough that all have ended when RSS is read again; its limit lets
+/// every one of them be held (the default holds 16 and passes the rest on).
 const HELD_FIN_ROW: &str = "i2psocks-fin-held";
-const HELD_FIN_FLAGS: [&str; 2] = ["--half-close-wait", "10"];
+const HELD_FIN_FLAGS: [&str; 4] = ["--half-close-wait", "10", "--half-close-max", "10000"];
 
 fn bench_held(cfg: &Config, env: &Env, target: &Target, sam: &FakeSam) -> Table {
     let mut names = Vec::new();
