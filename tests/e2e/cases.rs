@@ -36,7 +36,7 @@ use crate::common::udp_client::{associate, udp_echo_roundtrip, Echo};
 use sha2::{Digest, Sha256};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, UdpSocket};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
@@ -102,7 +102,11 @@ pub fn ready(proxy: &Proxy) -> String {
 
 /// curl's output, which must be a success.
 pub fn curl_ok(args: &[&str]) -> Vec<u8> {
-    let out = curl(args);
+    succeeded(args, curl(args))
+}
+
+/// The output `out` of curl run with `args`, which must be a success.
+fn succeeded(args: &[&str], out: Output) -> Vec<u8> {
     assert!(out.status.success(), "curl {args:?}: {:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
     out.stdout
 }
@@ -123,8 +127,7 @@ pub fn source_b32<R: RealRouter>(router: &R, proxy_flags: &[&str]) -> String {
         );
         out = curl(&args);
     }
-    assert!(out.status.success(), "curl {args:?}: {:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
-    let body = String::from_utf8(out.stdout).unwrap();
+    let body = String::from_utf8(succeeded(&args, out)).unwrap();
     body.lines()
         .find_map(|l| l.strip_prefix("X-I2P-DestB32:"))
         .map(|v| v.trim().to_string())
