@@ -23,6 +23,9 @@ use std::process::{Command, Output, Stdio};
 const MAN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/man/i2psocks.8");
 const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/dist/systemd/i2psocks.service");
 const OPENRC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/dist/openrc/i2psocks");
+/// Where `make install` puts the page under a manual directory (MANDIR, or PREFIX's
+/// share/man), and where man(1) looks for it there: section 8.
+const MAN_IN_MANDIR: &str = "man8/i2psocks.8";
 /// The most `systemd-analyze security --offline=true` may rate the unit (0 = fully
 /// confined, 10 = not at all). What is left open: the host's network (IP to loopback
 /// only) and AF_INET/AF_INET6/AF_UNIX sockets, which a proxy needs.
@@ -57,7 +60,7 @@ fn destdir_install_and_uninstall() {
     let binv = format!("BIN={}", bin());
     make(&["install", &dest, "PREFIX=/usr", &binv]);
     let b = t.0.join("usr/bin/i2psocks");
-    let m = t.0.join("usr/share/man/man8/i2psocks.8");
+    let m = t.0.join("usr/share/man").join(MAN_IN_MANDIR);
     assert_eq!(mode(&b), 0o755, "{}", b.display());
     assert_eq!(mode(&m), 0o644, "{}", m.display());
     assert_eq!(std::fs::read(&b).unwrap(), std::fs::read(bin()).unwrap());
@@ -77,17 +80,19 @@ fn destdir_install_and_uninstall() {
     assert!(!b.exists() && !m.exists() && !u.exists() && !r.exists(), "uninstall left files");
 
     // BINDIR, MANDIR, UNITDIR and INITDIR override PREFIX's layout.
-    let dirs: Vec<String> =
-        [("BINDIR", "opt/sbin"), ("MANDIR", "opt/man"), ("UNITDIR", "opt/units"), ("INITDIR", "opt/init")]
-            .iter()
-            .map(|(k, v)| format!("{k}={}/{v}", t.0.display()))
-            .collect();
+    // (variable, its directory, the file make puts there, the file's mode)
+    let layout = [
+        ("BINDIR", "opt/sbin", "i2psocks", 0o755),
+        ("MANDIR", "opt/man", MAN_IN_MANDIR, 0o644),
+        ("UNITDIR", "opt/units", "i2psocks.service", 0o644),
+        ("INITDIR", "opt/init", "i2psocks", 0o755),
+    ];
+    let dirs: Vec<String> = layout.iter().map(|(k, v, _, _)| format!("{k}={}/{v}", t.0.display())).collect();
     let mut args: Vec<&str> = vec!["install", &binv];
     args.extend(dirs.iter().map(String::as_str));
     make(&args);
-    let installed =
-        ["opt/sbin/i2psocks", "opt/man/man8/i2psocks.8", "opt/units/i2psocks.service", "opt/init/i2psocks"];
-    for (f, m) in installed.iter().zip([0o755, 0o644, 0o644, 0o755]) {
+    let installed: Vec<String> = layout.iter().map(|(_, dir, file, _)| format!("{dir}/{file}")).collect();
+    for (f, (_, _, _, m)) in installed.iter().zip(layout) {
         assert_eq!(mode(&t.0.join(f)), m, "{f}");
     }
     let sbin = format!("ExecStart={}/opt/sbin/i2psocks ", t.0.display());
@@ -95,7 +100,7 @@ fn destdir_install_and_uninstall() {
     args[0] = "uninstall";
     make(&args);
     for f in installed {
-        assert!(!t.0.join(f).exists(), "{f} left");
+        assert!(!t.0.join(&f).exists(), "{f} left");
     }
 }
 
@@ -122,8 +127,9 @@ fn systemd_unit_verifies_and_is_confined() {
     let bindir = Path::new(bin()).parent().unwrap().display().to_string();
     let unit = t.0.join("i2psocks.service");
     std::fs::write(&unit, with_bindir(UNIT, &bindir)).unwrap();
-    std::fs::create_dir_all(t.0.join("man/man8")).unwrap();
-    std::fs::copy(MAN, t.0.join("man/man8/i2psocks.8")).unwrap();
+    let page = t.0.join("man").join(MAN_IN_MANDIR);
+    std::fs::create_dir_all(page.parent().unwrap()).unwrap();
+    std::fs::copy(MAN, &page).unwrap();
     let v = Command::new(analyze).arg("verify").arg(&unit).env("MANPATH", t.0.join("man")).output().unwrap();
     let said = format!("{}{}", String::from_utf8_lossy(&v.stdout), String::from_utf8_lossy(&v.stderr));
     assert!(v.status.success() && said.trim().is_empty(), "systemd-analyze verify:\n{said}");
