@@ -477,8 +477,9 @@ impl RealRouter for Router {
         self.build == Build::Sid
     }
 
+    /// Seen on 2.56 and the newest, never on 2.45.
     fn refuses_a_new_sessions_connect(&self) -> bool {
-        self.build == Build::Sid
+        self.build != Build::System
     }
 
     fn stop_all(&mut self) {

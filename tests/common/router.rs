@@ -58,8 +58,8 @@ pub trait RealRouter {
 
     /// Whether the router sometimes answers CANT_REACH_PEER to a session built a moment
     /// before, for a site every other session reaches (the newest i2pd: once in 589 requests
-    /// of tests/soak.rs, once in an identity case), so that one request so answered may be
-    /// asked again.
+    /// of tests/soak.rs, once in an identity case; i2pd 2.56 once in an identity case), so
+    /// that one request so answered may be asked again.
     fn refuses_a_new_sessions_connect(&self) -> bool;
 
     /// Stops the router (both routers of a network) at once, as a crash or an admin would.
